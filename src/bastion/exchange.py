@@ -151,6 +151,8 @@ class Exchange:
     route: str = ""  # route template such as /users/{id}, when known
     site: str = ""  # the Host the request was for
     keys: dict[str, str] = field(default_factory=dict)  # entity keys: ip, api_key, user, session...
+    entity: str = ""  # id of the linked entity (attacker or user), when behaviour tracking is on
+    risk: float = 0.0  # the entity's current (decayed) risk when the request arrived
     findings: list[Finding] = field(default_factory=list)
     verdict: Verdict | None = None
     allowlisted: bool = False  # an allow decision matched: detectors are skipped

@@ -57,6 +57,7 @@ class Finding:
     reason: str = ""
     retry_after: int | None = None
     delay: float = 0.0  # seconds, for THROTTLE
+    risk: float | None = None  # points for the entity's risk; None: derived from severity/score
     headers: tuple[tuple[str, str], ...] = ()
     observe: bool = False
     phase: Phase = Phase.REQUEST_HEADERS

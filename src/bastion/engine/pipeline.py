@@ -76,6 +76,10 @@ class Pipeline:
                 if hook is not None:
                     self._steps[phase].append(_Step(det.name, hook, observe))
 
+    def wants(self, phase: Phase) -> bool:
+        """Whether any detector hooks this phase (front-ends skip buffering for phases nobody reads)."""
+        return bool(self._steps[phase])
+
     # --- building exchanges ------------------------------------------------------------------
 
     def new_exchange(
