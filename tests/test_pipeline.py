@@ -1,0 +1,178 @@
+"""The engine's contract: phases in order, detectors report, one evaluator decides."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bastion.clock import ManualClock
+from bastion.config import BastionConfig, DetectorSettings
+from bastion.engine.pipeline import Pipeline
+from bastion.exchange import Client, Exchange, Headers, Response
+from bastion.verdict import Action, Finding, Phase, Severity
+
+
+class HeaderFlag:
+    """Adds critical points when the request carries x-evil."""
+
+    name = "flag"
+
+    def request_headers(self, ex: Exchange) -> None:
+        if "x-evil" in ex.request.headers:
+            ex.add(Finding("t-1", self.name, "evil header", Severity.CRITICAL, score=5))
+
+
+class Warn:
+    name = "warn"
+
+    def request_headers(self, ex: Exchange) -> None:
+        ex.add(Finding("t-2", self.name, "odd", Severity.WARNING, score=3))
+
+
+class AsyncDeny:
+    name = "async-deny"
+
+    async def request_body(self, ex: Exchange) -> None:
+        await asyncio.sleep(0)
+        if ex.request.body == b"deny":
+            ex.add(Finding("t-3", self.name, "denied", action=Action.BLOCK, reason="access-denied"))
+
+
+class Boom:
+    name = "boom"
+
+    def request_headers(self, ex: Exchange) -> None:
+        raise RuntimeError("bug in a detector")
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.done: list[Exchange] = []
+
+    def exchange_done(self, ex: Exchange) -> None:
+        self.done.append(ex)
+
+
+class Learner:
+    name = "learner"
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    async def complete(self, ex: Exchange) -> None:
+        await asyncio.sleep(0)
+        self.seen += 1
+
+
+def make(pipeline: Pipeline, headers: list[tuple[str, str]] | None = None) -> Exchange:
+    return pipeline.new_exchange(Client("127.0.0.9"), "GET", "/a?b=1", Headers(headers or [("Host", "api")]))
+
+
+async def test_scored_block_and_clean_pass() -> None:
+    p = Pipeline(BastionConfig(), [HeaderFlag()], clock=ManualClock())
+    clean = make(p)
+    assert await p.request_headers(clean) is None
+    evil = make(p, [("Host", "api"), ("X-Evil", "1")])
+    verdict = await p.request_headers(evil)
+    assert verdict is not None and verdict.action == Action.BLOCK
+    assert verdict.status == 403 and verdict.reason == "request-blocked" and verdict.rule_ids == ("t-1",)
+
+
+async def test_points_accumulate_to_threshold() -> None:
+    p = Pipeline(BastionConfig(), [Warn()], clock=ManualClock())
+    assert await p.request_headers(make(p)) is None  # 3 < 5
+    p2 = Pipeline(BastionConfig(), [Warn(), Warn()], clock=ManualClock())
+    verdict = await p2.request_headers(make(p2))
+    assert verdict is not None and verdict.score == 6
+
+
+async def test_observe_mode_never_blocks_but_records() -> None:
+    cfg = BastionConfig(mode="observe")
+    p = Pipeline(cfg, [HeaderFlag()], clock=ManualClock())
+    ex = make(p, [("Host", "api"), ("X-Evil", "1")])
+    assert await p.request_headers(ex) is None
+    assert ex.verdict is not None and ex.verdict.action == Action.LOG and ex.verdict.would_block
+
+
+async def test_observe_detector_findings_do_not_count() -> None:
+    det = HeaderFlag()
+    det.observe = True  # type: ignore[attr-defined]
+    p = Pipeline(BastionConfig(), [det], clock=ManualClock())
+    ex = make(p, [("Host", "api"), ("X-Evil", "1")])
+    assert await p.request_headers(ex) is None
+    assert ex.findings and ex.findings[0].observe
+
+
+async def test_async_hook_and_explicit_action() -> None:
+    p = Pipeline(BastionConfig(), [AsyncDeny()], clock=ManualClock())
+    ex = make(p)
+    ex.request.body = b"deny"
+    verdict = await p.request_body(ex)
+    assert verdict is not None and verdict.status == 403 and verdict.reason == "access-denied"
+
+
+async def test_failing_detector_fail_open_and_closed() -> None:
+    p = Pipeline(BastionConfig(fail_mode="open"), [Boom(), HeaderFlag()], clock=ManualClock())
+    ex = make(p)
+    assert await p.request_headers(ex) is None
+    assert ex.errors == ["boom"] and p.counters.detector_errors == {"boom": 1}
+    closed = Pipeline(BastionConfig(fail_mode="closed"), [Boom()], clock=ManualClock())
+    verdict = await closed.request_headers(make(closed))
+    assert verdict is not None and verdict.status == 503 and verdict.reason == "inspection-failed"
+
+
+async def test_allowlisted_exchange_skips_detectors() -> None:
+    class Allow:
+        name = "allow"
+
+        def request_headers(self, ex: Exchange) -> None:
+            ex.allowlisted = True
+
+    p = Pipeline(BastionConfig(), [Allow(), HeaderFlag()], clock=ManualClock())
+    ex = make(p, [("Host", "api"), ("X-Evil", "1")])
+    assert await p.request_headers(ex) is None and not ex.findings
+
+
+async def test_complete_runs_after_response_and_reaches_sinks() -> None:
+    clock = ManualClock()
+    rec, learner = Recorder(), Learner()
+    p = Pipeline(BastionConfig(), [learner], clock=clock, sinks=[rec])
+    ex = make(p)
+    clock.advance(0.25)
+    ex.response = Response(200, Headers([]))
+    p.complete(ex)
+    assert rec.done == []  # async complete work is scheduled, not awaited inline
+    await p.drain()
+    assert learner.seen == 1 and rec.done == [ex]
+    assert ex.duration == 0.25 and ex.verdict is not None and ex.verdict.action == Action.ALLOW
+
+
+async def test_response_side_points_use_outbound_threshold() -> None:
+    class Leak:
+        name = "leak"
+
+        def response_body(self, ex: Exchange) -> None:
+            ex.add(Finding("t-950", self.name, "stack trace", Severity.ERROR, score=4))
+
+    p = Pipeline(BastionConfig(), [Leak()], clock=ManualClock())
+    ex = make(p)
+    verdict = await p.response_body(ex)
+    assert verdict is not None and verdict.reason == "response-blocked" and verdict.status == 502
+    assert ex.findings[0].phase == Phase.RESPONSE_BODY
+
+
+async def test_throttle_is_a_delay_not_a_block() -> None:
+    class Slow:
+        name = "slow"
+
+        def request_headers(self, ex: Exchange) -> None:
+            ex.add(Finding("t-slow", self.name, "tarpit", action=Action.THROTTLE, delay=0.5))
+
+    p = Pipeline(BastionConfig(), [Slow()], clock=ManualClock())
+    verdict = await p.request_headers(make(p))
+    assert verdict is not None and verdict.action == Action.THROTTLE and verdict.delay == 0.5
+    assert not verdict.blocks
+
+
+def test_detector_settings_default() -> None:
+    cfg = BastionConfig(detectors={"limits": DetectorSettings(observe=True)})
+    assert cfg.detector("limits").observe and cfg.detector("other").enabled
