@@ -1,19 +1,36 @@
-# The two commands of the README. Each creates the virtual environment it needs.
-PY ?= python3
+# The two commands of the README. Each creates the virtual environment it needs (.venv) on first use.
+#   make demo   the sample shop API behind Bastion (ARGS=--attack replays attacks and prints a report)
+#   make test   lint + the whole test suite
+# Needs only python3 (3.11+, with the venv module) and make; packages come from PyPI.
+
 VENV := .venv
 STAMP := $(VENV)/.installed
+# The first Python that is 3.11 or newer.
+PY ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+	&& echo $$p && break; done)
 
-.PHONY: demo test
+.PHONY: demo test docs clean-venv
 
 $(STAMP): pyproject.toml
-	$(PY) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev,postgres]'
-	touch $(STAMP)
+	@if [ -z "$(PY)" ]; then echo "error: Bastion needs Python 3.11 or newer (python3 --version)"; exit 1; fi
+	@[ -x $(VENV)/bin/python ] || $(PY) -m venv $(VENV) || { \
+		echo "error: '$(PY) -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv"; \
+		rm -rf $(VENV); exit 1; }
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[dev,postgres]'
+	@touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/bastion demo $(ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest $(ARGS)
+
+# Regenerate the reference part of docs/configuration.md from the config model.
+docs: $(STAMP)
+	$(VENV)/bin/python -c "from bastion.configdoc import write_reference; write_reference('docs/configuration.md')"
+
+clean-venv:
+	rm -rf $(VENV)

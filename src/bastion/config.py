@@ -14,7 +14,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bastion.alerts.settings import AlertsConfig
+from bastion.catalog.settings import CatalogConfig, SpecConfig
+from bastion.detect.behaviour.settings import BehaviourConfig
+from bastion.detect.signatures.settings import SignaturesConfig
 from bastion.errors import ConfigError
+from bastion.rulespec.model import RulesConfig
+from bastion.state.settings import StateConfig
 
 
 class Section(BaseModel):
@@ -130,6 +136,22 @@ class StoreConfig(Section):
     retention_days: float = Field(30, gt=0)
 
 
+class ProtocolConfig(Section):
+    """HTTP protocol-anomaly checks (bastion.detect.protocol)."""
+
+    allowed_methods: list[str] = Field(
+        default_factory=lambda: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        description="other methods get 405; add WebDAV methods etc. here if the API uses them",
+    )
+    allowed_charsets: list[str] = Field(
+        default_factory=lambda: ["utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "iso-8859-15", "latin1",
+                                 "latin-1", "windows-1252", "utf-16", "utf-16le", "utf-16be"],
+        description="request charsets that add no points; EBCDIC/UTF-7/UTF-32 always score critical",
+    )
+    max_ranges: int = Field(10, ge=1, description="byte ranges in one Range header")
+    check_bodies: bool = Field(True, description="check bodies against their declared Content-Type")
+
+
 class BastionConfig(Section):
     mode: Literal["enforce", "observe"] = "enforce"
     fail_mode: Literal["open", "closed"] = Field(
@@ -139,13 +161,21 @@ class BastionConfig(Section):
     upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     errors: ErrorsConfig = Field(default_factory=ErrorsConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     decisions: list[DecisionEntry] = Field(default_factory=list)
+    behaviour: BehaviourConfig = Field(default_factory=BehaviourConfig)
     detectors: dict[str, DetectorSettings] = Field(default_factory=dict)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    rules: RulesConfig = Field(default_factory=RulesConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    signatures: SignaturesConfig = Field(default_factory=SignaturesConfig)
+    catalog: CatalogConfig = Field(default_factory=CatalogConfig)
+    spec: SpecConfig | None = None
 
     def detector(self, name: str) -> DetectorSettings:
         return self.detectors.get(name) or DetectorSettings()

@@ -27,6 +27,7 @@ HeadersLike = Headers | Mapping[str, str] | Iterable[tuple[str, str]] | None
 
 __all__ = [
     "ManualClock",
+    "inspect_request",
     "make_config",
     "make_exchange",
     "make_pipeline",
@@ -154,6 +155,15 @@ async def run_request(
         kwargs.setdefault("inspect_bytes", pipeline.config.limits.inspect_body_bytes)
         exchange = make_exchange(method, target, pipeline=pipeline, **kwargs)
     return await run_exchange(pipeline, exchange)
+
+
+async def inspect_request(
+    pipeline: Pipeline, method: str = "GET", target: str = "/", **kwargs: Any
+) -> tuple[Exchange, Verdict]:
+    """Like `run_request`, but also returns the exchange (its findings, tags, keys)."""
+    kwargs.setdefault("inspect_bytes", pipeline.config.limits.inspect_body_bytes)
+    ex = make_exchange(method, target, pipeline=pipeline, **kwargs)
+    return ex, await run_exchange(pipeline, ex)
 
 
 async def run_response(

@@ -30,8 +30,14 @@ Factory = Callable[[BastionConfig, BuildContext], Detector | None]
 # (name, "module:function"), in pipeline order.
 DETECTORS: list[tuple[str, str]] = [
     ("decisions", "bastion.detect.decisions:make"),
+    ("risk", "bastion.detect.risk:make"),
+    ("ratelimit", "bastion.detect.ratelimit:make"),
     ("limits", "bastion.detect.limits:make"),
     ("protocol", "bastion.detect.protocol:make"),
+    ("signatures", "bastion.detect.signatures:make"),
+    ("schema", "bastion.detect.schema:make"),
+    ("behaviour", "bastion.detect.behaviour.scenarios:make"),
+    ("catalog", "bastion.detect.catalog:make"),
 ]
 
 

@@ -1,0 +1,596 @@
+"""The `behaviour` detector: scenarios over many exchanges, run after the response (complete phase).
+
+Each scenario counts one kind of event per *subject* and fires a finding with risk points when a
+threshold is crossed (CrowdSec's leaky buckets, with distinct counts and outcome shares):
+
+    scanning        4xx answers (404/403/400/405/410) over many distinct paths
+    brute_force     failed logins per subject
+    stuffing        failed logins over many distinct accounts per subject
+    account_attack  one account failing from many addresses: each further failure adds risk
+    ato_success     a successful login right after many failures
+    token_spread    one API key / session / user from many addresses or networks at once
+    enumeration     many distinct identifiers (email, phone, username, id) on one endpoint, mostly misses
+    bola            many distinct object ids on /x/{id}, many refused, or walked in sequence
+    scraping        distinct resources far above the population's baseline
+    sequence        a login or checkout POST from a subject that never made a GET first
+
+Subjects are the client address, the linked identity (entity) and the client fingerprint; the
+fingerprint only while it is not popular (a common browser shared by many users is never a
+subject, see bastion.entity) and only with an outcome share (most of its logins fail, most of
+its lookups miss), so a shared fingerprint is never blamed for one user's mistakes.
+`slow_threshold` gives each counting scenario a low-and-slow variant over hours.
+
+Only answers of the API count: Bastion's own refusals (a ban's 403s) never feed a scenario.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, unquote
+
+import orjson
+
+from bastion.detect.behaviour.counters import Decayed, Distinct, Track, Tracks
+from bastion.detect.behaviour.settings import ScenarioSettings
+from bastion.entity import Node, hash_key
+from bastion.exchange import Exchange
+from bastion.verdict import Finding, Severity
+
+if TYPE_CHECKING:
+    from bastion.config import BastionConfig
+    from bastion.detect.behaviour.core import BehaviourCore
+    from bastion.engine.registry import BuildContext
+
+_EMAIL = re.compile(r"^[^@\s/]{1,64}@[^@\s/]{1,255}\.[a-z]{2,}$", re.I)
+_PHONE = re.compile(r"^\+?[\d\s().-]{8,20}$")
+_UUID = re.compile(r"^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$", re.I)
+_HEX = re.compile(r"^[0-9a-f]{12,64}$", re.I)
+_MIXED_ID = re.compile(r"^(?=.*\d)[a-z0-9_-]{8,40}$", re.I)
+IDENT_PARAMS = frozenset({"email", "e-mail", "mail", "phone", "mobile", "msisdn", "tel", "telephone", "username",
+                          "user", "login", "handle", "account", "nickname", "screen_name", "user_id", "userid",
+                          "uid", "id", "member", "customer", "customer_id"})
+SCAN_STATUSES = frozenset({400, 403, 404, 405, 410})
+DENY_STATUSES = frozenset({401, 403, 404})
+_NEGATIVE = (b'"found":false', b'"exists":false', b'"found": false', b'"exists": false', b"not found",
+             b"no such", b"does not exist", b"unknown user", b"no user")
+_EMPTY = frozenset({b"", b"[]", b"{}", b"null", b'""', b"false"})
+
+
+def id_segment(seg: str) -> bool:
+    """Whether a path segment is an object identifier (number, UUID, long hex, token-like)."""
+    if not seg:
+        return False
+    if seg.isdigit():
+        return True
+    return bool(_UUID.match(seg) or _HEX.match(seg) or _MIXED_ID.match(seg))
+
+
+def looks_identifier(value: str) -> bool:
+    return bool(_EMAIL.match(value) or _PHONE.match(value))
+
+
+class _Templates:
+    """Path -> route template ('/orders/123' -> '/orders/{id}'), memoised with a bounded table."""
+
+    def __init__(self, size: int = 20_000) -> None:
+        self.cache: dict[str, tuple[str, str]] = {}
+        self.size = size
+
+    def __call__(self, path: str) -> tuple[str, str]:
+        """(template, last id or '')."""
+        hit = self.cache.get(path)
+        if hit is not None:
+            return hit
+        segs = path.split("/")
+        last = ""
+        for i, seg in enumerate(segs):
+            s = unquote(seg)
+            if id_segment(s):
+                segs[i] = "{id}"
+                last = s
+            elif looks_identifier(s):
+                segs[i] = "{ident}"
+        out = ("/".join(segs), last)
+        if len(self.cache) >= self.size:
+            self.cache.clear()
+        self.cache[path] = out
+        return out
+
+
+class Activity:
+    """What every request of a subject updates: distinct resources, volume, when it last made a GET."""
+
+    __slots__ = ("bytes", "clean", "last", "last_get", "paths", "slow_paths", "total")
+
+    def __init__(self) -> None:
+        self.paths = Distinct()
+        self.slow_paths: Distinct | None = None
+        self.total = Decayed()
+        self.bytes = Decayed()
+        self.last_get = -1e18
+        self.clean = False
+        self.last = 0.0
+
+
+class Baseline:
+    """Population baseline of per-subject counts: how many subjects ever reached 2**k (log buckets)."""
+
+    def __init__(self) -> None:
+        self.reached = [0.0] * 24
+        self.last_decay = 0.0
+
+    def crossed(self, count: int) -> None:
+        if count > 0 and count & (count - 1) == 0:  # a power of two: one more subject reached it
+            k = count.bit_length() - 1
+            if k < len(self.reached):
+                self.reached[k] += 1
+
+    def p99(self, now: float) -> float:
+        if now - self.last_decay > 3600.0:  # follow the population as it changes
+            self.last_decay = now
+            self.reached = [x / 2 for x in self.reached]
+        base = self.reached[0]
+        if base < 50:
+            return 0.0
+        for k, n in enumerate(self.reached):
+            if n <= base * 0.01:
+                return float(2**k)
+        return float(2 ** len(self.reached))
+
+
+class EndpointPressure:
+    """Population view of one endpoint's bad outcomes (login failures, lookup misses).
+
+    When an endpoint's recent bad outcomes are many and most of its traffic fails, it is under a
+    (possibly distributed) attack: per-subject thresholds are divided by `factor`, so that an
+    attacker spreading over many addresses, a few requests each, is still caught.
+    """
+
+    __slots__ = ("bad", "total")
+
+    def __init__(self) -> None:
+        self.total = Decayed()
+        self.bad = Decayed()
+
+    def record(self, now: float, bad: bool, half_life: float = 300.0) -> None:
+        self.total.add(now, half_life)
+        self.bad.add(now, half_life, 1.0 if bad else 0.0)
+
+    def under_attack(self, now: float, min_bad: float = 25.0, share: float = 0.5, half_life: float = 300.0) -> bool:
+        b = self.bad.value(now, half_life)
+        return b >= min_bad and b >= share * self.total.value(now, half_life)
+
+
+def _lowered(threshold: float, pressure: bool, factor: float = 3.0, floor: float = 2.0) -> float:
+    return max(floor, threshold / factor) if pressure else threshold
+
+
+class BehaviourDetector:
+    name = "behaviour"
+
+    def __init__(self, core: BehaviourCore) -> None:
+        self.core = core
+        s = core.settings
+        self.sc = s.scenarios
+        self.clock = core.clock
+        self.observe = False
+        lg = s.login
+        self.login_re = re.compile("|".join(f"(?:{r})" for r in lg.routes)) if lg.routes else None
+        seq = list(lg.sequence_routes)
+        self.seq_re = re.compile("|".join(f"(?:{r})" for r in seq)) if seq else None
+        self.login_methods = frozenset(m.upper() for m in lg.methods)
+        self.failure_statuses = frozenset(lg.failure_statuses)
+        self.markers = tuple(m.lower().encode() for m in lg.failure_body_markers)
+        self.account_fields = tuple(f.lower() for f in lg.account_fields)
+        self.salt = s.entity.key_salt
+        self.templates = _Templates()
+        self.baseline = Baseline()
+        longest = max(x.slow_window for x in self._all()) + 600.0
+        self.activity: dict[str, Activity] = {}
+        self._activity_sweep = 0.0
+        self._activity_idle = longest
+        self.tracks: dict[str, Tracks] = {}
+        for name in ScenariosNames:
+            self.tracks[name] = Tracks(idle=longest)
+        self.fired: dict[str, int] = {}
+        self.pressure: dict[str, EndpointPressure] = {}
+        self.fp_outcomes: dict[str, tuple[Decayed, Decayed]] = {}
+
+    def _all(self) -> Iterable[ScenarioSettings]:
+        return (getattr(self.sc, n) for n in ScenariosNames)
+
+    # The body must be buffered for login accounts and lookup identifiers.
+    def request_body(self, ex: Exchange) -> None:
+        return None
+
+    # --- the complete phase ----------------------------------------------------------------------
+
+    def complete(self, ex: Exchange) -> None:
+        resp = ex.response
+        if resp is None or resp.from_bastion:
+            return  # Bastion's own answers (blocks, bans) never count: no self-feeding bans
+        now = self.clock.now()
+        keys = ex.keys
+        ip = keys.get("ip") or ex.client.ip
+        graph = self.core.graph
+        subjects: list[tuple[str, bool]] = [(f"ip:{ip}", False)]  # (subject key, is a shared-software key)
+        ent = self.core.resolve(keys)
+        if ent is not None and ent.id != subjects[0][0] and not ent.id.startswith("ip:"):
+            subjects.append((ent.id, False))
+        fp = keys.get("fp")
+        fp_node = graph.nodes.get(f"fp:{fp}") if fp else None
+        if fp_node is not None:
+            self._fp_outcome(fp_node, resp.status, now)
+        if fp_node is not None and not graph.popular(fp_node):
+            subjects.append((fp_node.key, True))
+        req = ex.request
+        method = req.method.upper()
+        path = req.path.lower()
+        status = resp.status
+        is_login = method in self.login_methods and self.login_re is not None and bool(self.login_re.search(path))
+        template, obj_id = self.templates(path)
+
+        # activity: every answered request
+        acts = [self._activity(s, now) for s, _ in subjects]
+        clean_get = method == "GET" and 200 <= status < 300 and not is_login and "{ident}" not in template
+        for (subj, weak), act in zip(subjects, acts, strict=True):
+            act.total.add(now, 60.0)
+            act.bytes.add(now, self.sc.scraping.window, float(resp.body_size or len(resp.body)))
+            if method == "POST" and (is_login or (self.seq_re is not None and self.seq_re.search(path))):
+                self._sequence(ex, subj, weak, act, now)
+            if method == "GET":
+                act.last_get = now
+            if not weak:
+                self._scraping(ex, subj, act, req.target.lower(), now)
+            if clean_get and not act.clean and not weak:
+                act.clean = True
+                if fp_node is not None:
+                    # one more address browsing normally with this client software: popularity
+                    fp_node.shared += 1
+
+        if status in SCAN_STATUSES or (status == 401 and not is_login):
+            for (subj, weak), act in zip(subjects, acts, strict=True):
+                self._scanning(ex, subj, weak, act, path, now)
+
+        if is_login:
+            self._login(ex, subjects, status, template, now)
+        else:
+            idents = self._identifiers(ex, template)
+            if idents:
+                miss = self._missed(ex)
+                hot = self._pressure("lookup:" + template, now, miss)
+                for subj, weak in subjects:
+                    self._enumeration(ex, subj, weak, template, idents, miss, hot, now)
+            if obj_id and method in ("GET", "PUT", "PATCH", "DELETE"):
+                for subj, weak in subjects:
+                    if not weak:
+                        self._bola(ex, subj, template, obj_id, status in DENY_STATUSES, now)
+
+        for kind in ("session", "api_key", "user"):
+            v = keys.get(kind)
+            if v:
+                self._token_spread(ex, f"{kind}:{v}", ip, keys.get("net", ip), now)
+
+    # --- scenarios ---------------------------------------------------------------------------------
+
+    def _fire(self, ex: Exchange, scenario: str, s: ScenarioSettings, track: Track, subject: str, now: float,
+              message: str, evidence: str, slow: bool = False, risk: float | None = None) -> None:
+        if now - track.fired < s.cooldown:
+            return
+        track.fired = now
+        rule = f"bhv-{scenario.replace('_', '-')}{'-slow' if slow else ''}"
+        self.fired[rule] = self.fired.get(rule, 0) + 1
+        ex.add(Finding(
+            rule_id=rule,
+            detector=self.name,
+            message=message[:200],
+            severity=Severity.CRITICAL if (risk if risk is not None else s.risk) >= 90 else Severity.WARNING,
+            evidence=evidence[:200],
+            tags=("behaviour", scenario, f"subject={subject}"),
+            risk=s.risk if risk is None else risk,
+        ))
+
+    def _fp_outcome(self, node: Node, status: int, now: float) -> None:
+        # the share of a fingerprint's recent requests the API refused or failed (>= 400)
+        o = self.fp_outcomes.get(node.key)
+        if o is None:
+            if len(self.fp_outcomes) > 200_000:
+                self.fp_outcomes.clear()
+            o = self.fp_outcomes[node.key] = (Decayed(), Decayed())
+        total = o[0].add(now, 900.0)
+        bad = o[1].add(now, 900.0, 1.0 if status >= 400 else 0.0)
+        node.bad = bad / total if total >= 5.0 else 0.0
+
+    def _activity(self, subject: str, now: float) -> Activity:
+        a = self.activity.get(subject)
+        if a is None:
+            if now - self._activity_sweep > 60.0:
+                self._activity_sweep = now
+                cutoff = now - self._activity_idle
+                for k in [k for k, v in self.activity.items() if v.last < cutoff]:
+                    del self.activity[k]
+            a = self.activity[subject] = Activity()
+        a.last = now
+        return a
+
+    def _scanning(self, ex: Exchange, subj: str, weak: bool, act: Activity, path: str, now: float) -> None:
+        s = self.sc.scanning
+        if not s.enabled:
+            return
+        t = self.tracks["scanning"].get(subj, now)
+        bad = t.bad.add(now, 60.0)
+        n = t.fast.add(path, now, s.window, int(s.threshold) + 1)
+        share = bad / max(act.total.value(now, 60.0), 1.0)
+        need = max(s.min_share, 0.7) if weak else s.min_share
+        if n >= s.threshold and share >= need:
+            self._fire(ex, "scanning", s, t, subj, now, f"{n} distinct paths refused (4xx) within {s.window:g}s",
+                       f"{n} paths, error share {share:.2f}")
+        elif s.slow_threshold and not weak:
+            if t.slow is None:
+                t.slow = Distinct()
+            m = t.slow.add(path, now, s.slow_window, int(s.slow_threshold) + 1)
+            if m >= s.slow_threshold:
+                self._fire(ex, "scanning", s, t, subj, now, f"{m} distinct paths refused within {s.slow_window:g}s",
+                           f"{m} paths (low and slow)", slow=True)
+
+    def _account(self, ex: Exchange) -> str:
+        body = ex.request.body
+        if body:
+            ct = ex.request.content_type
+            fields: dict[str, str] = {}
+            try:
+                if "json" in ct or body[:1] in (b"{", b"["):
+                    data = orjson.loads(body)
+                    if isinstance(data, dict):
+                        fields = {str(k).lower(): str(v) for k, v in data.items() if isinstance(v, str | int)}
+                else:
+                    fields = {k.lower(): v for k, v in parse_qsl(body.decode("utf-8", "replace"))}
+            except (orjson.JSONDecodeError, ValueError):
+                fields = {}
+            for f in self.account_fields:
+                v = fields.get(f)
+                if v:
+                    return hash_key(v.strip().lower(), self.salt)
+        user = ex.keys.get("user")
+        return hash_key(user, self.salt) if user else ""
+
+    def _pressure(self, template: str, now: float, bad: bool) -> bool:
+        p = self.pressure.get(template)
+        if p is None:
+            if len(self.pressure) > 10_000:
+                self.pressure.clear()
+            p = self.pressure[template] = EndpointPressure()
+        p.record(now, bad)
+        return p.under_attack(now)
+
+    def _login(self, ex: Exchange, subjects: list[tuple[str, bool]], status: int, template: str,
+               now: float) -> None:
+        sc = self.sc
+        resp = ex.response
+        assert resp is not None
+        failed = status in self.failure_statuses
+        if not failed and status == 200 and resp.body and self.markers:
+            low = resp.body[:4096].lower()
+            failed = any(m in low for m in self.markers)
+        success = not failed and 200 <= status < 400
+        account = self._account(ex)
+        tr = self.tracks
+        hot = self._pressure("login:" + template, now, failed)
+        bf_limit = _lowered(sc.brute_force.threshold, hot)
+        st_limit = _lowered(sc.stuffing.threshold, hot)
+        for subj, weak in subjects:
+            t = tr["brute_force"].get(subj, now)
+            attempts = t.total.add(now, sc.brute_force.window)
+            if failed:
+                fails = t.bad.add(now, sc.brute_force.window)
+                share = fails / max(attempts, 1.0)
+                need = 0.7 if weak else 0.0
+                bf = sc.brute_force
+                if bf.enabled and fails >= bf_limit and share >= need:
+                    self._fire(ex, "brute_force", bf, t, subj, now, f"{fails:.0f} failed logins",
+                               f"{fails:.1f} failures, failure share {share:.2f}")
+                elif bf.enabled and bf.slow_threshold and not weak:
+                    if t.slow is None:
+                        t.slow = Distinct()
+                    # low and slow: failures kept one by one over hours (member: the time)
+                    m = t.slow.add(f"{now:.3f}", now, bf.slow_window, int(bf.slow_threshold) + 1)
+                    if m >= bf.slow_threshold:
+                        self._fire(ex, "brute_force", bf, t, subj, now, f"{m} failed logins in {bf.slow_window:g}s",
+                                   f"{m} failures (low and slow)", slow=True)
+                st = sc.stuffing
+                if st.enabled and account:
+                    u = tr["stuffing"].get(subj, now)
+                    n = u.fast.add(account, now, st.window, int(st.threshold) + 1)
+                    if n >= st_limit and share >= need:
+                        self._fire(ex, "stuffing", st, u, subj, now, f"failed logins on {n} distinct accounts"
+                                   + (" while the login is under attack" if hot else ""),
+                                   f"{n} accounts, failure share {share:.2f}")
+                    elif st.slow_threshold and not weak:
+                        if u.slow is None:
+                            u.slow = Distinct()
+                        m = u.slow.add(account, now, st.slow_window, int(st.slow_threshold) + 1)
+                        if m >= st.slow_threshold:
+                            self._fire(ex, "stuffing", st, u, subj, now,
+                                       f"failed logins on {m} accounts in {st.slow_window:g}s",
+                                       f"{m} accounts (low and slow)", slow=True)
+            elif success and not weak:
+                ato = sc.ato_success
+                fails = t.bad.value(now, sc.brute_force.window)
+                if ato.enabled and fails >= ato.threshold:
+                    self._fire(ex, "ato_success", ato, t, subj, now, f"login succeeded after {fails:.0f} failures",
+                               f"{fails:.1f} recent failures")
+        aa = sc.account_attack
+        if failed and account and aa.enabled:
+            a = tr["account_attack"].get("acct:" + account, now)
+            fails = a.bad.add(now, aa.window)
+            sources = a.fast.add(subjects[0][0], now, aa.window, 64)
+            if fails >= aa.threshold and sources >= 3:
+                # the account is under attack from many places: every further failure on it adds risk
+                # to whoever fails (the owner mistyping once gains less than a challenge)
+                saved, a.fired = a.fired, -1e18
+                self._fire(ex, "account_attack", aa, a, subjects[0][0], now,
+                           f"account failing from {sources} addresses", f"{fails:.0f} failures on one account")
+                a.fired = saved
+
+    def _sequence(self, ex: Exchange, subj: str, weak: bool, act: Activity, now: float) -> None:
+        s = self.sc.sequence
+        if not s.enabled or now - act.last_get <= s.window:
+            return
+        t = self.tracks["sequence"].get(subj, now)
+        self._fire(ex, "sequence", s, t, subj, now, "POST to a login/checkout route with no request before it",
+                   f"no GET within {s.window:g}s")
+
+    def _identifiers(self, ex: Exchange, template: str) -> list[str]:
+        req = ex.request
+        out: list[str] = []
+        if "{ident}" in template:
+            for seg in req.path.split("/"):
+                s = unquote(seg)
+                if looks_identifier(s):
+                    out.append(s.lower())
+        if req.query:
+            for k, v in req.query_args():
+                if v and (k.lower() in IDENT_PARAMS or looks_identifier(v)):
+                    out.append(v.strip().lower()[:128])
+        body = req.body
+        if body and req.method.upper() in ("POST", "PUT") and len(body) < 8192 and body[:1] == b"{":
+            try:
+                data = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                data = None
+            if isinstance(data, dict) and len(data) <= 8:
+                for k, v in data.items():
+                    if isinstance(v, str | int) and (str(k).lower() in IDENT_PARAMS or looks_identifier(str(v))):
+                        out.append(str(v).strip().lower()[:128])
+        return out[:4]
+
+    def _missed(self, ex: Exchange) -> bool:
+        resp = ex.response
+        assert resp is not None
+        if resp.status in (404, 204, 410):
+            return True
+        if resp.status != 200:
+            return False
+        body = resp.body.strip()
+        if body in _EMPTY:
+            return bool(body) or resp.body_size == 0
+        if len(body) < 200:
+            low = body.lower()
+            return any(m in low for m in _NEGATIVE)
+        return False
+
+    def _enumeration(self, ex: Exchange, subj: str, weak: bool, template: str, idents: list[str], miss: bool,
+                     hot: bool, now: float) -> None:
+        s = self.sc.enumeration
+        if not s.enabled:
+            return
+        t = self.tracks["enumeration"].get(f"{subj}|{template}", now)
+        total = t.total.add(now, s.window)
+        bad = t.bad.add(now, s.window, 1.0 if miss else 0.0)
+        share = bad / max(total, 1.0)
+        n = 0
+        for v in idents:
+            n = t.fast.add(hash_key(v), now, s.window, int(s.threshold * 3) + 1)
+        need = max(s.min_share, 0.6) if weak else s.min_share
+        limit = _lowered(s.threshold, hot, factor=4.0, floor=3.0)
+        if (n >= limit and share >= need) or (n >= 3 * s.threshold and not weak):
+            self._fire(ex, "enumeration", s, t, subj, now, f"{n} distinct identifiers looked up on {template}"[:200],
+                       f"{n} identifiers, miss share {share:.2f}")
+        elif s.slow_threshold and not weak:
+            if t.slow is None:
+                t.slow = Distinct()
+            m = 0
+            for v in idents:
+                m = t.slow.add(hash_key(v), now, s.slow_window, int(s.slow_threshold) + 1)
+            if m >= s.slow_threshold and share >= s.min_share / 2:
+                self._fire(ex, "enumeration", s, t, subj, now, f"{m} distinct identifiers in {s.slow_window:g}s",
+                           f"{m} identifiers (low and slow)", slow=True)
+
+    def _bola(self, ex: Exchange, subj: str, template: str, obj_id: str, denied: bool, now: float) -> None:
+        s = self.sc.bola
+        if not s.enabled:
+            return
+        t = self.tracks["bola"].get(f"{subj}|{template}", now)
+        total = t.total.add(now, s.window)
+        bad = t.bad.add(now, s.window, 1.0 if denied else 0.0)
+        share = bad / max(total, 1.0)
+        cap = int(s.threshold * 3) + 1
+        fresh = obj_id not in t.fast
+        n = t.fast.add(obj_id, now, s.window, cap)
+        walked = 0
+        if fresh and obj_id.isdigit() and len(obj_id) < 18:
+            i = int(obj_id)
+            if str(i - 1) in t.fast or str(i + 1) in t.fast:
+                walked = 1
+        seq = self._walk(t, walked, fresh, now, s.window)
+        if n >= s.threshold and share >= s.min_share:
+            self._fire(ex, "bola", s, t, subj, now, f"{n} distinct objects of {template}, {share:.0%} refused"[:200],
+                       f"{n} ids, refused share {share:.2f}")
+        elif n >= 2.5 * s.threshold and seq >= 0.8:
+            self._fire(ex, "bola", s, t, subj, now, f"{n} objects of {template} walked in sequence"[:200],
+                       f"{n} ids, sequential share {seq:.2f}")
+        elif s.slow_threshold:
+            if t.slow is None:
+                t.slow = Distinct()
+            m = t.slow.add(obj_id, now, s.slow_window, int(s.slow_threshold) + 1)
+            if m >= s.slow_threshold and share >= s.min_share:
+                self._fire(ex, "bola", s, t, subj, now, f"{m} distinct objects of {template} in {s.slow_window:g}s",
+                           f"{m} ids (low and slow)", slow=True)
+
+    @staticmethod
+    def _walk(t: Track, walked: int, fresh: bool, now: float, window: float) -> float:
+        """Decayed share of new ids that were the neighbour (id +/- 1) of one already seen."""
+        if t.new is None or t.walked is None:
+            t.new, t.walked = Decayed(), Decayed()
+        if fresh:
+            t.new.add(now, window)
+            t.walked.add(now, window, float(walked))
+        return t.walked.value(now, window) / max(t.new.value(now, window), 1.0)
+
+    def _scraping(self, ex: Exchange, subj: str, act: Activity, target: str, now: float) -> None:
+        s = self.sc.scraping
+        if not s.enabled:
+            return
+        n = act.paths.add(target[:256], now, s.window, int(s.threshold * 8) + 1)
+        self.baseline.crossed(n)
+        limit = max(s.threshold, 4.0 * self.baseline.p99(now))
+        if n >= limit:
+            t = self.tracks["scraping"].get(subj, now)
+            self._fire(ex, "scraping", s, t, subj, now, f"{n} distinct resources in {s.window:g}s",
+                       f"{n} resources, population p99 {self.baseline.p99(now):g}")
+        elif s.slow_threshold:
+            if act.slow_paths is None:
+                act.slow_paths = Distinct()
+            m = act.slow_paths.add(target[:256], now, s.slow_window, int(s.slow_threshold) + 1)
+            if m >= s.slow_threshold:
+                t = self.tracks["scraping"].get(subj, now)
+                self._fire(ex, "scraping", s, t, subj, now, f"{m} distinct resources in {s.slow_window:g}s",
+                           f"{m} resources (low and slow)", slow=True)
+
+    def _token_spread(self, ex: Exchange, token: str, ip: str, net: str, now: float) -> None:
+        s = self.sc.token_spread
+        if not s.enabled:
+            return
+        t = self.tracks["token_spread"].get(token, now)
+        ips = t.fast.add(ip, now, s.window, int(s.threshold * 2) + 1)
+        if t.slow is None:
+            t.slow = Distinct()
+        nets = t.slow.add(net, now, s.window, int(s.threshold) + 1)
+        if nets >= s.threshold or ips >= 2 * s.threshold:
+            self._fire(ex, "token_spread", s, t, token, now,
+                       f"one {token.partition(':')[0]} used from {ips} addresses / {nets} networks",
+                       f"{ips} addresses, {nets} networks within {s.window:g}s")
+
+
+ScenariosNames = ("scanning", "brute_force", "stuffing", "account_attack", "ato_success", "token_spread",
+                  "enumeration", "bola", "scraping", "sequence")
+
+
+def make(config: BastionConfig, ctx: BuildContext) -> BehaviourDetector | None:
+    if not config.behaviour.enabled:
+        return None
+    from bastion.detect.behaviour.core import get_core
+
+    return BehaviourDetector(get_core(config, ctx))

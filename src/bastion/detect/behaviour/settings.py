@@ -1,0 +1,131 @@
+"""The `behaviour:` config section: entities, risk, decisions storage and the behaviour scenarios.
+
+Every default works without configuration; each scenario can be tuned or switched off by id.
+Windows are seconds; `slow_*` fields are the low-and-slow variant of the same scenario over hours.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EntitySettings(_Section):
+    user_header: str = Field("", description="header carrying the authenticated user, set by a trusted front")
+    session_cookies: list[str] = Field(
+        default_factory=lambda: ["session", "sessionid", "sid", "connect.sid", "phpsessid", "jsessionid",
+                                 "_session", "session_id", "sessid", "laravel_session", "_session_id"],
+    )
+    api_key_headers: list[str] = Field(default_factory=lambda: ["x-api-key", "api-key", "x-apikey", "apikey"])
+    key_salt: str = Field("", description="mixed into hashed API keys/sessions; the same on every instance")
+    max_ips: int = Field(64, ge=1, description="addresses one entity may link")
+    max_strong: int = Field(16, ge=1, description="API keys, users and sessions one entity may link")
+    idle_ttl: float = Field(24 * 3600.0, gt=0, description="seconds before an idle key is forgotten")
+    max_keys: int = Field(2_000_000, ge=1000, description="tracked keys per process before eviction")
+    popular: int = Field(5, ge=2, description="identities after which a weak key (NAT, browser) is shared")
+
+
+class RiskSettings(_Section):
+    half_life: float = Field(600.0, gt=0, description="seconds for an entity's risk to halve")
+    watch: float = Field(15.0, gt=0, description="risk at which an entity is watched (logged)")
+    throttle: float = Field(35.0, gt=0, description="risk at which requests are tarpitted")
+    challenge: float = Field(60.0, gt=0, description="risk at which requests get a 401 challenge")
+    block: float = Field(90.0, gt=0, description="risk at which the entity is blocked (a decision)")
+    throttle_delay: float = Field(1.0, ge=0, le=30, description="tarpit seconds at the throttle threshold")
+    block_ttl: float = Field(600.0, gt=0, description="first block, seconds")
+    block_growth: float = Field(2.0, ge=1, description="each repeat offence multiplies the block time")
+    block_ttl_max: float = Field(7 * 86400.0, gt=0)
+    max_points_per_exchange: float = Field(40.0, gt=0, description="cap on risk one exchange can add")
+    challenge_enabled: bool = Field(True, description="false: the challenge band blocks instead")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RiskSettings:
+        if not self.watch <= self.throttle <= self.challenge <= self.block:
+            raise ValueError("risk thresholds must be ordered: watch <= throttle <= challenge <= block")
+        return self
+
+
+class LoginSettings(_Section):
+    """How a login endpoint and its failures are recognised."""
+
+    routes: list[str] = Field(
+        default_factory=lambda: [r"(^|/)(log-?in|sign-?in|signon|auth(enticate)?|session|sessions|token|oauth/token)"
+                                 r"(/|$|\.)"],
+        description="regexes searched in the lower-cased path of a POST",
+    )
+    methods: list[str] = Field(default_factory=lambda: ["POST"])
+    failure_statuses: list[int] = Field(default_factory=lambda: [401, 403])
+    failure_body_markers: list[str] = Field(
+        default_factory=lambda: ["invalid credentials", "invalid password", "incorrect password",
+                                 "login failed", "authentication failed", "wrong password"],
+        description="response body substrings (lower-case) that mean failure even with a 200",
+    )
+    account_fields: list[str] = Field(
+        default_factory=lambda: ["username", "user", "email", "login", "account", "user_name", "userid",
+                                 "user_id", "phone", "mobile", "identifier", "name"],
+    )
+    sequence_routes: list[str] = Field(
+        default_factory=lambda: [r"(^|/)(checkout|payment|payments|purchase)(/|$)"],
+        description="POST routes a real client reaches only after other requests (with the login routes)",
+    )
+
+    @field_validator("routes", "sequence_routes")
+    @classmethod
+    def _regexes(cls, v: list[str]) -> list[str]:
+        for r in v:
+            re.compile(r)
+        return v
+
+
+class ScenarioSettings(_Section):
+    """One behaviour scenario. `threshold` is in the scenario's unit (failures, distinct paths...)."""
+
+    enabled: bool = True
+    threshold: float = Field(gt=0)
+    window: float = Field(gt=0, description="seconds")
+    risk: float = Field(100.0, ge=0, description="risk points when it fires")
+    min_share: float = Field(0.0, ge=0, le=1, description="share of bad outcomes required (misses, errors)")
+    slow_threshold: float = Field(0.0, ge=0, description="0: no low-and-slow variant")
+    slow_window: float = Field(6 * 3600.0, gt=0)
+    cooldown: float = Field(30.0, ge=0, description="seconds between two firings on one subject")
+
+
+def _s(**kw: float) -> ScenarioSettings:
+    return ScenarioSettings.model_validate(kw)
+
+
+class ScenariosSettings(_Section):
+    scanning: ScenarioSettings = Field(default_factory=lambda: _s(threshold=12, window=120, min_share=0.5,
+                                                                  slow_threshold=40))
+    brute_force: ScenarioSettings = Field(default_factory=lambda: _s(threshold=8, window=600, slow_threshold=30))
+    stuffing: ScenarioSettings = Field(default_factory=lambda: _s(threshold=5, window=900, slow_threshold=15))
+    account_attack: ScenarioSettings = Field(default_factory=lambda: _s(threshold=10, window=900, risk=40))
+    ato_success: ScenarioSettings = Field(default_factory=lambda: _s(threshold=5, window=1800, risk=60))
+    token_spread: ScenarioSettings = Field(default_factory=lambda: _s(threshold=4, window=600))
+    enumeration: ScenarioSettings = Field(default_factory=lambda: _s(threshold=15, window=600, min_share=0.5,
+                                                                     slow_threshold=50))
+    bola: ScenarioSettings = Field(default_factory=lambda: _s(threshold=12, window=600, min_share=0.4,
+                                                              slow_threshold=40))
+    scraping: ScenarioSettings = Field(default_factory=lambda: _s(threshold=150, window=600))
+    sequence: ScenarioSettings = Field(default_factory=lambda: _s(threshold=1, window=1800, risk=25))
+
+
+class DecisionsSettings(_Section):
+    url: str = Field("", description="'' follows state.url; memory:// (with a file in the data dir) or redis://")
+    prefix: str = Field("bastion:decisions", description="Redis key and channel prefix")
+    persist: bool = Field(True, description="memory backend: keep decisions in data_dir/decisions.json")
+    poll_interval: float = Field(1.0, gt=0, description="seconds between re-reads of the decisions file")
+
+
+class BehaviourConfig(_Section):
+    enabled: bool = True
+    entity: EntitySettings = Field(default_factory=EntitySettings)
+    risk: RiskSettings = Field(default_factory=RiskSettings)
+    login: LoginSettings = Field(default_factory=LoginSettings)
+    scenarios: ScenariosSettings = Field(default_factory=ScenariosSettings)
+    decisions: DecisionsSettings = Field(default_factory=DecisionsSettings)

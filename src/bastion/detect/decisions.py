@@ -1,0 +1,93 @@
+"""The `decisions` detector: enforce allow/deny/challenge/throttle decisions, first in the pipeline.
+
+At the connection phase only the address is known: a deny on it (or on a network containing it)
+stops the exchange before anything is read. At request headers the exchange's keys are read and
+linked into an entity (see bastion.entity), and decisions on any of its keys (API key, user,
+session, fingerprint) apply too. A manual allow marks the exchange allow-listed: no detector runs.
+
+Findings made here carry `risk=0`: a ban's own 403s must never feed the risk that made the ban.
+"""
+
+from __future__ import annotations
+
+from bastion.config import BastionConfig
+from bastion.decision import Decision, DecisionAction
+from bastion.detect.behaviour.core import BehaviourCore, get_core
+from bastion.engine.pipeline import Pipeline
+from bastion.engine.registry import BuildContext
+from bastion.exchange import Exchange
+from bastion.verdict import Action, Finding, Severity
+
+_CHECKED = "decisions:ip"  # tag: the address was already checked at the connection phase
+
+
+class DecisionsDetector:
+    name = "decisions"
+
+    def __init__(self, core: BehaviourCore, link: bool) -> None:
+        self.core = core
+        self.index = core.store.index
+        self.clock = core.clock
+        self.link = link  # behaviour on: read keys and link entities here, first of all detectors
+        self.observe = False
+
+    def connection(self, ex: Exchange) -> None:
+        ex.tags.add(_CHECKED)
+        d = self.index.lookup_ip(ex.client.ip, self.clock.now())
+        if d is not None:
+            self._apply(ex, d)
+
+    def request_headers(self, ex: Exchange) -> None:
+        now = self.clock.now()
+        if self.link:
+            self.core.observe(ex)
+        if _CHECKED not in ex.tags:
+            d = self.index.lookup_ip(ex.client.ip, now)
+            if d is not None:
+                self._apply(ex, d)
+                if ex.allowlisted or d.action == DecisionAction.DENY:
+                    return
+        if len(ex.keys) > 1:
+            keys = {k: v for k, v in ex.keys.items() if k != "ip"}
+            d = self.index.lookup(keys, now)
+            if d is not None:
+                self._apply(ex, d)
+
+    def _apply(self, ex: Exchange, d: Decision) -> None:
+        if d.action == DecisionAction.ALLOW:
+            ex.allowlisted = True
+            ex.tags.add("allowlisted")
+            return
+        now = self.clock.now()
+        retry = d.remaining(now)
+        if d.action == DecisionAction.DENY:
+            action, reason, status = Action.BLOCK, "access-denied", 403
+        elif d.action == DecisionAction.CHALLENGE:
+            action, reason, status = Action.CHALLENGE, "challenge-required", 401
+        else:
+            action, reason, status = Action.THROTTLE, "", None
+        ex.add(Finding(
+            rule_id=f"decision-{d.origin.value}",
+            detector=self.name,
+            message=f"{d.action.value} decision on {d.kind.value} ({d.origin.value}): {d.reason}"[:200],
+            severity=Severity.CRITICAL,
+            action=action,
+            status=status,
+            reason=reason,
+            retry_after=retry if action != Action.THROTTLE else None,
+            delay=self.core.settings.risk.throttle_delay if action == Action.THROTTLE else 0.0,
+            evidence=f"decision {d.id}",
+            tags=("decision", d.origin.value),
+            risk=0.0,
+        ))
+
+    def startup(self, pipeline: Pipeline) -> object:
+        return self.core.start()
+
+    def shutdown(self) -> object:
+        return self.core.stop()
+
+
+def make(config: BastionConfig, ctx: BuildContext) -> DecisionsDetector:
+    core = get_core(config, ctx)
+    return DecisionsDetector(core, link=config.behaviour.enabled)

@@ -1,0 +1,644 @@
+"""HTTP protocol anomalies that a lenient parser lets through: smuggling signs, invalid methods and
+versions, Host abuse, CR/LF/NUL injection, and bodies that do not match their Content-Type.
+
+Two kinds of rule, chosen by what the anomaly means:
+
+- Framing and grammar violations that an RFC says a server MUST reject (RFC 9112 §3.2 missing or
+  repeated Host, §6.1 Transfer-Encoding with Content-Length, RFC 9110 §8.6 invalid Content-Length,
+  CR/LF/NUL in a field value) carry an explicit BLOCK with status 400 (405 for a method outside
+  the allowed list, 417 for an unknown expectation). Forwarding such a request is how a gateway
+  and the server behind it come to disagree about where a request ends (request smuggling).
+- Signs that are suspicious but that real, odd clients also produce (a GET with a body, a form
+  body that is really JSON, a missing Host on HTTP/1.0) only add anomaly points, so they block
+  together with other evidence but not alone. Real attacks (a smuggled request line in a body,
+  CR/LF in a decoded path, an EBCDIC charset, hop-by-hop stripping of X-Forwarded-For) score
+  critical and block on their own.
+
+Evidence is a short description or a masked, truncated value, never a whole payload.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import json
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+import orjson
+
+from bastion.config import BastionConfig, ProtocolConfig
+from bastion.engine.registry import BuildContext
+from bastion.errors import PROBLEMS
+from bastion.exchange import Exchange
+from bastion.verdict import Action, Finding, Severity
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    message: str
+    severity: Severity
+    reason: str = ""  # set: an explicit refusal with this problem code; empty: anomaly points only
+    tags: tuple[str, ...] = ("protocol",)
+
+
+_S = ("protocol", "smuggling")
+_I = ("protocol", "header-injection")
+_B = ("protocol", "content-type")
+
+# --- explicit refusals ----------------------------------------------------------------------------
+METHOD_INVALID = Rule("protocol-method-invalid", "method is not an HTTP token", Severity.CRITICAL, "bad-request")
+METHOD_NOT_ALLOWED = Rule(
+    "protocol-method-not-allowed", "method not allowed", Severity.ERROR, "unsupported-method"
+)
+VERSION_INVALID = Rule("protocol-version-invalid", "unsupported HTTP version", Severity.CRITICAL, "bad-request")
+TARGET_INVALID = Rule("protocol-target-invalid", "invalid request target", Severity.CRITICAL, "bad-request")
+HOST_MISSING = Rule("protocol-host-missing", "HTTP/1.1 request without Host", Severity.ERROR, "bad-request")
+HOST_MULTIPLE = Rule("protocol-host-multiple", "more than one Host header", Severity.CRITICAL, "bad-request", _S)
+HOST_INVALID = Rule("protocol-host-invalid", "invalid Host header", Severity.CRITICAL, "bad-request", _I)
+CL_INVALID = Rule("protocol-cl-invalid", "invalid Content-Length", Severity.CRITICAL, "bad-request", _S)
+CL_MULTIPLE = Rule("protocol-cl-multiple", "repeated Content-Length", Severity.CRITICAL, "bad-request", _S)
+CL_TE = Rule("protocol-cl-te", "both Content-Length and Transfer-Encoding", Severity.CRITICAL, "bad-request", _S)
+TE_INVALID = Rule("protocol-te-invalid", "Transfer-Encoding other than chunked", Severity.CRITICAL, "bad-request", _S)
+TE_VERSION = Rule(
+    "protocol-te-version", "Transfer-Encoding outside HTTP/1.1", Severity.CRITICAL, "bad-request", _S
+)
+HEADER_NAME_INVALID = Rule(
+    "protocol-header-name-invalid", "invalid header field name", Severity.CRITICAL, "bad-request", _I
+)
+HEADER_CRLF = Rule(
+    "protocol-header-crlf", "CR, LF or NUL in a header value", Severity.CRITICAL, "bad-request", _I
+)
+UPGRADE_H2C = Rule("protocol-upgrade-h2c", "h2c upgrade through a proxy", Severity.CRITICAL, "bad-request", _S)
+EXPECT_INVALID = Rule("protocol-expect-invalid", "unsupported expectation", Severity.WARNING, "expectation-failed")
+
+# --- anomaly points -------------------------------------------------------------------------------
+HOST_MISSING_10 = Rule("protocol-host-missing-http10", "HTTP/1.0 request without Host", Severity.WARNING)
+HOST_EMPTY = Rule("protocol-host-empty", "empty Host header", Severity.WARNING)
+TARGET_AUTHORITY = Rule(
+    "protocol-target-authority", "absolute-form target names another host than Host", Severity.CRITICAL,
+    tags=("protocol", "ssrf"),
+)
+TARGET_FRAGMENT = Rule("protocol-target-fragment", "raw fragment in the request target", Severity.WARNING)
+PATH_CRLF = Rule("protocol-path-crlf", "CR or LF in the decoded path", Severity.CRITICAL, tags=_I)
+PATH_NUL = Rule("protocol-path-nul", "NUL byte in the decoded path", Severity.CRITICAL, tags=("protocol", "null-byte"))
+ARG_HEADER_INJECTION = Rule(
+    "protocol-arg-header-injection", "CR/LF followed by a header in an argument", Severity.CRITICAL, tags=_I
+)
+ARG_CRLF_NAME = Rule("protocol-arg-name-crlf", "CR or LF in an argument name", Severity.CRITICAL, tags=_I)
+ARG_NUL = Rule("protocol-arg-nul", "NUL byte in an argument", Severity.CRITICAL, tags=("protocol", "null-byte"))
+ARG_CTL = Rule("protocol-arg-ctl", "control character in an argument", Severity.WARNING)
+ARG_REQUEST_LINE = Rule("protocol-arg-request-line", "an HTTP request line in an argument", Severity.CRITICAL,
+                        tags=_S)
+HEADER_ENCODED_INJECTION = Rule(
+    "protocol-header-encoded-injection", "encoded CR/LF followed by a header in a header value",
+    Severity.CRITICAL, tags=_I,
+)
+HTTPOXY = Rule("protocol-httpoxy", "Proxy request header (httpoxy)", Severity.CRITICAL, tags=("protocol", "ssrf"))
+DAV_HEADER = Rule("protocol-dav-header", "WebDAV-only request header", Severity.WARNING)
+METHOD_OVERRIDE = Rule(
+    "protocol-method-override", "method override to a method that is not allowed", Severity.CRITICAL
+)
+CONNECTION_CONFLICT = Rule("protocol-connection-conflict", "repeated or conflicting Connection options",
+                           Severity.WARNING, tags=_S)
+HEADER_CTL = Rule("protocol-header-ctl", "control character in a header value", Severity.ERROR, tags=_I)
+HEADER_ALIAS = Rule(
+    "protocol-header-underscore-alias", "underscore spelling of a sensitive header", Severity.CRITICAL, tags=_S
+)
+CONNECTION_STRIP = Rule(
+    "protocol-connection-strip", "Connection header names an end-to-end header", Severity.CRITICAL, tags=_S
+)
+RANGE_ABUSE = Rule("protocol-range-abuse", "too many byte ranges", Severity.CRITICAL, tags=("protocol", "dos"))
+GET_BODY = Rule("protocol-get-body", "GET or HEAD request with a body", Severity.WARNING, tags=_S)
+GET_CHUNKED = Rule("protocol-get-chunked", "GET or HEAD request with a chunked body", Severity.CRITICAL, tags=_S)
+GET_FORM = Rule("protocol-get-form-body", "GET or HEAD request with a form body", Severity.CRITICAL, tags=_B)
+BODY_NO_CT = Rule("protocol-body-no-content-type", "body without Content-Type", Severity.NOTICE, tags=_B)
+CT_MULTIPLE = Rule("protocol-ct-multiple", "more than one Content-Type header", Severity.CRITICAL, tags=_B)
+CT_INVALID = Rule("protocol-ct-invalid", "malformed Content-Type", Severity.ERROR, tags=_B)
+CT_CHARSET = Rule("protocol-ct-charset", "evasive or repeated charset", Severity.CRITICAL, tags=_B)
+CT_CHARSET_UNKNOWN = Rule("protocol-ct-charset-unknown", "charset no decoder knows", Severity.CRITICAL,
+                          tags=_B)
+CT_CONFUSION = Rule("protocol-ct-confusion", "a media type hidden in a Content-Type parameter", Severity.CRITICAL,
+                    tags=_B)
+CT_CHARSET_UNUSUAL = Rule("protocol-ct-charset-unusual", "charset outside the allowed list", Severity.WARNING,
+                          tags=_B)
+MULTIPART_BOUNDARY = Rule(
+    "protocol-multipart-boundary", "multipart without a valid boundary", Severity.CRITICAL, tags=_B
+)
+BODY_JSON = Rule("protocol-body-json-invalid", "body declared JSON is not JSON", Severity.CRITICAL, tags=_B)
+BODY_XML = Rule("protocol-body-xml-invalid", "body declared XML is not XML", Severity.WARNING, tags=_B)
+BODY_FORM = Rule("protocol-body-form-mismatch", "form body that is JSON or XML", Severity.NOTICE, tags=_B)
+BODY_MULTIPART = Rule(
+    "protocol-body-multipart-mismatch", "multipart body without its boundary", Severity.ERROR, tags=_B
+)
+BODY_SMUGGLED = Rule(
+    "protocol-body-request-line", "an HTTP request line inside the body", Severity.CRITICAL, tags=_S
+)
+
+RULES: tuple[Rule, ...] = tuple(v for v in list(globals().values()) if isinstance(v, Rule))
+
+# RFC 9110 §5.6.2 token characters.
+_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_VERSIONS = frozenset({"1.0", "1.1", "2", "2.0", "3", "3.0"})
+# reg-name / IPv4 / IP-literal characters and a port (RFC 3986 §3.2.2).
+_HOST_RE = re.compile(r"(?:\[[0-9A-Fa-f:.]+(?:%25[\w.~-]+)?\]|[\w.~!$&'()*+,;=%-]*)(?::\d{0,5})?", re.ASCII)
+_CTL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CRLF_NUL = re.compile(r"[\r\n\x00]")
+# A header or status line injected after CR/LF (response splitting, CWE-113).
+_INJECTED_HEADER = re.compile(
+    r"[\r\n][\t ]*(?:(?:set-cookie|location|content-type|content-length|content-disposition|refresh|"
+    r"transfer-encoding|access-control-allow-[a-z-]+|x-xss-protection|host|cookie|link|via|remote-addr|"
+    r"remote-ip|originating-ip|content-security-policy|x-[a-z0-9-]+)[\t ]*:|http/\d(?:\.\d)?[\t ]+\d{3})",
+    re.IGNORECASE,
+)
+# A request line with its own CRLF inside a body: the payload of CL.TE / TE.CL smuggling.
+_REQUEST_LINE = re.compile(
+    rb"(?:^|\n)[ \t]*(?:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS|TRACE|CONNECT|PROPFIND)"
+    rb"[ \t]+\S+[ \t]+HTTP/\d(?:\.\d)?\r?\n",
+    re.IGNORECASE,
+)
+# Headers whose underscore spelling reaches CGI/WSGI apps as the same variable (HTTP_X_FORWARDED_FOR).
+_ALIASED = frozenset(
+    {
+        "content_length", "transfer_encoding", "host", "x_forwarded_for", "x_forwarded_host",
+        "x_forwarded_proto", "x_real_ip", "authorization", "forwarded", "x_original_url", "x_rewrite_url",
+        "cookie", "x_client_ip",
+    }
+)
+# End-to-end headers that a Connection header must never ask a proxy to drop (hop-by-hop abuse
+# that strips X-Forwarded-For or Authorization on the way to the API).
+_NOT_HOP = frozenset(
+    {
+        "host", "content-length", "transfer-encoding", "authorization", "cookie", "x-forwarded-for",
+        "x-forwarded-host", "x-forwarded-proto", "x-real-ip", "forwarded", "proxy-authorization",
+        "content-type", "x-api-key", "x-request-id", "x-bastion-client",
+    }
+)
+# Charsets that turn an attack into bytes no filter recognizes but some servers still decode:
+# EBCDIC code pages (the IIS/ASP.NET `charset=ibm037` WAF bypass), UTF-7 and UTF-32.
+_EVASIVE_CHARSET = re.compile(
+    r"(?:ibm|cp|csibm|ccsid|x-ibm)-?0*(?:37|273|277|278|280|284|285|290|297|420|423|424|500|870|871|875|880|905|"
+    r"1025|1026|1047|114[0-9])\b|ebcdic|utf-?7\b|unicode-1-1-utf-7|utf-?32",
+    re.IGNORECASE,
+)
+# Worth decoding an argument list for: encoded control characters or double encoding, raw controls,
+# or a spelled-out HTTP version (a request line).
+_ARG_SUSPECT = re.compile(r"%(?:[01][0-9a-f]|7f|25)|[\x00-\x1f\x7f]|http(?:/|%2f)\d", re.IGNORECASE)
+_ARG_CTL = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_REQUEST_LINE_TEXT = re.compile(
+    r"\b(?:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS|TRACE|TRACK|CONNECT|PROPFIND)\s+\S+\s+HTTP/\d", re.IGNORECASE
+)
+_MEDIA_TYPE_VALUE = re.compile(
+    r"(?:application|text|image|audio|video|multipart|message|model|font)/[\w.+-]+", re.IGNORECASE | re.ASCII
+)
+_DAV_HEADERS = frozenset({"if", "lock-token", "destination", "overwrite", "depth", "timeout"})
+_OVERRIDE_HEADERS = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+_BCHARS = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
+
+
+def _mask(value: str, limit: int = 48) -> str:
+    """A short, printable rendering of a hostile value for operators (control characters escaped)."""
+    out = value[:limit].encode("unicode_escape", "backslashreplace").decode("ascii")
+    return out + ("..." if len(value) > limit else "")
+
+
+def _decode(value: str, rounds: int = 3) -> str:
+    """Percent-decode repeatedly (double encoding %250d hides CR from a single-decoding filter)."""
+    for _ in range(rounds):
+        if "%" not in value:
+            break
+        decoded = unquote(value, errors="surrogateescape")
+        if decoded == value:
+            break
+        value = decoded
+    return value
+
+
+def _is_token(s: str) -> bool:
+    return bool(s) and all(c in _TCHAR for c in s)
+
+
+@dataclass(slots=True)
+class MediaType:
+    type: str  # "application/json", lowercased
+    params: dict[str, str]
+    valid: bool
+    charsets: int = 0
+
+
+def parse_media_type(value: str) -> MediaType:
+    """A lenient RFC 9110 §8.3.1 media-type parser that reports whether the value was well formed."""
+    head, _, rest = value.partition(";")
+    mtype = head.strip().lower()
+    t, slash, sub = mtype.partition("/")
+    valid = bool(slash) and _is_token(t) and _is_token(sub)
+    params: dict[str, str] = {}
+    charsets = 0
+    while rest:
+        rest = rest.lstrip(" \t;")
+        if not rest:
+            break
+        name, eq, rest = rest.partition("=")
+        name = name.strip().lower()
+        if not eq or not _is_token(name):
+            valid = False
+            rest = rest.partition(";")[2]
+            continue
+        rest = rest.lstrip(" \t")
+        if rest.startswith('"'):
+            end = rest.find('"', 1)
+            while end > 0 and rest[end - 1] == "\\":
+                end = rest.find('"', end + 1)
+            if end < 0:
+                valid, val, rest = False, rest[1:], ""
+            else:
+                val, rest = rest[1:end], rest[end + 1 :]
+                if rest.strip(" \t") and not rest.lstrip(" \t").startswith(";"):
+                    valid = False
+                rest = rest.partition(";")[2]
+        else:
+            val, _, rest = rest.partition(";")
+            val = val.strip(" \t")
+            if not _is_token(val):
+                valid = False
+        if name == "charset":
+            charsets += 1
+        params[name] = val
+    return MediaType(mtype, params, valid, charsets)
+
+
+def _is_json_type(mtype: str) -> bool:
+    return mtype == "application/json" or mtype.endswith("+json") or mtype == "text/json"
+
+
+def _is_xml_type(mtype: str) -> bool:
+    return mtype in ("application/xml", "text/xml") or mtype.endswith("+xml")
+
+
+def _json_ok(body: bytes, charset: str) -> bool:
+    if body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]
+    if not body.strip():
+        return True  # an empty document: nothing to mismatch
+    if charset.startswith("utf-16"):
+        try:
+            body = body.decode(charset).encode()
+        except (UnicodeDecodeError, LookupError):
+            return False
+    try:
+        orjson.loads(body)
+        return True
+    except orjson.JSONDecodeError:
+        pass
+    # Lenient fallbacks for odd-but-benign producers: NaN/Infinity (Python's json), and JSON lines
+    # sent as application/json (bulk APIs).
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    try:
+        json.loads(text)
+        return True
+    except (ValueError, RecursionError):
+        pass
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if len(lines) < 2:
+        return False
+    try:
+        for ln in lines:
+            orjson.loads(ln)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=256)
+def _known_codec(charset: str) -> bool:
+    try:
+        codecs.lookup(charset.strip())
+    except (LookupError, ValueError):
+        return False
+    return True
+
+
+def _first_byte(body: bytes) -> bytes:
+    if body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]
+    stripped = body.lstrip(b" \t\r\n")
+    return stripped[:1]
+
+
+class ProtocolDetector:
+    name = "protocol"
+
+    def __init__(self, cfg: ProtocolConfig) -> None:
+        self.allowed_methods = frozenset(cfg.allowed_methods)
+        self.allow_header = ", ".join(cfg.allowed_methods)
+        self.allowed_charsets = frozenset(c.lower() for c in cfg.allowed_charsets)
+        self.max_ranges = cfg.max_ranges
+        self.check_bodies = cfg.check_bodies
+        self.observe = False
+
+    def _hit(self, ex: Exchange, rule: Rule, evidence: str = "", name: str = "", zone: str = "headers") -> None:
+        status: int | None = None
+        headers: tuple[tuple[str, str], ...] = ()
+        if rule.reason:
+            status = PROBLEMS[rule.reason][0]
+            if rule is METHOD_NOT_ALLOWED:
+                headers = (("Allow", self.allow_header),)
+        ex.add(
+            Finding(
+                rule_id=rule.id,
+                detector=self.name,
+                message=rule.message,
+                severity=rule.severity,
+                score=int(rule.severity),
+                zone=zone,
+                name=name,
+                evidence=evidence,
+                tags=rule.tags,
+                action=Action.BLOCK if rule.reason else None,
+                status=status,
+                reason=rule.reason,
+                headers=headers,
+            )
+        )
+
+    # --- request line and headers ----------------------------------------------------------
+
+    def request_headers(self, ex: Exchange) -> None:
+        req = ex.request
+        method = req.method
+        if not _is_token(method):
+            self._hit(ex, METHOD_INVALID, _mask(method, 16), zone="method")
+        elif method not in self.allowed_methods:
+            self._hit(ex, METHOD_NOT_ALLOWED, _mask(method, 16), zone="method")
+        version = req.http_version
+        if version not in _VERSIONS:
+            self._hit(ex, VERSION_INVALID, _mask(version or "0.9", 12), zone="version")
+        self._target(ex)
+        self._headers(ex)
+
+    def _target(self, ex: Exchange) -> None:
+        req = ex.request
+        target = req.target
+        path = target
+        if target.startswith("/"):
+            pass
+        elif target == "*":
+            if req.method != "OPTIONS":
+                self._hit(ex, TARGET_INVALID, "asterisk-form", zone="target")
+            return
+        elif "://" in target[:12]:
+            scheme, _, rest = target.partition("://")
+            authority, slash, tail = rest.partition("/")
+            if scheme.lower() not in ("http", "https"):
+                self._hit(ex, TARGET_INVALID, f"scheme {_mask(scheme, 12)}", zone="target")
+                return
+            host = req.headers.get("host")
+            auth = authority.rsplit("@", 1)[-1].lower()
+            if "@" in authority or (host is not None and host.strip().lower() != auth):
+                # RFC 9112 §3.2.2 makes the target's authority win over Host: a mismatch is a
+                # request routed somewhere other than where Host (and caches, and logs) say.
+                self._hit(ex, TARGET_AUTHORITY, _mask(auth), zone="target")
+            path = slash + tail
+        else:
+            self._hit(ex, TARGET_INVALID, _mask(target, 24), zone="target")
+            return
+        if "#" in path:
+            self._hit(ex, TARGET_FRAGMENT, zone="target")
+        q = path.find("?")
+        raw_path = path if q < 0 else path[:q]
+        if "%" in raw_path or _CRLF_NUL.search(raw_path):
+            decoded = _decode(raw_path)
+            if "\r" in decoded or "\n" in decoded:
+                self._hit(ex, PATH_CRLF, _mask(decoded[max(0, decoded.find("\n") - 8):], 32), zone="path")
+            if "\x00" in decoded:
+                self._hit(ex, PATH_NUL, _mask(decoded[max(0, decoded.find("\x00") - 8):], 32), zone="path")
+        if q >= 0:
+            self._args(ex, path[q + 1 :], "query")
+
+    def _args(self, ex: Exchange, raw: str, zone: str) -> None:
+        """Argument checks over a query string or an urlencoded body (names and values, decoded)."""
+        if not raw or _ARG_SUSPECT.search(raw) is None:
+            return  # the common case: nothing encoded that could hide a control character
+        seen: set[str] = set()
+
+        def hit(rule: Rule, evidence: str, name: str) -> None:
+            if rule.id not in seen:
+                seen.add(rule.id)
+                self._hit(ex, rule, _mask(evidence), name=name[:64], zone=zone)
+
+        for part in raw.split("&"):
+            if not part:
+                continue
+            k, _, v = part.partition("=")
+            name = _decode(k.replace("+", " "))
+            value = _decode(v.replace("+", " "))
+            shown = _mask(name, 32)
+            for text, is_name in ((name, True), (value, False)):
+                if "\x00" in text:
+                    hit(ARG_NUL, text[max(0, text.find("\x00") - 8):], shown)
+                if is_name and ("\r" in text or "\n" in text):
+                    hit(ARG_CRLF_NAME, text, shown)
+                m = _INJECTED_HEADER.search(text)
+                if m:
+                    hit(ARG_HEADER_INJECTION, m.group(0), shown)
+                if _ARG_CTL.search(text):
+                    hit(ARG_CTL, text, shown)
+            if _REQUEST_LINE_TEXT.search(value):
+                hit(ARG_REQUEST_LINE, value, shown)
+
+    def _headers(self, ex: Exchange) -> None:
+        req = ex.request
+        headers = req.headers
+        hosts: list[str] = []
+        cls: list[str] = []
+        tes: list[str] = []
+        cts: list[str] = []
+        for k, v in headers.items:
+            low = k.lower()
+            if not _is_token(k):
+                self._hit(ex, HEADER_NAME_INVALID, _mask(k, 32))
+                continue
+            if _CTL_RE.search(v):
+                if _CRLF_NUL.search(v):
+                    self._hit(ex, HEADER_CRLF, _mask(v), name=low)
+                else:
+                    self._hit(ex, HEADER_CTL, _mask(v), name=low)
+            if "%" in v:
+                lowered = v.lower()
+                if "%0d" in lowered or "%0a" in lowered or "%250d" in lowered or "%250a" in lowered:
+                    m = _INJECTED_HEADER.search(_decode(v))
+                    if m:
+                        self._hit(ex, HEADER_ENCODED_INJECTION, _mask(m.group(0)), name=low)
+            if low == "host":
+                hosts.append(v)
+            elif low == "content-length":
+                cls.append(v)
+            elif low == "transfer-encoding":
+                tes.append(v)
+            elif low == "content-type":
+                cts.append(v)
+            elif "_" in low and low in _ALIASED:
+                self._hit(ex, HEADER_ALIAS, name=low)
+            elif low == "proxy":
+                # httpoxy (CVE-2016-5385): CGI-style apps turn it into HTTP_PROXY and use the
+                # attacker's server as their outbound proxy.
+                self._hit(ex, HTTPOXY, _mask(v, 32), name=low)
+            elif low in _DAV_HEADERS:
+                self._hit(ex, DAV_HEADER, name=low)
+            elif low in _OVERRIDE_HEADERS and v.strip().upper() not in self.allowed_methods:
+                self._hit(ex, METHOD_OVERRIDE, _mask(v, 16), name=low)
+        self._host(ex, hosts)
+        has_body = self._framing(ex, cls, tes)
+        self._content_type(ex, cts, has_body, bool(tes))
+        self._misc(ex)
+
+    def _host(self, ex: Exchange, hosts: list[str]) -> None:
+        version = ex.request.http_version
+        if not hosts:
+            if version == "1.1":
+                self._hit(ex, HOST_MISSING)
+            elif version == "1.0":
+                self._hit(ex, HOST_MISSING_10)
+            return
+        if len(hosts) > 1:
+            self._hit(ex, HOST_MULTIPLE, f"{len(hosts)} Host headers", name="host")
+            return
+        host = hosts[0].strip(" \t")
+        if not host:
+            self._hit(ex, HOST_EMPTY, name="host")
+        elif _HOST_RE.fullmatch(host) is None:
+            self._hit(ex, HOST_INVALID, _mask(host), name="host")
+        else:
+            port = host.rsplit("]", 1)[-1].partition(":")[2]
+            if port and int(port) > 65535:
+                self._hit(ex, HOST_INVALID, _mask(host), name="host")
+
+    def _framing(self, ex: Exchange, cls: list[str], tes: list[str]) -> bool:
+        """Content-Length / Transfer-Encoding (RFC 9112 §6). Returns whether a body is declared."""
+        req = ex.request
+        has_body = False
+        if cls:
+            values = [p.strip(" \t") for v in cls for p in v.split(",")]
+            if not all(p.isascii() and p.isdigit() for p in values):
+                self._hit(ex, CL_INVALID, _mask(", ".join(cls), 32), name="content-length")
+            elif len(values) > 1:
+                self._hit(ex, CL_MULTIPLE, f"{len(values)} values", name="content-length")
+            else:
+                has_body = int(values[0]) > 0
+        if tes:
+            has_body = True
+            if cls:
+                self._hit(ex, CL_TE, name="transfer-encoding")
+            if req.http_version != "1.1":
+                self._hit(ex, TE_VERSION, f"HTTP/{_mask(req.http_version, 8)}", name="transfer-encoding")
+            joined = ",".join(tes)
+            if joined.strip(" \t").lower() != "chunked":
+                self._hit(ex, TE_INVALID, _mask(joined, 32), name="transfer-encoding")
+        if req.method in ("GET", "HEAD"):
+            if tes:
+                self._hit(ex, GET_CHUNKED, name="transfer-encoding")
+            elif has_body:
+                self._hit(ex, GET_BODY, name="content-length")
+        return has_body
+
+    def _content_type(self, ex: Exchange, cts: list[str], has_body: bool, chunked: bool) -> None:
+        if not cts:
+            if has_body or (ex.request.body and not chunked):
+                self._hit(ex, BODY_NO_CT, zone="body")
+            return
+        if len(cts) > 1:
+            self._hit(ex, CT_MULTIPLE, f"{len(cts)} Content-Type headers", name="content-type")
+        mt = parse_media_type(cts[0])
+        if not mt.valid:
+            self._hit(ex, CT_INVALID, _mask(cts[0]), name="content-type")
+        charset = mt.params.get("charset")
+        if mt.charsets > 1 or (charset is not None and _EVASIVE_CHARSET.search(charset)):
+            self._hit(ex, CT_CHARSET, _mask(charset or ""), name="content-type")
+        elif charset is not None and charset.lower() not in self.allowed_charsets:
+            if _known_codec(charset):
+                self._hit(ex, CT_CHARSET_UNUSUAL, _mask(charset), name="content-type")
+            else:
+                self._hit(ex, CT_CHARSET_UNKNOWN, _mask(charset), name="content-type")
+        for pname, pval in mt.params.items():
+            # `application/x-www-form-urlencoded;boundary="application/json"`: parsers that look for
+            # "json" or "xml" anywhere in the header pick another body parser than the filter did
+            # (XXE and filter bypass). multipart/related's `type` parameter is the one legal use.
+            if pname not in ("type", "start-info") and _MEDIA_TYPE_VALUE.fullmatch(pval.strip()):
+                self._hit(ex, CT_CONFUSION, _mask(pval, 32), name="content-type")
+                break
+        if mt.type == "multipart/form-data" or mt.type.startswith("multipart/"):
+            boundary = mt.params.get("boundary", "")
+            if not boundary or _BCHARS.fullmatch(boundary) is None:
+                self._hit(ex, MULTIPART_BOUNDARY, _mask(boundary), name="content-type")
+        if ex.request.method in ("GET", "HEAD") and has_body and mt.type in _FORM_TYPES:
+            self._hit(ex, GET_FORM, mt.type, name="content-type")
+
+    def _misc(self, ex: Exchange) -> None:
+        headers = ex.request.headers
+        tokens: list[str] = []
+        for conn in headers.get_all("connection"):
+            tokens.extend(t.strip(" \t").lower() for t in conn.split(",") if t.strip(" \t"))
+        if tokens:
+            stripped = [t for t in tokens if t in _NOT_HOP]
+            if stripped:
+                self._hit(ex, CONNECTION_STRIP, stripped[0], name="connection")
+            if len(set(tokens)) < len(tokens) or ("close" in tokens and "keep-alive" in tokens):
+                self._hit(ex, CONNECTION_CONFLICT, _mask(",".join(tokens), 32), name="connection")
+        for up in headers.get_all("upgrade"):
+            if "h2c" in up.lower():
+                self._hit(ex, UPGRADE_H2C, name="upgrade")
+                break
+        expect = headers.get("expect")
+        if expect is not None and expect.strip(" \t").lower() != "100-continue":
+            self._hit(ex, EXPECT_INVALID, _mask(expect, 24), name="expect")
+        for name in ("range", "request-range"):
+            for value in headers.get_all(name):
+                # Apache Killer (CVE-2011-3192): hundreds of overlapping ranges exhaust memory.
+                if value.count(",") + 1 > self.max_ranges:
+                    self._hit(ex, RANGE_ABUSE, f"{value.count(',') + 1} ranges", name=name)
+
+    # --- body --------------------------------------------------------------------------------
+
+    def request_body(self, ex: Exchange) -> None:
+        req = ex.request
+        body = req.body
+        if not body or not self.check_bodies:
+            return
+        if _REQUEST_LINE.search(body):
+            self._hit(ex, BODY_SMUGGLED, zone="body")
+        cts = req.headers.get_all("content-type")
+        if not cts:
+            return
+        mt = parse_media_type(cts[0])
+        mtype = mt.type
+        if _is_json_type(mtype):
+            charset = mt.params.get("charset", "utf-8").lower()
+            if req.body_truncated:
+                if _first_byte(body) not in (b"{", b"[", b'"', b"-", b"t", b"f", b"n") and not _first_byte(
+                    body
+                ).isdigit():
+                    self._hit(ex, BODY_JSON, "not a JSON value", zone="body")
+            elif not _json_ok(body, charset):
+                self._hit(ex, BODY_JSON, "unparsable", zone="body")
+        elif _is_xml_type(mtype):
+            if _first_byte(body) != b"<" and not body.startswith((b"\xff\xfe", b"\xfe\xff")):
+                self._hit(ex, BODY_XML, "does not start with <", zone="body")
+        elif mtype == "application/x-www-form-urlencoded":
+            if _first_byte(body) in (b"{", b"[", b"<"):
+                self._hit(ex, BODY_FORM, "JSON or XML body", zone="body")
+            else:
+                self._args(ex, body.decode("latin-1"), "body")
+        elif mtype.startswith("multipart/"):
+            boundary = mt.params.get("boundary", "")
+            if boundary and b"--" + boundary.encode("latin-1", "replace") not in body[: 4096 + len(boundary)]:
+                self._hit(ex, BODY_MULTIPART, "boundary not found", zone="body")
+
+
+def make(config: BastionConfig, ctx: BuildContext) -> ProtocolDetector:
+    return ProtocolDetector(config.protocol)

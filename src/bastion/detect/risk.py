@@ -1,0 +1,248 @@
+"""Entity risk: one decaying score per entity, fed by every finding, acted on in grades.
+
+Every finding of a finished exchange adds risk points to the exchange's entity (`Finding.risk`
+when the detector set it, otherwise derived from its anomaly score and severity). Risk decays
+exponentially with `behaviour.risk.half_life`. At request time the entity's current risk maps to
+an action: watch (a logged finding), throttle (a tarpit delay), challenge (401 problem+json), and
+at `block` a Decision with an expiry that grows for repeat offenders (Fail2ban's increment).
+
+A ban must not feed itself: findings of the `decisions` and `risk` detectors carry no points,
+and an entity that is currently blocked gains no risk from the requests it keeps sending.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from bastion.config import BastionConfig
+from bastion.decision import Decision, DecisionAction, KeyKind, Origin
+from bastion.entity import STRONG_KINDS, Entity, decayed
+from bastion.exchange import Exchange
+from bastion.verdict import Action, Finding, Severity
+
+if TYPE_CHECKING:
+    from bastion.detect.behaviour.core import BehaviourCore
+    from bastion.engine.pipeline import Pipeline
+    from bastion.engine.registry import BuildContext
+
+_SILENT = frozenset({"decisions", "risk"})
+_DECIDABLE = frozenset({"ip", "fp", "tls"}) | STRONG_KINDS
+HISTORY = 16
+
+
+def subject_of(f: Finding) -> str:
+    """The key a behaviour finding is about ('fp:ab12...'), from its `subject=` tag; '' if none."""
+    for t in f.tags:
+        if t.startswith("subject="):
+            return t[8:]
+    return ""
+
+
+class RiskModel:
+    """Decay, points, thresholds and blocks. Shared by the risk detector and the simulator."""
+
+    def __init__(self, core: BehaviourCore) -> None:
+        self.core = core
+        self.s = core.settings.risk
+        self.blocks = 0
+
+    def current(self, ent: Entity, now: float) -> float:
+        return decayed(ent.risk, now - ent.risk_t, self.s.half_life)
+
+    def add(self, ent: Entity, points: float, rule_id: str, now: float) -> float:
+        r = self.current(ent, now) + points
+        ent.risk = r
+        ent.risk_t = now
+        h = ent.history
+        if h is None:
+            h = ent.history = []
+        h.append((now, rule_id, round(points, 1)))
+        if len(h) > HISTORY:
+            del h[0]
+        return r
+
+    def points(self, f: Finding) -> float:
+        if f.risk is not None:
+            return max(0.0, f.risk)
+        if f.score > 0:
+            return 2.0 * f.score
+        if f.action is not None and f.action >= Action.CHALLENGE:
+            return 2.0 * int(f.severity)
+        return int(f.severity) / 2.0
+
+    def feed(self, ex: Exchange) -> None:
+        """Add the points of a finished exchange's findings to its entity (and to behaviour subjects)."""
+        if not ex.findings:
+            return
+        core = self.core
+        now = core.clock.now()
+        ent = core.resolve(ex.keys)
+        if ent is None:
+            return
+        cap = self.s.max_points_per_exchange
+        derived = 0.0
+        explicit: list[tuple[Finding, float]] = []
+        top = ""
+        for f in ex.findings:
+            if f.observe or f.detector in _SILENT:
+                continue
+            p = self.points(f)
+            if p <= 0:
+                continue
+            if f.risk is not None:
+                explicit.append((f, p))
+            else:
+                derived += p
+                top = top or f.rule_id
+        if ent.blocked_until <= now:
+            total = min(derived, cap)
+            if total > 0:
+                self.add(ent, total, top, now)
+        touched: dict[int, Entity] = {id(ent): ent}
+        # One scenario firing on several subjects (address, identity, fingerprint) raises the
+        # exchange's entity once (its largest points), and each other subject's entity once.
+        own: dict[str, float] = {}
+        for f, p in explicit:
+            own[f.rule_id] = max(own.get(f.rule_id, 0.0), p)
+            subject = subject_of(f)
+            if subject:
+                node = core.graph.nodes.get(subject)
+                if node is not None and node.entity is not ent and not core.graph.popular(node):
+                    t = node.entity
+                    touched[id(t)] = t
+                    if t.blocked_until <= now:
+                        self.add(t, p, f.rule_id, now)
+        if ent.blocked_until <= now:
+            for rule, p in own.items():
+                self.add(ent, p, rule, now)
+        for t in touched.values():
+            if t.blocked_until <= now and self.current(t, now) >= self.s.block:
+                self.block(t, now)
+
+    def block(self, ent: Entity, now: float, reason: str = "") -> list[Decision]:
+        """Turn an entity's risk into deny decisions on its keys, for a time that grows per offence."""
+        s = self.s
+        ttl = min(s.block_ttl * s.block_growth ** ent.offenses, s.block_ttl_max)
+        until = now + ttl
+        ent.offenses += 1
+        ent.blocked_until = until
+        explanation = tuple(explain(ent))
+        cause = reason or (ent.history[-1][1] if ent.history else "risk")
+        ent.risk = min(self.current(ent, now), s.watch)  # the block is the sanction; history stays
+        ent.risk_t = now
+        graph = self.core.graph
+        out: list[Decision] = []
+        for m in ent.members[:96]:
+            kind, _, value = m.key.partition(":")
+            if kind not in _DECIDABLE or graph.popular(m):
+                continue
+            d = Decision(kind=KeyKind(kind), value=value, action=DecisionAction.DENY, origin=Origin.RISK,
+                         until=until, reason=f"risk >= {s.block:g} ({cause}); offence {ent.offenses}",
+                         explanation=explanation, created=now)
+            self.core.store.add(d)
+            out.append(d)
+        self.blocks += 1
+        return out
+
+
+def explain(ent: Entity) -> list[str]:
+    """The events that raised an entity's risk, oldest first: 'HH:MM:SS rule +points'."""
+    return [f"{time.strftime('%H:%M:%S', time.gmtime(t))} {rule} +{pts:g}" for t, rule, pts in ent.history or ()]
+
+
+class RiskDetector:
+    """Request time: set ex.risk and act on it. After the response: feed the findings into risk."""
+
+    name = "risk"
+
+    def __init__(self, core: BehaviourCore) -> None:
+        self.core = core
+        self.model = core.risk
+        self.s = core.settings.risk
+        self.clock = core.clock
+        self.observe = False
+        self._sink = False
+
+    def request_headers(self, ex: Exchange) -> None:
+        core = self.core
+        now = self.clock.now()
+        ent = core.resolve(ex.keys) if ex.entity else None
+        if ent is None:
+            ent = core.observe(ex)
+        if ent.blocked_until > now:
+            self._act(ex, Action.BLOCK, "access-denied", 403, ent, "entity blocked",
+                      retry=int(ent.blocked_until - now + 0.999))
+            return
+        risk = self.model.current(ent, now)
+        fp = core.node("fp", ex.keys)
+        if fp is not None and fp.entity is not ent and not core.graph.popular(fp):
+            if fp.entity.blocked_until > now:
+                self._act(ex, Action.BLOCK, "access-denied", 403, fp.entity, "client fingerprint blocked",
+                          retry=int(fp.entity.blocked_until - now + 0.999))
+                return
+            risk = max(risk, self.model.current(fp.entity, now))
+        ex.risk = risk
+        s = self.s
+        if risk < s.watch:
+            return
+        if risk >= s.block:
+            self.model.block(ent, now)
+            self._act(ex, Action.BLOCK, "access-denied", 403, ent, "risk over the block threshold",
+                      retry=int(ent.blocked_until - now + 0.999))
+        elif risk >= s.challenge:
+            if s.challenge_enabled:
+                self._act(ex, Action.CHALLENGE, "challenge-required", 401, ent, "risk over the challenge threshold")
+            else:
+                self._act(ex, Action.BLOCK, "access-denied", 403, ent, "risk over the challenge threshold")
+        elif risk >= s.throttle:
+            # the tarpit grows with risk: from throttle_delay at the threshold to 3x below challenge
+            span = max(1e-9, s.challenge - s.throttle)
+            delay = s.throttle_delay * (1.0 + 2.0 * (risk - s.throttle) / span)
+            self._act(ex, Action.THROTTLE, "", None, ent, "risk over the throttle threshold", delay=delay)
+        else:
+            self._act(ex, Action.LOG, "", None, ent, "watched: risk over the watch threshold")
+
+    def _act(self, ex: Exchange, action: Action, reason: str, status: int | None, ent: Entity, why: str,
+             retry: int | None = None, delay: float = 0.0) -> None:
+        trail = "; ".join(explain(ent)[-4:])
+        ex.add(Finding(
+            rule_id=f"risk-{action.name.lower()}",
+            detector=self.name,
+            message=f"{why}: entity {ent.id[:40]} risk {ex.risk:.0f}"[:200],
+            severity=Severity.WARNING if action <= Action.THROTTLE else Severity.CRITICAL,
+            action=action,
+            status=status,
+            reason=reason,
+            retry_after=retry,
+            delay=delay,
+            evidence=trail[:300],
+            tags=("risk",),
+            risk=0.0,
+        ))
+
+    def complete(self, ex: Exchange) -> None:
+        if not self._sink:  # no pipeline sink (startup not run): feed what is known now
+            self.model.feed(ex)
+
+    def exchange_done(self, ex: Exchange) -> None:
+        """As a pipeline sink: runs after every complete hook, so it sees every finding."""
+        if not ex.allowlisted:
+            self.model.feed(ex)
+
+    def startup(self, pipeline: Pipeline) -> object:
+        if self not in pipeline.sinks:
+            pipeline.sinks.append(self)  # type: ignore[arg-type]
+        self._sink = True
+        return self.core.start()
+
+    def shutdown(self) -> object:
+        return self.core.stop()
+
+
+def make(config: BastionConfig, ctx: BuildContext) -> RiskDetector | None:
+    if not config.behaviour.enabled:
+        return None
+    from bastion.detect.behaviour.core import get_core
+
+    return RiskDetector(get_core(config, ctx))

@@ -1,0 +1,176 @@
+"""Transformations: turn one inspected value into the normalised views rules match against.
+
+A rule names a view (a transform chain); each view of a value is computed once per request and
+shared by every rule that asks for it. Every function has a fast path for the common case (plain
+ASCII, nothing encoded) because most values of real API traffic need no decoding at all.
+
+Views:
+    raw      the value as the zone parser delivered it (query arguments are URL-decoded once)
+    decode   repeated URL decoding (double encoding), %uXXXX (IIS), overlong UTF-8 (%c0%ae),
+             HTML entities, JS/JSON escapes (\\u003c, \\x3c), full-width forms, NUL removal
+    sql      decode + SQL comments opened up (/**/ and MySQL /*!50000 ... */) + whitespace collapsed
+    cmd      decode + shell evasions removed: quotes and backslashes inside words (c'a't, c\\at),
+             $IFS/${IFS}, empty expansions ($@, ${x}), Windows caret (c^md)
+    path     decode + backslashes as slashes, /./ and repeated slashes removed
+    jndi     decode + Log4j lookups that spell their argument evaluated (${lower:j}, ${::-n})
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable
+from urllib.parse import unquote_to_bytes
+
+# Bytes that mean "there may be something encoded here".
+_DECODE_TRIGGERS = ("%", "&", "\\", "\x00")
+
+_PCT_U = re.compile(r"%u([0-9a-fA-F]{4})")
+_PCT = re.compile(r"%[0-9a-fA-F]{2}")
+# Overlong UTF-8 (CVE-2000-0884 era and still in scanner payloads): 2- and 3-byte encodings of ASCII.
+_OVERLONG2 = re.compile(rb"[\xc0\xc1][\x80-\xbf]")
+_OVERLONG3 = re.compile(rb"\xe0[\x80-\x81][\x80-\xbf]")
+_JS_ESCAPE = re.compile(r"\\(?:u\{([0-9a-fA-F]{1,6})\}|u([0-9a-fA-F]{4})|x([0-9a-fA-F]{2}))")
+_FULLWIDTH = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)}
+_FULLWIDTH[0x3000] = 0x20
+
+
+def _overlong2(m: re.Match[bytes]) -> bytes:
+    b0, b1 = m.group(0)
+    return bytes([((b0 & 0x1F) << 6) | (b1 & 0x3F)])
+
+
+def _overlong3(m: re.Match[bytes]) -> bytes:
+    _, b1, b2 = m.group(0)
+    return bytes([((b1 & 0x3F) << 6) | (b2 & 0x3F)])
+
+
+def url_decode(s: str) -> str:
+    """One round of percent-decoding, with %uXXXX and overlong UTF-8 folded to what they mean."""
+    if "%" not in s:
+        return s
+    if "%u" in s or "%U" in s:
+        s = _PCT_U.sub(lambda m: chr(int(m.group(1), 16)), s)
+    if not _PCT.search(s):
+        return s
+    raw = unquote_to_bytes(s.encode("utf-8", "surrogateescape"))
+    if b"\xc0" in raw or b"\xc1" in raw or b"\xe0" in raw:
+        raw = _OVERLONG3.sub(_overlong3, _OVERLONG2.sub(_overlong2, raw))
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _js_unescape(m: re.Match[str]) -> str:
+    hexdigits = m.group(1) or m.group(2) or m.group(3)
+    cp = int(hexdigits, 16)
+    return chr(cp) if cp < 0x110000 else m.group(0)
+
+
+def decode(s: str) -> str:
+    """Repeated decoding until the value stops changing (at most 4 rounds: enough for triple encoding)."""
+    if s.isascii() and not any(t in s for t in _DECODE_TRIGGERS):
+        return s
+    for _ in range(4):
+        before = s
+        if "%" in s:
+            s = url_decode(s)
+        if "&" in s:
+            s = html.unescape(s)
+        if "\\" in s:
+            s = _JS_ESCAPE.sub(_js_unescape, s)
+        if not s.isascii():
+            s = s.translate(_FULLWIDTH)
+        if s == before:
+            break
+    if "\x00" in s:
+        s = s.replace("\x00", "")
+    return s
+
+
+_SQL_COMMENT = re.compile(r"/\*!?\d*|\*/")
+_WS = re.compile(r"\s+")
+
+
+def sql(s: str) -> str:
+    """Open SQL comments: `union/**/select` and `/*!50000union*/` read as `union select`."""
+    if "/*" in s or "*/" in s:
+        s = _SQL_COMMENT.sub(" ", s)
+        s = _WS.sub(" ", s)
+    return s
+
+
+_CMD_IFS = re.compile(r"\$\{?IFS\}?(?:\$\d)?", re.IGNORECASE)
+_CMD_EMPTY = re.compile(r"\$(?:[@*]|\{\s*\}|\{?[0-9]\}?)|\$\{[!#]?[a-zA-Z_][a-zA-Z0-9_]*:?[-=]?\}")
+_CMD_DROP = str.maketrans("", "", "\\'\"^")
+
+
+def cmd(s: str) -> str:
+    """Undo what shells remove before running a word: c'a't, c\\at, ca$@t, c${x}at, c^at, $IFS."""
+    if not any(c in s for c in "\\'\"$^"):
+        return s
+    if "$" in s:
+        s = _CMD_IFS.sub(" ", s)
+        s = _CMD_EMPTY.sub("", s)
+    return s.translate(_CMD_DROP)
+
+
+_MULTI_SLASH = re.compile(r"/{2,}")
+
+
+def path(s: str) -> str:
+    """Normalise a path-like value: backslashes as slashes, no /./, no repeated slashes."""
+    if "\\" in s:
+        s = s.replace("\\", "/")
+    if "//" in s:
+        s = _MULTI_SLASH.sub("/", s)
+    while "/./" in s:
+        s = s.replace("/./", "/")
+    return s
+
+
+# Log4j lookups that evaluate to their own argument, used to spell `jndi` without writing it
+# (CVE-2021-44228 obfuscations): ${lower:j}, ${upper:J}, ${::-j}, ${env:NOPE:-j}, ${date:'j'}.
+_LOG4J_LOOKUP = re.compile(
+    r"\$\{(?:(?:lower|upper)\s*:\s*|(?:[\w.]*:)*[^${}:]*:-|date\s*:\s*')([^${}']*)'?\}", re.IGNORECASE
+)
+
+
+def jndi(s: str) -> str:
+    """Evaluate the Log4j lookups attackers nest to hide `${jndi:`."""
+    if "${" not in s:
+        return s
+    for _ in range(8):
+        t = _LOG4J_LOOKUP.sub(lambda m: m.group(1), s)
+        if t == s:
+            break
+        s = t
+    return s
+
+
+# name -> (base view, function applied to the base view)
+VIEWS: dict[str, tuple[str | None, Callable[[str], str]]] = {
+    "raw": (None, lambda s: s),
+    "decode": ("raw", decode),
+    "sql": ("decode", sql),
+    "cmd": ("decode", cmd),
+    "path": ("decode", path),
+    "jndi": ("decode", jndi),
+}
+
+VIEW_NAMES = tuple(VIEWS)
+
+
+class ViewCache:
+    """The views of one value, computed on first use. One instance per inspected value."""
+
+    __slots__ = ("views",)
+
+    def __init__(self, raw: str) -> None:
+        self.views: dict[str, str] = {"raw": raw}
+
+    def get(self, name: str) -> str:
+        v = self.views.get(name)
+        if v is None:
+            base_name, fn = VIEWS[name]
+            v = fn(self.get(base_name or "raw"))
+            self.views[name] = v
+        return v

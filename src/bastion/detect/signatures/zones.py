@@ -1,0 +1,328 @@
+"""Zones: every inspectable value of a request (or response), where it lives and under which name.
+
+A value is inspected where it lives, with its parameter name, so exclusions and events can name
+it: `query:q`, `json:user.bio`, `header:user-agent`, `cookie:session`, `multipart:avatar`.
+
+Zone groups (what rules select):
+    path        the URL path (percent-encoded as sent; the decode view decodes it)
+    args        argument values: query, urlencoded and multipart fields, JSON string values,
+                XML text and attribute values, an unparsable body
+    arg_names   argument names: query and form names, JSON keys (with their path)
+    cookies     cookie values (cookie names go to arg_names)
+    headers     request header values, minus the transport/negotiation ones (SKIP_HEADERS)
+    filenames   multipart file names
+    body        the raw body text (XXE needs the DOCTYPE, which no parsed value holds)
+    response    the response body text (leak rules)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import unquote_plus
+
+import orjson
+
+from bastion.detect.signatures.transforms import VIEWS
+from bastion.exchange import Request
+
+ZONES = ("path", "args", "arg_names", "cookies", "headers", "filenames", "body", "response")
+
+# Headers whose values are transport framing or negotiation: inspecting them costs time and
+# finds nothing (their syntax is checked by the protocol detector). Authorization holds secrets.
+SKIP_HEADERS = frozenset(
+    {
+        "host", "content-length", "connection", "keep-alive", "accept", "accept-encoding",
+        "accept-language", "cache-control", "pragma", "upgrade-insecure-requests", "te",
+        "if-none-match", "if-modified-since", "authorization", "proxy-authorization", "cookie",
+        "sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest", "sec-fetch-user", "sec-ch-ua",
+        "sec-ch-ua-mobile", "sec-ch-ua-platform", "priority", "dnt", "content-encoding",
+    }
+)
+
+MAX_VALUES = 1024  # per phase; beyond this the rest is joined into one overflow value
+MAX_DEPTH = 64
+
+_B64 = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
+
+
+class Value:
+    """One inspected value and its transformation views (each computed once, on first use)."""
+
+    __slots__ = ("name", "source", "views", "zone")
+
+    def __init__(self, zone: str, source: str, name: str, raw: str) -> None:
+        self.zone = zone
+        self.source = source
+        self.name = name
+        self.views: dict[str, str] = {"raw": raw}
+
+    @property
+    def raw(self) -> str:
+        return self.views["raw"]
+
+    def view(self, name: str) -> str:
+        v = self.views.get(name)
+        if v is None:
+            base, fn = VIEWS[name]
+            v = fn(self.view(base or "raw"))
+            self.views[name] = v
+        return v
+
+    @property
+    def label(self) -> str:
+        """`source:name` as shown in findings and matched by exclusions."""
+        return f"{self.source}:{self.name}" if self.name else self.source
+
+    def __repr__(self) -> str:
+        return f"Value({self.zone}, {self.label}, {self.raw[:40]!r})"
+
+
+@dataclass(slots=True)
+class ZoneOptions:
+    base64: bool = True
+    multipart_file_content: bool = False
+    max_values: int = MAX_VALUES
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
+
+
+def maybe_base64(v: str) -> str | None:
+    """The decoded text when `v` is base64 (or base64url) of printable text; None otherwise.
+
+    Binary payloads (images, encrypted tokens) decode to non-text and are left alone.
+    """
+    n = len(v)
+    if n < 16 or n > 16384 or not _B64.fullmatch(v):
+        return None
+    if v.isalpha() and (v.islower() or v.isupper()):
+        return None  # a plain word, not an encoding
+    s = v.rstrip("=")
+    try:
+        raw = base64.b64decode(s + "=" * (-len(s) % 4), altchars=b"-_" if ("-" in s or "_" in s) else None)
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) < 8:
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    printable = sum(1 for c in text if c.isprintable() or c in "\t\r\n")
+    if printable < len(text) * 0.95:
+        return None
+    return text
+
+
+class Collector:
+    """Builds the value list of one phase, capped at `max_values`."""
+
+    __slots__ = ("b64", "max", "overflow", "values")
+
+    def __init__(self, opts: ZoneOptions) -> None:
+        self.values: list[Value] = []
+        self.max = opts.max_values
+        self.b64 = opts.base64
+        self.overflow: list[str] = []
+
+    def add(self, zone: str, source: str, name: str, raw: str) -> None:
+        if not raw:
+            return
+        if len(self.values) >= self.max:
+            self.overflow.append(raw)
+            return
+        self.values.append(Value(zone, source, name, raw))
+        if self.b64 and zone in ("args", "cookies") and len(raw) >= 16:
+            decoded = maybe_base64(raw)
+            if decoded is not None:
+                self.values.append(Value(zone, source, f"{name}(base64)", decoded))
+
+    def finish(self) -> list[Value]:
+        if self.overflow:
+            # Cap the per-value work, not the inspection: the rest is still scanned, as one value.
+            self.values.append(Value("args", "overflow", "(overflow)", "\n".join(self.overflow)))
+            self.overflow = []
+        return self.values
+
+
+def request_head_values(req: Request, opts: ZoneOptions) -> list[Value]:
+    """Values known once the request head is in: path, query, cookies, headers."""
+    c = Collector(opts)
+    c.add("path", "path", "", req.path)
+    if req.query:
+        for k, v in req.query_args():
+            c.add("arg_names", "query", k, k)
+            c.add("args", "query", k, v)
+    for name, value in req.headers.items:
+        low = name.lower()
+        if low == "cookie":
+            _cookies(c, value)
+        elif low not in SKIP_HEADERS:
+            c.add("headers", "header", low, value)
+    return c.finish()
+
+
+def _cookies(c: Collector, header: str) -> None:
+    for part in header.split(";"):
+        k, sep, v = part.strip().partition("=")
+        if not sep:
+            c.add("cookies", "cookie", "", k)
+            continue
+        c.add("arg_names", "cookie", k, k)
+        c.add("cookies", "cookie", k, v)
+
+
+def request_body_values(req: Request, opts: ZoneOptions) -> list[Value]:
+    """Values of the request body, parsed by its content type; unknown bodies are inspected raw."""
+    body = req.body
+    if not body:
+        return []
+    c = Collector(opts)
+    text = _text(body)
+    c.add("body", "body", "", text)
+    ct = (req.headers.get("content-type") or "").lower()
+    parsed = False
+    stripped = text.lstrip()
+    if "json" in ct or (stripped[:1] in ("{", "[") and "form" not in ct and "xml" not in ct):
+        parsed = _json(c, body)
+    if not parsed and "multipart/" in ct:
+        parsed = _multipart(c, body, ct, opts)
+    if not parsed and ("xml" in ct or stripped.startswith("<?xml")):
+        parsed = _xml(c, text)
+    if not parsed and ("x-www-form-urlencoded" in ct or (not ct and "=" in text and " " not in text)):
+        parsed = _form(c, text)
+    if not parsed:
+        c.add("args", "body", "", text)
+    return c.finish()
+
+
+def _form(c: Collector, text: str) -> bool:
+    for part in text.split("&"):
+        if not part:
+            continue
+        k, _, v = part.partition("=")
+        k = unquote_plus(k, errors="surrogateescape")
+        c.add("arg_names", "form", k, k)
+        c.add("args", "form", k, unquote_plus(v, errors="surrogateescape"))
+    return True
+
+
+def _json(c: Collector, body: bytes) -> bool:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    # Iterative walk: a deeply nested document must not hit the recursion limit.
+    stack: list[tuple[object, str, int]] = [(doc, "", 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if isinstance(node, str):
+            c.add("args", "json", path or "$", node)
+        elif isinstance(node, dict):
+            if depth >= MAX_DEPTH:
+                c.add("args", "json", path or "$", orjson.dumps(node).decode())
+                continue
+            items = list(node.items())
+            for k, v in reversed(items):
+                sub = f"{path}.{k}" if path else str(k)
+                c.add("arg_names", "json", sub, str(k))
+                stack.append((v, sub, depth + 1))
+        elif isinstance(node, list):
+            if depth >= MAX_DEPTH:
+                c.add("args", "json", path or "$", orjson.dumps(node).decode())
+                continue
+            for v in reversed(node):
+                stack.append((v, path, depth + 1))
+        # numbers, booleans and null carry no injection
+    return True
+
+
+_DISPOSITION_PARAM = re.compile(r'(\w+)\*?=(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))', re.IGNORECASE)
+
+
+def _multipart(c: Collector, body: bytes, ct: str, opts: ZoneOptions) -> bool:
+    m = re.search(r'boundary="?([^";,]+)"?', ct)
+    if not m:
+        return False
+    delim = b"--" + m.group(1).strip().encode("latin-1", "replace")
+    parts = body.split(delim)
+    if len(parts) < 2:
+        return False
+    for part in parts[1:]:
+        if part.startswith(b"--"):
+            break
+        head, sep, content = part.partition(b"\r\n\r\n")
+        if not sep:
+            head, sep, content = part.partition(b"\n\n")
+        if content.endswith(b"\r\n"):
+            content = content[:-2]
+        elif content.endswith(b"\n"):
+            content = content[:-1]
+        name, filename, part_ct = "", None, ""
+        for line in _text(head).splitlines():
+            hname, _, hval = line.partition(":")
+            hname = hname.strip().lower()
+            if hname == "content-disposition":
+                for pm in _DISPOSITION_PARAM.finditer(hval):
+                    key, val = pm.group(1).lower(), pm.group(2) if pm.group(2) is not None else pm.group(3)
+                    if key == "name":
+                        name = val
+                    elif key == "filename":
+                        filename = val
+            elif hname == "content-type":
+                part_ct = hval.strip().lower()
+            elif hname:
+                c.add("headers", "multipart-header", hname, hval.strip())
+        if name:
+            c.add("arg_names", "multipart", name, name)
+        if filename is not None:
+            c.add("filenames", "multipart", name, filename)
+            textual = part_ct.startswith("text/") or "json" in part_ct or "xml" in part_ct
+            if not (opts.multipart_file_content and textual):
+                continue
+        c.add("args", "multipart", name, _text(content))
+    return True
+
+
+_XML_ATTR = re.compile(r"""([\w:.-]+)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
+_XML_TEXT = re.compile(r">([^<]+)<")
+_XML_CDATA = re.compile(r"<!\[CDATA\[(.*?)\]\]>", re.DOTALL)
+_XML_TAG = re.compile(r"<([\w:.-]+)[^>]*>")
+
+
+def _xml(c: Collector, text: str) -> bool:
+    """Text and attribute values of an XML body, found lexically: no parser, so no entity expansion."""
+    for m in _XML_CDATA.finditer(text):
+        c.add("args", "xml", "cdata", m.group(1))
+    for m in _XML_TAG.finditer(text):
+        tag = m.group(1)
+        for a in _XML_ATTR.finditer(m.group(0)):
+            val = a.group(2) if a.group(2) is not None else a.group(3)
+            c.add("args", "xml", f"{tag}@{a.group(1)}", val)
+    for m in _XML_TEXT.finditer(text):
+        t = m.group(1).strip()
+        if t:
+            c.add("args", "xml", "text", t)
+    return True
+
+
+def response_values(body: bytes, content_type: str) -> list[Value]:
+    """The response body as text, unless it is binary (images, archives, fonts)."""
+    if not body:
+        return []
+    ct = content_type.lower()
+    if ct and not any(t in ct for t in ("text", "json", "xml", "html", "javascript", "problem")):
+        return []
+    return [Value("response", "response", "body", _text(body))]
+
+
+def values_by_zone(values: Iterable[Value]) -> dict[str, list[Value]]:
+    out: dict[str, list[Value]] = {}
+    for v in values:
+        out.setdefault(v.zone, []).append(v)
+    return out

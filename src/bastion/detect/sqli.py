@@ -1,0 +1,588 @@
+"""SQL injection confirmation: does this value, pasted into a SQL query, change the query's syntax?
+
+The approach follows libinjection (tokenize, fold, judge the token shape), with our own judge: instead
+of a list of known-bad fingerprints we check that the tokens after the point where the value escapes
+its literal form a *valid SQL continuation* (every adjacent pair of tokens is a legal pair in SQL) and
+that this continuation carries an injection shape: UNION SELECT, a stacked statement, a time/error
+function, boolean logic with a tautology, a comparison or a subquery, a comment cutting the rest of the
+query off, or an ORDER BY/GROUP BY/LIMIT clause.
+
+The value is tried in three contexts, as the application might have placed it:
+
+- ``none``: as a bare number or column (``WHERE id = <value>``);
+- ``single``/``double``: inside a quoted literal (``WHERE name = '<value>'``); the value escapes the
+  literal at its first unescaped quote.
+
+Prose rarely forms valid SQL for more than a couple of tokens ("Please select your drop-off location":
+two barewords in a row are not legal in an expression), and a name like O'Brien escapes its quote into a
+bareword, which is not a legal continuation either. That is why the check stays quiet on ordinary text.
+
+Contract: ``sqli_check(value)`` is pure, allocates little, looks at a bounded number of tokens per
+context, and expects an already decoded value (URL/entity decoding is done by the zone transforms).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["SqliResult", "sqli_check", "tokenize"]
+
+MAX_TOKENS = 160  # per context; longer injections are judged on their prefix
+MAX_SCAN = 4096  # characters of a value looked at (attacks start early; see module doc)
+
+
+@dataclass(frozen=True, slots=True)
+class SqliResult:
+    fingerprint: str  # token types of the judged prefix (one char per token), e.g. "s&1c1"
+    context: str  # "none", "single" or "double"
+    reason: str  # short name of the injection shape, e.g. "union-select", "tautology"
+
+
+# --- token types ----------------------------------------------------------------------------------
+# 1 number/literal   s string     n bareword   v variable   f function     F dangerous function
+# o operator         c comparison & logic      ( ) , ;      U union        E select
+# S other statement  W waitfor    B clause kw  k keyword    X junk         C comment (terminal)
+
+_STATEMENTS = {
+    "insert", "update", "delete", "drop", "create", "alter", "truncate", "exec", "execute", "declare",
+    "shutdown", "grant", "revoke", "rename", "replace", "call", "set", "use", "load", "handler", "begin",
+    "merge", "copy", "do", "open", "kill", "backup", "restore", "dbcc", "reconfigure", "if",
+}
+# What must follow a statement keyword for a stacked statement to be plausible SQL, not prose
+# ("Done; update me later"). Empty set: anything legal.
+_STATEMENT_NEXT: dict[str, frozenset[str]] = {
+    "insert": frozenset({"into"}),
+    "delete": frozenset({"from"}),
+    "drop": frozenset({"table", "database", "view", "procedure", "function", "user", "index", "schema", "trigger"}),
+    "create": frozenset({"table", "database", "view", "procedure", "function", "user", "trigger", "or", "index",
+                         "schema", "login"}),
+    "alter": frozenset({"table", "database", "user", "login", "view", "procedure", "system", "session"}),
+    "truncate": frozenset({"table"}),
+    "grant": frozenset({"all", "select", "insert", "update", "delete", "execute", "dba", "admin"}),
+    "revoke": frozenset({"all", "select", "insert", "update", "delete", "execute"}),
+    "load": frozenset({"data", "xml"}),
+    "begin": frozenset({"declare", "tran", "transaction", "exec", "execute", "insert", "update", "delete", "drop"}),
+}
+_LOGIC = {"and", "or", "xor", "&&", "||"}
+_COMPARE_WORDS = {"like", "rlike", "regexp", "is", "in", "between", "sounds", "glob", "match", "similar", "ilike"}
+_OPERATOR_WORDS = {"div", "mod", "collate", "escape", "binary", "not", "interval", "against"}
+_UNARY = {"-", "+", "~", "!", "not", "binary"}
+_LITERAL_WORDS = {"null", "true", "false", "unknown", "current_user", "current_date", "current_time",
+                  "current_timestamp", "localtime", "localtimestamp", "session_user", "system_user", "sysdate"}
+_CLAUSES = {
+    "from", "where", "having", "limit", "offset", "procedure", "into", "outfile", "dumpfile", "join", "on",
+    "as", "case", "when", "then", "else", "end", "values", "table", "fetch", "returning", "window", "with",
+    "inner", "outer", "left", "right", "cross", "natural", "using", "for", "lock", "share", "mode", "top",
+    "asc", "desc", "distinct", "all", "exists", "any", "some", "partition", "over", "database", "schema",
+    "nulls", "first", "last", "rows", "only", "next", "straight_join", "sql_calc_found_rows", "high_priority",
+    "terminated", "fields", "lines", "enclosed", "analyse", "elt", "cast", "convert", "to",
+}
+_DANGER = {
+    "sleep", "benchmark", "pg_sleep", "pg_sleep_for", "extractvalue", "updatexml", "load_file",
+    "xp_cmdshell", "xp_dirtree", "xp_fileexist", "xp_regread", "sys_eval", "sys_exec", "randomblob",
+    "dbms_pipe.receive_message", "dbms_lock.sleep", "utl_inaddr.get_host_address", "utl_inaddr.get_host_name",
+    "utl_http.request", "dbms_xmlgen.getxml", "ctxsys.drithsx.sn", "pg_read_file", "pg_ls_dir", "lo_import",
+    "lo_export", "name_const", "geometrycollection", "multipoint", "polygon", "multipolygon",
+    "linestring", "multilinestring", "exp", "gtid_subset", "json_keys", "st_latfromgeohash", "sqlite_version",
+    "load_extension", "openrowset", "opendatasource", "master..xp_cmdshell", "dbms_java.runjava",
+    "sp_oacreate", "sp_executesql", "sp_makewebtask", "sp_password", "xmltype", "pg_read_binary_file",
+}
+_FUNCTIONS = {
+    "version", "user", "database", "schema", "concat", "concat_ws", "char", "chr", "nchar", "ascii", "ord",
+    "substring", "substr", "mid", "left", "right", "length", "len", "count", "if", "ifnull", "isnull", "nullif",
+    "coalesce", "cast", "convert", "hex", "unhex", "md5", "sha1", "sha2", "group_concat", "string_agg",
+    "listagg", "rand", "floor", "ceil", "round", "abs", "elt", "make_set", "lower", "upper", "ucase", "lcase",
+    "reverse", "replace", "trim", "ltrim", "rtrim", "lpad", "rpad", "instr", "locate", "position", "strcmp",
+    "current_user", "session_user", "system_user", "user_name", "db_name", "host_name", "suser_sname",
+    "@@version", "row", "exists", "bin", "oct", "conv", "to_char", "to_number", "unicode", "quotename",
+    "getdate", "now", "sysdate", "curdate", "current_database", "current_schema", "pg_typeof", "typeof",
+    "connection_id", "last_insert_id", "found_rows", "row_count", "uuid", "decode", "encode", "utl_raw.cast_to_varchar2",
+    "bitand", "ascii_str", "soundex", "space", "repeat", "regexp_like", "regexp_substr", "json_extract",
+    "char_length", "character_length", "octet_length", "bit_length", "format", "str", "iif", "choose", "power",
+    "waitfor", "min", "max", "sum", "avg", "greatest", "least", "field", "find_in_set", "export_set",
+    "aes_encrypt", "aes_decrypt", "compress", "uncompress", "from_base64", "to_base64", "crc32", "pi", "mod",
+    "sin", "cos", "tan", "cot", "asin", "acos", "atan", "atan2", "log", "ln", "log2", "log10", "sqrt", "sign",
+    "degrees", "radians", "truncate", "coercibility", "collation", "charset", "benchmark", "object_id",
+    "has_dbaccess", "is_srvrolemember", "is_member", "schema_name", "table_name", "col_name", "columnproperty",
+    "sqlite_master", "randomblob", "zeroblob", "quote", "printf", "glob", "instr", "char", "updatexml",
+}
+_FUNCTIONS |= _DANGER
+
+_WORD_TYPE: dict[str, str] = {}
+for _w in _STATEMENTS:
+    _WORD_TYPE[_w] = "S"
+for _w in _CLAUSES:
+    _WORD_TYPE[_w] = "k"
+for _w in ("order", "group", "having", "limit", "procedure", "into", "offset"):
+    _WORD_TYPE[_w] = "B"
+for _w in _LITERAL_WORDS:
+    _WORD_TYPE[_w] = "1"
+for _w in _COMPARE_WORDS:
+    _WORD_TYPE[_w] = "c"
+for _w in _OPERATOR_WORDS:
+    _WORD_TYPE[_w] = "o"
+for _w in ("and", "or", "xor"):
+    _WORD_TYPE[_w] = "&"
+_WORD_TYPE.update({"select": "E", "union": "U", "intersect": "U", "except": "U", "waitfor": "W"})
+
+_TOKEN = re.compile(
+    r"""
+     (?P<ws>[\s\x00-\x1f\x7f\xa0\u2000-\u200b\u3000]+)
+    |(?P<vc>/\*!(?:\d{5,6})?)
+    |(?P<cm>/\*.*?(?:\*/|\Z))
+    |(?P<dc>--(?!\d)[^\n]*\n?|(?<!&)\#(?!\d)[^\n]*\n?|%00.*)
+    |(?P<ce>\*/)
+    |(?P<str>(?:[nNxXbBeE](?='))?'(?:[^'\\]|\\.|'')*'?|"(?:[^"\\]|\\.|"")*"?)
+    |(?P<bt>`[^`]*`?|\[[\w .$-]{1,64}\])
+    |(?P<num>0x[0-9a-fA-F]*|0b[01]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
+    |(?P<var>@@?(?:[\w$.]+|`[^`]*`|'[^']*'|"[^"]*")?|\$\d+|\?)
+    |(?P<word>[^\W\d][\w$]*(?:\.\.?(?:[^\W\d][\w$]*|\*))*)
+    |(?P<op>\|\||&&|<=>|<>|!=|<=|>=|!<|!>|:=|::|->>|->|<<|>>|[=<>!~+\-*/%^&|:])
+    |(?P<p>[(),;])
+    |(?P<other>.)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+_FOLLOW = {
+    "union": re.compile(r"(?:\s+(?:all|distinct)\b)+", re.I),
+    "order": re.compile(r"\s+by\b", re.I),
+    "group": re.compile(r"\s+by\b", re.I),
+    "partition": re.compile(r"\s+by\b", re.I),
+    "not": re.compile(r"\s+(?:like|rlike|regexp|in|between|similar|ilike|glob)\b", re.I),
+    "is": re.compile(r"\s+not\b", re.I),
+    "sounds": re.compile(r"\s+like\b", re.I),
+    "waitfor": re.compile(r"\s+(?:delay|time)\b", re.I),
+    "top": re.compile(r"\s*\(?\s*\d+\s*\)?(?:\s+percent\b)?", re.I),
+}
+_PAREN_AHEAD = re.compile(r"[\s\x00-\x1f]*(?:/\*.*?\*/[\s\x00-\x1f]*)*\(", re.DOTALL)
+_COMPARE_OPS = {"=", "<", ">", "<=", ">=", "<>", "!=", "<=>", "!<", "!>"}
+
+Token = tuple[str, str]  # (type, text); text is lowercased for words
+
+
+def tokenize(s: str, pos: int = 0, limit: int = MAX_TOKENS) -> list[Token]:
+    """Tokens of `s` from `pos` (for tests and the judge). Whitespace and inline comments dropped."""
+    return list(_tokens(s, pos, limit))
+
+
+def _tokens(s: str, pos: int, limit: int):  # type: ignore[no-untyped-def]  # generator of Token
+    n = len(s)
+    count = 0
+    match = _TOKEN.match
+    while pos < n and count < limit:
+        m = match(s, pos)
+        if m is None:  # pragma: no cover - the pattern ends with a catch-all
+            return
+        kind = m.lastgroup
+        text = m.group()
+        end = m.end()
+        if kind == "ws" or kind == "vc" or kind == "ce":
+            pos = end
+            continue
+        if kind == "cm":
+            pos = end
+            if not text.endswith("*/") or len(text) < 4:  # unterminated: swallows the rest
+                yield ("C", text)
+                return
+            continue
+        if kind == "dc":
+            if text.endswith("\n") and end < n:  # a line comment ends at the newline; code goes on
+                pos = end
+                continue
+            yield ("C", text)
+            return
+        if kind == "str":
+            yield ("s", text)
+        elif kind == "bt":
+            yield ("n", text)
+        elif kind == "num":
+            yield ("1", text)
+        elif kind == "var":
+            yield ("v", text)
+        elif kind == "word":
+            low = text.lower()
+            follow = _FOLLOW.get(low)
+            if follow is not None:
+                f = follow.match(s, end)
+                if f is not None:
+                    end = f.end()
+                    low = low + " " + f.group().strip().lower()
+            t = _WORD_TYPE.get(low)
+            if low in _FUNCTIONS or "." in low and low.rsplit(".", 1)[1] in _DANGER:
+                if _PAREN_AHEAD.match(s, end):
+                    t = "F" if (low in _DANGER or low.rsplit(".", 1)[-1] in _DANGER) else "f"
+            if t is None:
+                if low.startswith(("union ",)):
+                    t = "U"
+                elif low.startswith(("order ", "group ", "partition ")):
+                    t = "B"
+                elif low.startswith(("not ", "is ", "sounds ")):
+                    t = "c"
+                elif low.startswith("waitfor "):
+                    t = "W"
+                elif low.startswith("top"):
+                    t = "k"
+                else:
+                    t = "n"
+            yield (t, low)
+        elif kind == "op":
+            if text in ("&&", "||"):
+                yield ("&", text)
+            elif text in _COMPARE_OPS:
+                yield ("c", text)
+            else:
+                yield ("o", text)
+        elif kind == "p":
+            yield (text, text)
+        else:
+            yield ("X", text)
+        count += 1
+        pos = end
+
+
+# --- the judge -------------------------------------------------------------------------------------
+
+_OPERAND = frozenset("1snv)")
+_EXPR_START = frozenset("1snvfF(")
+_LITERAL = frozenset("1sv")
+
+
+def _can_follow(prev: Token, tok: Token) -> bool:
+    """Is `tok` a legal SQL token right after `prev`? Generous: shapes, not a full grammar."""
+    p, t = prev[0], tok[0]
+    if t == "X":
+        return False
+    if t == "C":
+        return p not in "fF"
+    if p in _OPERAND:
+        if t in "oc&),;UBW":
+            return True
+        if p == ")" and t == "n":  # derived-table alias: (select ...) a
+            return True
+        if t == "k":
+            return tok[1] not in ("case", "exists", "table", "database", "schema")
+        return False
+    if p in "oc&,":
+        if t in _EXPR_START or (t == "o" and tok[1] in _UNARY):
+            return True
+        if t == "k":
+            return tok[1] in ("case", "exists", "distinct", "all", "any", "some", "binary", "interval")
+        if p == "c" and t == "(":
+            return True
+        return t == "c" and tok[1] in ("not",) or (p == "o" and prev[1] == "*" and t in ",)k")
+    if p == "(":
+        return t in _EXPR_START or t in "E)kU" or (t == "o" and tok[1] in _UNARY)
+    if p in "fF":
+        return t == "("
+    if p == ";":
+        return t in "ESW(" or (t == "f" and tok[1] == "if")
+    if p == "U":
+        return t in "E("
+    if p == "E":
+        return t in _EXPR_START or t == "k" or (t == "o" and (tok[1] == "*" or tok[1] in _UNARY))
+    if p in "SBkW":
+        return t != ")" or p == "k"
+    return False
+
+
+@dataclass(slots=True)
+class _Judge:
+    """Features of the valid continuation, gathered token by token."""
+
+    fp: list[str]
+    union: bool = False
+    stacked: bool = False
+    danger: bool = False
+    waitfor: bool = False
+    logic: bool = False
+    logic_cmp: bool = False  # a comparison after AND/OR
+    logic_const: bool = False  # a literal-vs-literal comparison after AND/OR (1=1, 'a'='a')
+    logic_func: bool = False
+    logic_literal: bool = False  # AND/OR followed directly by a literal
+    subquery: bool = False
+    strong_subquery: bool = False
+    clause: bool = False
+    close_paren: bool = False
+    const_cmp: bool = False
+    first_cmp_literal: bool = False  # breakout directly followed by comparison with a literal
+    op_func: bool = False  # operator then function/subquery right after the breakout
+    comment: bool = False
+    complete: bool = False
+    statement: bool = False  # value is a whole strong statement (select ... from, insert into ...)
+
+
+def _judge(toks: list[Token], start: int, first: int = 0) -> _Judge:
+    """Judge `toks` from `start`; `first` is the index of the first token after the breakout."""
+    j = _Judge(fp=[t[0] for t in toks])
+    n = len(toks)
+    i = start
+    stop = n
+    for k in range(max(start, 1), n):
+        if not _can_follow(toks[k - 1], toks[k]):
+            stop = k
+            break
+    j.complete = stop == n
+    j.comment = stop == n and n > 0 and toks[-1][0] == "C"
+    depth = 0
+    sub_depth: list[int] = []
+    after_logic = False
+    for i in range(start, stop):
+        t, text = toks[i]
+        nxt = toks[i + 1] if i + 1 < stop else None
+        prv = toks[i - 1] if i > 0 else None
+        if t == "(":
+            depth += 1
+            if nxt is not None and nxt[0] == "E":
+                j.subquery = True
+                sub_depth.append(depth)
+                if after_logic:
+                    j.logic_func = True
+        elif t == ")":
+            if sub_depth and sub_depth[-1] == depth:
+                sub_depth.pop()
+            depth -= 1
+            if depth < 0:
+                j.close_paren = True
+                depth = 0
+        elif t == "U":
+            k = i + 1
+            while k < stop and toks[k][0] == "(":
+                k += 1
+            if k < stop and toks[k][0] == "E":
+                j.union = True
+        elif t == ";":
+            if nxt is not None and _plausible_statement(toks, i + 1, stop):
+                j.stacked = True
+        elif t == "F":
+            if nxt is not None and nxt[0] == "(" and i + 2 < stop:
+                j.danger = True
+        elif t == "W":
+            if nxt is not None and nxt[0] in "s1":
+                j.waitfor = True
+        elif t == "&":
+            j.logic = True
+            after_logic = True
+            if nxt is not None and nxt[0] in "1sv":
+                after = toks[i + 2][0] if i + 2 < stop else ""
+                if after == "C" or (nxt[0] != "s" and after in ("", ")", "&", ";", "B", "U")):
+                    j.logic_literal = True
+            if nxt is not None and nxt[0] == "o" and nxt[1] == "not":
+                j.logic_func = True
+        elif t == "c":
+            if after_logic:
+                j.logic_cmp = True
+            if prv is not None and nxt is not None and _literalish(prv) and _literalish(nxt):
+                if prv[0] != "n" or (nxt[0] == "n" and prv[1] == nxt[1]):
+                    j.const_cmp = True
+                    if after_logic:
+                        j.logic_const = True
+            if i == first and nxt is not None and nxt[0] in _LITERAL:
+                j.first_cmp_literal = True
+        elif t == "f":
+            if after_logic:
+                j.logic_func = True
+        elif t == "o":
+            if i == first and nxt is not None and nxt[0] in "fF(":
+                j.op_func = True
+        elif t == "B":
+            if nxt is not None and (nxt[0] in "1nv(" or nxt[0] == "f"):
+                j.clause = True
+            elif text == "into" and nxt is not None and nxt[1] in ("outfile", "dumpfile") or (
+                text == "procedure" and nxt is not None and nxt[1] == "analyse"
+            ):
+                j.danger = True
+        elif t == "E" and sub_depth:
+            if _strong_select(toks, i + 1, stop):
+                j.strong_subquery = True
+        if t in "fF" and after_logic:
+            j.logic_func = True
+    j.fp = j.fp[: max(stop, 1)]
+    return j
+
+
+def _literalish(tok: Token) -> bool:
+    return tok[0] in "1svn" and tok[1] not in ("*",)
+
+
+def _plausible_statement(toks: list[Token], i: int, stop: int) -> bool:
+    t, text = toks[i]
+    nxt = toks[i + 1] if i + 1 < stop else None
+    if t == "E":
+        return _strong_select(toks, i + 1, stop)
+    if t == "W":
+        return nxt is not None and nxt[0] in "s1"
+    if t == "f" and text == "if":
+        return True
+    if t == "S":
+        allowed = _STATEMENT_NEXT.get(text)
+        if text == "shutdown":
+            return nxt is None or nxt[0] in "C;n"
+        if nxt is None:
+            return False
+        if allowed is not None:
+            return not allowed or nxt[1] in allowed
+        if text in ("exec", "execute"):
+            return nxt[0] in "v(s" or nxt[1].startswith(("xp_", "sp_", "master.", "immediate", "dbms_", "sys."))
+        if text == "if":
+            return nxt[0] in "1nvs(f" and _has_type(toks, i + 2, stop, "c")
+        if text in ("call", "declare", "set", "kill", "dbcc", "backup", "restore", "open"):
+            return nxt[0] in "nvf(" and (text != "set" or nxt[0] == "v" or _has_type(toks, i + 2, stop, "c"))
+        if text == "update":
+            return nxt[0] == "n" and i + 2 < stop and toks[i + 2][1] == "set"
+        return False
+    return False
+
+
+def _has_type(toks: list[Token], i: int, stop: int, t: str) -> bool:
+    return any(toks[k][0] == t for k in range(i, min(stop, i + 4)))
+
+
+def _strong_select(toks: list[Token], i: int, stop: int) -> bool:
+    """A SELECT whose list is clearly SQL (literals, functions, *, variables) or has FROM/WHERE/LIMIT
+    with more structure than prose ("select one from the list" is legal SQL, so barewords alone are not
+    enough)."""
+    saw_from = False
+    for k in range(i, min(stop, i + 40)):
+        t, text = toks[k]
+        if t in "1svfF" or text == "*" or t == "U" or t == "B":
+            return True
+        if t == "k" and text in ("from",):
+            saw_from = True
+        elif saw_from and t in "c;":
+            return True
+        elif t in ")C" and saw_from:
+            return True
+    return False
+
+
+_INFO_FUNCTIONS = {"version", "database", "user", "current_user", "system_user", "session_user", "schema",
+                   "db_name", "user_name", "suser_sname", "current_database", "@@version", "coercibility",
+                   "collation", "charset", "connection_id", "host_name", "sqlite_version"}
+
+_QUICK = re.compile(
+    r"['\"`;#()=<>|&@]|--|/\*|\b(?:or|and|xor|union|select|sleep|benchmark|waitfor|order|group|having|limit"
+    r"|procedure|into|insert|update|delete|drop|exec|execute|declare|like|rlike|regexp|not|div|mod|between)\b",
+    re.IGNORECASE,
+)
+
+
+def sqli_check(value: str) -> SqliResult | None:
+    """The injection shape if `value` turns into SQL syntax in some quoting context, else None."""
+    if not value or len(value) < 2:
+        return None
+    s = value[:MAX_SCAN]
+    if _QUICK.search(s) is None:
+        return None
+    r = _check_none(s)
+    if r is not None:
+        return r
+    for q, name in (("'", "single"), ('"', "double")):
+        if q in s:
+            r = _check_quoted(s, q, name)
+            if r is not None:
+                return r
+    return None
+
+
+_BREAKOUT = {
+    "'": re.compile(r"(?:[^'\\]|\\.|'')*'", re.DOTALL),
+    '"': re.compile(r'(?:[^"\\]|\\.|"")*"', re.DOTALL),
+}
+
+
+def _check_quoted(s: str, q: str, ctx: str) -> SqliResult | None:
+    m = _BREAKOUT[q].match(s)
+    if m is None:
+        return None
+    head = m.group()
+    toks: list[Token] = [("s", q + head)]
+    toks.extend(_tokens(s, m.end(), MAX_TOKENS))
+    if len(toks) < 2:
+        return None
+    j = _judge(toks, 0, 1)
+    reason = _strong_reason(j, quoted=True)
+    if reason is None and j.complete:
+        second = toks[1][0]
+        ops = sum(1 for t in j.fp if t in "oc&")
+        if j.comment and _comment_ok(toks, head):
+            reason = "comment-truncation"
+        elif j.logic and (j.logic_literal or j.logic_cmp):
+            reason = "boolean"
+        elif j.first_cmp_literal and (j.comment or (toks[-1][0] == "s" and toks[1][1] in _COMPARE_OPS)):
+            reason = "comparison"
+        elif ops >= 2 and toks[-1][0] == "s" and len(toks) >= 4 and ("c" in j.fp or "&" in j.fp):
+            reason = "expression"
+        elif j.op_func or (j.subquery and second in "oc&("):
+            reason = "expression"
+        elif j.clause and (j.comment or len(toks) <= 6):
+            reason = "clause"
+    if reason is None:
+        return None
+    return SqliResult("".join(j.fp), ctx, reason)
+
+
+def _comment_ok(toks: list[Token], head: str) -> bool:
+    """Breakout, a valid continuation, then a comment cutting off the rest of the query. When nothing
+    but the comment follows the quote ("admin'--"), the quoted part must look like one token (a user
+    name, an id): product titles and prose with a stray quote and dashes have spaces."""
+    if len(toks) > 2:
+        return True
+    return not any(ch.isspace() for ch in head[:-1].strip())
+
+
+def _strong_reason(j: _Judge, *, quoted: bool) -> str | None:
+    if j.union:
+        return "union-select"
+    if j.stacked:
+        return "stacked-query"
+    if j.waitfor or j.danger:
+        return "time-or-error-function"
+    if j.logic and (j.logic_const or j.logic_func or (quoted and j.logic_cmp)):
+        return "tautology" if j.logic_const else "boolean"
+    return None
+
+
+def _check_none(s: str) -> SqliResult | None:
+    toks = list(_tokens(s, 0, MAX_TOKENS))
+    if len(toks) < 2:
+        return None
+    first = toks[0]
+    if first[0] == "E" or first[0] == "S":
+        return _check_statement(toks)
+    if not (first[0] in _EXPR_START or first[0] in "U&" or (first[0] == "o" and first[1] in _UNARY)
+            or first[1] in ("case", "exists")):
+        return None
+    j = _judge(toks, 0)
+    reason = _strong_reason(j, quoted=False)
+    if reason is None and j.complete:
+        if j.comment and (j.close_paren or j.logic or j.clause or j.const_cmp) and len(toks) > 2:
+            reason = "comment-truncation"
+        elif j.logic and j.logic_literal and j.comment:
+            reason = "boolean"
+        elif j.strong_subquery and first[0] in "(1":
+            reason = "subquery"
+        elif j.clause and j.comment:
+            reason = "clause"
+        elif j.close_paren and j.logic and (j.logic_cmp or j.logic_literal):
+            reason = "boolean"
+        elif first[0] == "f" and s.rstrip().endswith(")") and (
+            j.fp.count("f") >= 2 or "v" in j.fp or first[1] in _INFO_FUNCTIONS
+        ):
+            reason = "function-call"
+    if reason is None:
+        return None
+    return SqliResult("".join(j.fp), "none", reason)
+
+
+def _check_statement(toks: list[Token]) -> SqliResult | None:
+    """A value that is a whole statement (the application runs it, or it follows a stacked ';')."""
+    if not _plausible_statement(toks, 0, len(toks)):
+        return None
+    j = _judge(toks, 0)
+    reason = _strong_reason(j, quoted=False)
+    if reason is None and j.complete and len(toks) >= 4:
+        reason = "statement"
+    if reason is None:
+        return None
+    return SqliResult("".join(j.fp), "none", reason)

@@ -1,0 +1,413 @@
+"""Entities: the keys of each exchange (IP, network, API key, user, session, fingerprint) and the
+graph that links keys seen together into one attacker (or user).
+
+Linking is union-find with care (ThreatX's idea, without its blind spots):
+- strong keys (API key, user, session) link to each other and pull in the addresses they are used
+  from, so an attacker's history follows them when they change IP;
+- an address never merges two *identified* entities: a NAT or a corporate proxy shared by many
+  users stays one weak key that counts how many identities it was seen with (`shared`);
+- fingerprints and networks are never linked (a popular browser fingerprint would merge thousands of
+  users); they are tracked as keys of their own, with a popularity count;
+- caps bound every entity (addresses, strong keys), so no merge chain can swallow a population.
+
+Memory is bounded: a node is a few slots, a singleton entity has no member list, idle keys expire
+(`sweep`) and the graph evicts the oldest idle keys beyond `max_keys`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import orjson
+
+from bastion.exchange import Exchange
+
+STRONG_KINDS = frozenset({"api_key", "user", "session"})
+
+# Cookie names that carry a session in common frameworks (Django, Rails, Express, PHP, Java, ASP.NET).
+SESSION_COOKIES = frozenset(
+    {"session", "sessionid", "sid", "connect.sid", "phpsessid", "jsessionid", "_session", "asp.net_sessionid",
+     "session_id", "sessid", "laravel_session", "_session_id", "auth_session", "sess"}
+)
+API_KEY_HEADERS = ("x-api-key", "api-key", "x-apikey", "apikey", "x-auth-token")
+# Headers left out of the fingerprint: they change within one client's session (cookies appear
+# after login, bodies come and go) or are added by proxies, not by the client software.
+_FP_SKIP = frozenset(
+    {"cookie", "authorization", "content-length", "content-type", "x-request-id", "x-forwarded-for",
+     "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip", "via", "if-none-match",
+     "if-modified-since", "referer", "origin", "x-api-key", "api-key", "x-csrf-token", "x-xsrf-token",
+     "cache-control", "pragma", "transfer-encoding", "expect", "te", "upgrade", "connection"}
+)
+
+
+@dataclass(slots=True)
+class KeySettings:
+    """How keys are read from a request (see BehaviourConfig.entity)."""
+
+    user_header: str = ""  # a header set by an authenticating front (e.g. X-User)
+    session_cookies: frozenset[str] = SESSION_COOKIES
+    api_key_headers: tuple[str, ...] = API_KEY_HEADERS
+    api_key_params: tuple[str, ...] = ("api_key", "apikey", "key")
+    salt: str = ""  # mixed into hashed keys; same on every instance so decisions are shared
+
+
+def hash_key(value: str, salt: str = "") -> str:
+    """A short stable digest of a secret key value (API keys and session ids are never stored raw)."""
+    return hashlib.blake2b((salt + value).encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+
+
+def network_of(ip: str) -> str:
+    """The client's network: /24 for IPv4, /64 for IPv6 ('' when the address does not parse)."""
+    if "." in ip and ":" not in ip:
+        head, sep, _ = ip.rpartition(".")
+        return head + ".0/24" if sep else ""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ""
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        return network_of(str(addr.ipv4_mapped))
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+
+
+_BROWSERS = (("edg/", "edge"), ("opr/", "opera"), ("firefox/", "firefox"), ("chrome/", "chrome"),
+             ("crios/", "chrome"), ("safari/", "safari"))
+
+
+def ua_family(ua: str) -> str:
+    """A coarse User-Agent family ('chrome', 'curl', 'python-requests'): stable across versions."""
+    if not ua:
+        return "-"
+    low = ua.lower()
+    if low.startswith("mozilla/"):
+        for marker, name in _BROWSERS:
+            if marker in low:
+                return name
+        if "bot" in low or "crawler" in low or "spider" in low:
+            return "bot"
+        return "mozilla"
+    token = low.split("/", 1)[0].split(" ", 1)[0]
+    return "".join(c for c in token[:32] if c.isalnum() or c in "-_.") or "-"
+
+
+def jwt_subject(token: str) -> str:
+    """The unverified `sub` of a JWT ('' if the token is not one). Unverified is fine for *linking*:
+    a forged sub only links the forger to that name, and verification is the auth detector's job."""
+    parts = token.split(".")
+    if len(parts) != 3 or len(parts[1]) > 4096:
+        return ""
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        claims = orjson.loads(base64.urlsafe_b64decode(payload))
+    except (ValueError, orjson.JSONDecodeError):
+        return ""
+    if not isinstance(claims, dict):
+        return ""
+    sub = claims.get("sub")
+    return str(sub)[:128] if isinstance(sub, str | int) else ""
+
+
+def fingerprint(ex: Exchange) -> str:
+    """Client software fingerprint: header names in order, UA family and the Accept-* values."""
+    h = ex.request.headers
+    names = [k.lower() for k, _ in h.items]
+    parts = [",".join(n for n in names if n not in _FP_SKIP and not n.startswith("x-"))]
+    parts.append(ua_family(h.get("user-agent") or ""))
+    parts.append((h.get("accept") or "")[:120])
+    parts.append((h.get("accept-language") or "")[:40])
+    parts.append((h.get("accept-encoding") or "")[:60])
+    parts.append(ex.client.fingerprint[:64])
+    return hashlib.blake2b("|".join(parts).encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()
+
+
+def extract_keys(ex: Exchange, s: KeySettings) -> dict[str, str]:
+    """All entity keys of one exchange, as {kind: value}. Secret values are hashed."""
+    keys: dict[str, str] = {"ip": ex.client.ip}
+    net = network_of(ex.client.ip)
+    if net:
+        keys["net"] = net
+    h = ex.request.headers
+    auth = h.get("authorization") or ""
+    if auth:
+        scheme, _, cred = auth.strip().partition(" ")
+        cred = cred.strip()
+        sch = scheme.lower()
+        if sch == "bearer" and cred:
+            sub = jwt_subject(cred)
+            if sub:
+                keys["user"] = sub
+            else:
+                keys["api_key"] = hash_key(cred, s.salt)
+        elif sch == "basic" and cred:
+            try:
+                user = base64.b64decode(cred, validate=False).decode("utf-8", "replace").split(":", 1)[0]
+            except ValueError:
+                user = ""
+            if user:
+                keys["user"] = user[:128]
+        elif cred:
+            keys["api_key"] = hash_key(cred, s.salt)
+    if "api_key" not in keys:
+        for name in s.api_key_headers:
+            v = h.get(name)
+            if v:
+                keys["api_key"] = hash_key(v.strip(), s.salt)
+                break
+        else:
+            if s.api_key_params and "?" in ex.request.target:
+                for k, v in ex.request.query_args():
+                    if k.lower() in s.api_key_params and v:
+                        keys["api_key"] = hash_key(v, s.salt)
+                        break
+    if s.user_header:
+        u = h.get(s.user_header)
+        if u:
+            keys["user"] = u.strip()[:128]
+    for cookie_line in h.get_all("cookie"):
+        for part in cookie_line.split(";"):
+            name, eq, value = part.partition("=")
+            if eq and value.strip() and name.strip().lower() in s.session_cookies:
+                keys["session"] = hash_key(value.strip(), s.salt)
+                break
+        if "session" in keys:
+            break
+    keys["fp"] = fingerprint(ex)
+    if ex.client.fingerprint:
+        keys["tls"] = ex.client.fingerprint[:64]
+    return keys
+
+
+# --- the graph ---------------------------------------------------------------------------------
+
+
+class Entity:
+    """A set of linked keys with one risk. Plain slots keep it small (about 200 bytes)."""
+
+    __slots__ = ("blocked_until", "history", "id", "members", "n_ip", "n_strong", "offenses", "risk", "risk_t",
+                 "seen")
+
+    def __init__(self, eid: str, now: float) -> None:
+        self.id = eid  # the key it was first seen with: stable while that key lives
+        self.risk = 0.0
+        self.risk_t = now
+        self.offenses = 0  # blocks so far: each one lengthens the next (Fail2ban's bantime increment)
+        self.n_ip = 0
+        self.n_strong = 0
+        self.members: list[Node] = []
+        self.history: list[tuple[float, str, float]] | None = None  # (time, rule id, points), oldest first
+        self.blocked_until = 0.0
+        self.seen = now
+
+    def keys(self) -> list[str]:
+        return [m.key for m in self.members]
+
+    @property
+    def identified(self) -> bool:
+        return self.n_strong > 0
+
+
+class Node:
+    """One key. `shared` counts identities a weak key was seen with (NAT address, popular fingerprint)."""
+
+    __slots__ = ("bad", "entity", "key", "last", "seen", "shared")
+
+    def __init__(self, key: str, entity: Entity, now: float) -> None:
+        self.key = key
+        self.entity = entity
+        self.seen = now
+        self.shared = 0
+        self.last: Entity | None = None  # the identity this weak key was last seen with
+        self.bad = 0.0  # fingerprints: recent share of refused/failed requests (set by behaviour)
+
+
+@dataclass(slots=True)
+class GraphLimits:
+    max_ips: int = 64  # addresses one entity may hold (a rotating attacker beyond this is a new entity)
+    max_strong: int = 16  # API keys/users/sessions one entity may hold
+    idle_ttl: float = 24 * 3600.0  # keys unseen this long are forgotten
+    max_keys: int = 2_000_000  # beyond this, the oldest idle keys are evicted early
+    popular: int = 5  # a weak key seen with this many identities is shared: it never carries a decision
+    half_life: float = 600.0  # risk half-life, used when two entities' risks are merged
+
+
+@dataclass(slots=True)
+class Resolved:
+    """What `observe` returns: the exchange's entity and the nodes of its keys."""
+
+    entity: Entity
+    nodes: dict[str, Node] = field(default_factory=dict)
+
+
+class EntityGraph:
+    """Union-find over keys with caps. Not thread-safe: one per event loop (one per worker)."""
+
+    def __init__(self, limits: GraphLimits | None = None) -> None:
+        self.limits = limits or GraphLimits()
+        self.nodes: dict[str, Node] = {}
+        self.merges = 0
+        self.refused = 0
+        self._last_sweep = 0.0
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def node(self, key: str, now: float) -> Node:
+        n = self.nodes.get(key)
+        if n is None:
+            ent = Entity(key, now)
+            n = Node(key, ent, now)
+            ent.members.append(n)
+            kind = key.partition(":")[0]
+            if kind == "ip":
+                ent.n_ip = 1
+            elif kind in STRONG_KINDS:
+                ent.n_strong = 1
+            self.nodes[key] = n
+            if len(self.nodes) > self.limits.max_keys:
+                self._evict(now)
+        else:
+            n.seen = now
+        n.entity.seen = now
+        return n
+
+    def get(self, key: str) -> Node | None:
+        return self.nodes.get(key)
+
+    def entity_of(self, key: str) -> Entity | None:
+        n = self.nodes.get(key)
+        return None if n is None else n.entity
+
+    def observe(self, keys: dict[str, str], now: float) -> Resolved:
+        """Record the keys of one exchange, link them, and return the exchange's entity."""
+        nodes: dict[str, Node] = {}
+        strong: Node | None = None
+        for kind in ("api_key", "user", "session"):
+            v = keys.get(kind)
+            if not v:
+                continue
+            n = self.node(f"{kind}:{v}", now)
+            nodes[kind] = n
+            if strong is None:
+                strong = n
+            elif n.entity is not strong.entity:
+                self._merge(strong.entity, n.entity)
+        ip = keys.get("ip")
+        ipn = self.node(f"ip:{ip}", now) if ip else None
+        if ipn is not None:
+            nodes["ip"] = ipn
+            if strong is not None and ipn.entity is not strong.entity:
+                if ipn.entity.n_strong == 0:
+                    self._merge(strong.entity, ipn.entity)
+                else:
+                    # Two identities behind one address: a NAT, not one attacker. Never merge them.
+                    self.refused += 1
+                    self._saw_identity(ipn, strong.entity)
+        for kind in ("fp", "tls"):
+            v = keys.get(kind)
+            if v:
+                fn = self.node(f"{kind}:{v}", now)
+                nodes[kind] = fn
+                if strong is not None:
+                    self._saw_identity(fn, strong.entity)
+        if strong is not None:
+            ent = strong.entity
+        elif ipn is not None:
+            ent = ipn.entity
+        else:
+            ent = self.node("entity:anonymous", now).entity
+        if now - self._last_sweep > 60.0:
+            self.sweep(now)
+        return Resolved(ent, nodes)
+
+    @staticmethod
+    def _saw_identity(weak: Node, ident: Entity) -> None:
+        # Approximate distinct identities: count each change of the identity seen with this key.
+        if weak.last is not ident:
+            weak.last = ident
+            if weak.shared < 1_000_000:
+                weak.shared += 1
+
+    def popular(self, node: Node) -> bool:
+        """A weak key shared by many identities (NAT address, common browser) whose traffic is mostly
+        fine: never decide on it. A tool fingerprint shared by many attackers, mostly failing, is
+        not popular in this sense: it stays a key that risk and decisions can follow."""
+        return node.shared >= self.limits.popular and node.bad < 0.3
+
+    def _merge(self, a: Entity, b: Entity) -> Entity:
+        lim = self.limits
+        if a.n_ip + b.n_ip > lim.max_ips or a.n_strong + b.n_strong > lim.max_strong:
+            self.refused += 1
+            return a
+        big, small = (a, b) if len(a.members) >= len(b.members) else (b, a)
+        for m in small.members:
+            m.entity = big
+        big.members.extend(small.members)
+        small.members = []
+        big.n_ip += small.n_ip
+        big.n_strong += small.n_strong
+        t = max(big.risk_t, small.risk_t)
+        hl = lim.half_life
+        big.risk = decayed(big.risk, t - big.risk_t, hl) + decayed(small.risk, t - small.risk_t, hl)
+        big.risk_t = t
+        big.offenses = max(big.offenses, small.offenses)
+        big.blocked_until = max(big.blocked_until, small.blocked_until)
+        if small.history:
+            merged = (big.history or []) + small.history
+            merged.sort()
+            big.history = merged[-16:]
+        self.merges += 1
+        return big
+
+    def sweep(self, now: float) -> int:
+        """Forget keys idle longer than idle_ttl. Returns how many were dropped."""
+        self._last_sweep = now
+        cutoff = now - self.limits.idle_ttl
+        dead = [k for k, n in self.nodes.items() if n.seen < cutoff]
+        for k in dead:
+            self._drop(k)
+        return len(dead)
+
+    def _evict(self, now: float) -> None:
+        # Dict order is insertion order: the oldest keys come first. Drop the idle ones (and, when
+        # the table is full of active keys, the oldest) a tenth of the budget at a time.
+        budget = max(1, self.limits.max_keys // 10)
+        victims = []
+        for k in self.nodes:
+            if len(victims) >= budget:
+                break
+            victims.append(k)
+        for k in victims:
+            self._drop(k)
+
+    def _drop(self, key: str) -> None:
+        n = self.nodes.pop(key, None)
+        if n is None:
+            return
+        ent = n.entity
+        if len(ent.members) > 1:
+            ent.members = [m for m in ent.members if m is not n]
+        else:
+            ent.members = []
+        kind = key.partition(":")[0]
+        if kind == "ip":
+            ent.n_ip -= 1
+        elif kind in STRONG_KINDS:
+            ent.n_strong -= 1
+
+    def entities(self) -> Iterable[Entity]:
+        seen: set[int] = set()
+        for n in self.nodes.values():
+            if id(n.entity) not in seen:
+                seen.add(id(n.entity))
+                yield n.entity
+
+
+def decayed(value: float, dt: float, half_life: float) -> float:
+    """Exponential decay: `value` after `dt` seconds with the given half-life."""
+    if value <= 0.0 or dt <= 0.0 or half_life <= 0.0:
+        return value
+    return value * 0.5 ** (dt / half_life)

@@ -1,0 +1,1320 @@
+"""The listener and the per-connection HTTP/1.1 protocol of the reverse proxy.
+
+Built on asyncio Protocols (uvloop when installed) and llhttp in strict mode, not on a framework:
+a request that needs no inspection crosses the proxy through callbacks only, without a coroutine.
+A pipeline phase that has detectors runs as one task and resumes the callback flow when done.
+
+One `ClientConnection` per client socket holds a queue of requests: only the head of the queue is
+active (forwarded, answered); requests pipelined behind it are parsed, checked against the limits
+and buffered, and answered strictly in order. Any framing error ends the connection after the
+responses owed before it, since bytes after a framing error cannot be trusted to start a request
+(request smuggling, RFC 9112 section 11.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import httptools
+
+from bastion.config import parse_hostport
+from bastion.engine.pipeline import valid_request_id
+from bastion.errors import problem_for
+from bastion.exchange import Client, Exchange, Headers, Response
+from bastion.frontends.proxy import http as h
+from bastion.frontends.proxy.forwarding import (
+    TrustedProxies,
+    forwarded_for_chain,
+    forwarding_headers,
+    resolve_client_ip,
+)
+from bastion.frontends.proxy.tls import client_context, hsts_header, server_context
+from bastion.frontends.proxy.upstream import UpstreamConnection, UpstreamPool, UpstreamTarget
+from bastion.hygiene import BANNER_HEADERS_BYTES, scrubbed_body, should_scrub
+from bastion.runtime import Runtime
+from bastion.verdict import Action, Finding, Phase, Severity, Verdict
+
+log = logging.getLogger("bastion.proxy")
+
+# Why reading from the client is paused (bit flags): reading resumes when none is left.
+PAUSE_PIPELINE = 1  # too many requests queued on this connection
+PAUSE_BUFFER = 2  # request body piling up while the request is inspected or queued
+PAUSE_UPSTREAM = 4  # the upstream is not taking the body as fast as the client sends it
+PAUSE_DONE = 8  # the parser is finished (error, upgrade): read nothing more
+
+# Read deadline kinds.
+RD_NONE, RD_FIRST, RD_HEADER, RD_BODY, RD_IDLE, RD_LINGER = range(6)
+
+# Request states.
+Q_QUEUED, Q_INSPECT, Q_WAIT_BODY, Q_CONNECTING, Q_UPSTREAM, Q_DONE = range(6)
+
+# Response states: not started, held for inspection, waiting for the body prefix, streaming.
+R_NONE, R_HOLD, R_STREAM, R_WAIT_BODY = range(4)
+
+# Response framing towards the client.
+F_NONE, F_LENGTH, F_CHUNKED, F_CLOSE = range(4)
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+REPLAY_MAX = 64 * 1024  # a request is kept for one retry on a stale keep-alive connection below this
+LINGER_SECONDS = 2.0  # how long unread client bytes are drained before a refusal closes (no RST)
+LINGER_BYTES = 1 << 20
+HOLD_SLACK = 64 * 1024
+
+
+class _Refuse(Exception):
+    """Raised inside parser callbacks to stop parsing with a recorded refusal."""
+
+    def __init__(self, rule_id: str, status: int, reason: str, message: str) -> None:
+        super().__init__(rule_id)
+        self.rule_id = rule_id
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class _Stop(Exception):
+    """Raised inside parser callbacks when the connection no longer reads requests."""
+
+
+class _Req:
+    """One request on a client connection, from its parsed head to its answered response."""
+
+    __slots__ = (
+        "body",
+        "body_buffered",
+        "chunked",
+        "ended",
+        "error",
+        "ex",
+        "expect_continue",
+        "framing",
+        "head",
+        "keep_alive",
+        "length",
+        "method",
+        "received",
+        "replay",
+        "resp_buf",
+        "resp_buffered",
+        "resp_close",
+        "resp_ended",
+        "resp_head",
+        "retried",
+        "rs",
+        "st",
+        "task",
+        "tunnel_pending",
+        "up",
+        "up_paused",
+        "version",
+        "websocket",
+    )
+
+    def __init__(self, ex: Exchange, method: str) -> None:
+        self.ex = ex
+        self.method = method
+        self.head = b""
+        self.chunked = False
+        self.length = 0
+        self.keep_alive = True
+        self.version = "1.1"
+        self.expect_continue = False
+        self.websocket = False
+        self.body: list[bytes] = []
+        self.body_buffered = 0
+        self.received = 0
+        self.ended = False
+        self.error: Finding | None = None
+        self.st = Q_QUEUED
+        self.task: asyncio.Future[Any] | None = None
+        self.up: UpstreamConnection | None = None
+        self.up_paused = 0
+        self.replay = b""
+        self.retried = False
+        self.rs = R_NONE
+        self.resp_head: list[bytes] = []
+        self.resp_buf: list[bytes] = []
+        self.resp_buffered = 0
+        self.resp_ended = False
+        self.resp_close = False
+        self.framing = F_NONE
+        self.tunnel_pending = b""
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or self.length > 0
+
+
+class ProxyServer:
+    """The reverse proxy of one worker process: a listener, its connections and an upstream pool."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        cfg = runtime.config
+        if not cfg.upstream.url:
+            from bastion.errors import ConfigError
+
+            raise ConfigError(["upstream.url: the proxy needs an upstream (--upstream URL)"])
+        self.runtime = runtime
+        self.pipeline = runtime.pipeline
+        self.config = cfg
+        self.target = UpstreamTarget(cfg.upstream.url)
+        self.ssl = server_context(cfg.server.tls)
+        self.scheme = "https" if self.ssl is not None else "http"
+        self.hsts = hsts_header(cfg.server.tls) if self.ssl is not None else b""
+        self.trusted = TrustedProxies(cfg.server.trusted_proxies)
+        self.pool = UpstreamPool(
+            self.target,
+            size=cfg.upstream.pool_size,
+            connect_timeout=cfg.timeouts.upstream_connect,
+            ssl_context=client_context(cfg.upstream) if self.target.scheme == "https" else None,
+        )
+        lim, to = cfg.limits, cfg.timeouts
+        self.max_uri = lim.max_uri_bytes
+        self.max_header_bytes = lim.max_header_bytes
+        self.max_header_count = lim.max_header_count
+        self.max_header_value = lim.max_header_value_bytes
+        self.max_head = lim.max_uri_bytes + lim.max_header_bytes + 1024
+        self.max_body = lim.max_body_bytes
+        self.inspect_bytes = lim.inspect_body_bytes
+        self.inspect_resp_bytes = lim.inspect_response_bytes
+        self.buffer_cap = max(self.inspect_bytes, 64 * 1024) + 64 * 1024
+        self.t_header, self.t_body, self.t_idle = to.header, to.body, to.idle
+        self.t_upstream = to.upstream_response
+        self.max_connections = cfg.server.max_connections
+        self.max_pipelined = cfg.server.max_pipelined
+        self.websocket = cfg.server.websocket
+        self.scrub = cfg.errors.scrub_upstream_errors
+        self.banners = BANNER_HEADERS_BYTES if cfg.errors.strip_banners else frozenset()
+        p = self.pipeline
+        self.wants_conn = p.wants(Phase.CONNECTION)
+        self.wants_head = p.wants(Phase.REQUEST_HEADERS)
+        self.wants_body = p.wants(Phase.REQUEST_BODY) and self.inspect_bytes > 0
+        self.wants_resp_head = p.wants(Phase.RESPONSE_HEADERS)
+        self.wants_resp_body = p.wants(Phase.RESPONSE_BODY) and self.inspect_resp_bytes > 0
+        self.connections: set[ClientConnection] = set()
+        self.refused_connections = 0
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._tick = min(1.0, max(0.02, min(to.header, to.body, to.idle, to.upstream_response) / 4))
+        self._closing = False
+        self._drained: asyncio.Event | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Listen on `sock` (already bound, e.g. SO_REUSEPORT by run.py) or on `server.listen`."""
+        loop = asyncio.get_running_loop()
+        if sock is None:
+            host, port = parse_hostport(self.config.server.listen)
+            self._server = await loop.create_server(
+                lambda: ClientConnection(self), host, port, ssl=self.ssl, backlog=2048, reuse_address=True
+            )
+        else:
+            self._server = await loop.create_server(lambda: ClientConnection(self), sock=sock, ssl=self.ssl,
+                                                    backlog=2048)
+        self._sweeper = loop.call_later(self._tick, self._sweep)
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return tuple(self._server.sockets) if self._server is not None else ()
+
+    @property
+    def port(self) -> int:
+        socks = self.sockets
+        return int(socks[0].getsockname()[1]) if socks else 0
+
+    async def close(self, grace: float = 10.0) -> None:
+        """Stop accepting, let in-flight requests finish (up to `grace` seconds), close the rest."""
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.shutdown()
+        if self.connections:
+            self._drained = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._drained.wait(), grace)
+            except TimeoutError:
+                pass
+        for conn in list(self.connections):
+            conn.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self.pool.close()
+        if self._server is not None:
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            except TimeoutError:
+                pass
+        await self.pipeline.drain()
+
+    def _sweep(self) -> None:
+        """Enforce every connection's deadlines: one timer per worker, not one per request."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for conn in list(self.connections):
+            try:
+                conn.check(now)
+            except Exception:  # one broken connection must not stop the sweeper
+                log.exception("deadline check failed")
+                conn.abort()
+        if not self._closing or self.connections:
+            self._sweeper = loop.call_later(self._tick, self._sweep)
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client socket: parses requests, drives them through the pipeline, relays responses."""
+
+    __slots__ = (
+        "client",
+        "closing",
+        "conn_checked",
+        "dead",
+        "hdr_bytes",
+        "hdrs",
+        "head_bytes",
+        "in_head",
+        "lingered",
+        "loop",
+        "parser",
+        "paused",
+        "peer_ip",
+        "peer_port",
+        "queue",
+        "rd",
+        "rd_kind",
+        "reading",
+        "s",
+        "transport",
+        "tunnel",
+        "up_deadline",
+        "url",
+        "wr",
+    )
+
+    def __init__(self, server: ProxyServer) -> None:
+        self.s = server
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[_Req] = deque()
+        self.reading: _Req | None = None
+        self.url: list[bytes] = []
+        self.hdrs: list[tuple[bytes, bytes]] = []
+        self.hdr_bytes = 0
+        self.head_bytes = 0
+        self.in_head = False
+        self.paused = 0
+        self.dead = False
+        self.closing = False
+        self.conn_checked = False
+        self.tunnel: UpstreamConnection | None = None
+        self.rd = 0.0
+        self.rd_kind = RD_NONE
+        self.up_deadline = 0.0
+        self.wr = 0.0
+        self.lingered = 0
+        self.peer_ip = ""
+        self.peer_port = 0
+        self.client = Client(peer_ip="")
+
+    # --- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        s = self.s
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.peer_ip, self.peer_port = str(peer[0]), int(peer[1])
+            if self.peer_ip.startswith("::ffff:"):
+                self.peer_ip = self.peer_ip[7:]
+        client = Client(peer_ip=self.peer_ip, peer_port=self.peer_port)
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None:
+            client.tls = True
+            client.tls_version = sslobj.version() or ""
+            client.sni = sslobj.server_hostname or ""
+        self.client = client
+        if len(s.connections) >= s.max_connections or s._closing:
+            self._shed()
+            return
+        s.connections.add(self)
+        self._set_rd(RD_FIRST, s.t_header)
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
+        if self.dead:
+            self.lingered += len(data)
+            if self.lingered > LINGER_BYTES:
+                self.abort()
+            elif self.queue and self.queue[-1].websocket:
+                self._tunnel_pending(data)
+            return
+        if self.in_head:
+            self.head_bytes += len(data)
+            if self.head_bytes > self.s.max_head:
+                self._refuse_parse(_Refuse("limits-header-bytes", 431, "headers-too-large", "request head too large"))
+                return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._upgraded(data, int(exc.args[0]) if exc.args else len(data))
+        except _Refuse as exc:
+            self._refuse_parse(exc)
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Refuse):
+                self._refuse_parse(cause)
+            elif isinstance(cause, _Stop):
+                return
+            else:
+                if cause is not None:  # a bug of ours in a callback: still answer, but say so
+                    log.error("parser callback failed: %r", cause)
+                rule, message = h.classify_parse_error(exc)
+                self._refuse_parse(_Refuse(rule, 400, "bad-request", message))
+
+    def eof_received(self) -> bool | None:
+        # A client half-close after its last request: answer what is owed, then close. A half-close
+        # in the middle of a request leaves it incomplete: nothing more can be answered.
+        if self.queue and not self.dead and self.reading is None and not self.in_head:
+            self.closing = True
+            return True
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        s = self.s
+        s.connections.discard(self)
+        if s._drained is not None and not s.connections:
+            s._drained.set()
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
+        if self.queue:
+            req = self.queue[0]
+            if req.task is not None:
+                req.task.cancel()
+                req.task = None
+            if req.up is not None:
+                req.up.abort()
+                req.up = None
+            if req.st != Q_DONE and req.st != Q_QUEUED and req.error is None:
+                req.st = Q_DONE
+                req.ex.tags.add("client-aborted")
+                self._complete(req.ex)
+            self.queue.clear()
+
+    def pause_writing(self) -> None:
+        # The client reads slower than the upstream answers: stop reading the upstream.
+        self.wr = self.loop.time() + self.s.t_body
+        if self.queue:
+            self._pause_up(self.queue[0], 1)
+        if self.tunnel is not None and self.tunnel.transport is not None:
+            self.tunnel.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.wr = 0.0
+        if self.queue:
+            self._resume_up(self.queue[0], 1)
+        if self.tunnel is not None and self.tunnel.transport is not None:
+            self.tunnel.transport.resume_reading()
+
+    # --- parser callbacks ------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.dead:
+            raise _Stop
+        self.in_head = True
+        self.head_bytes = 0
+        self.url = []
+        self.hdrs = []
+        self.hdr_bytes = 0
+        self._set_rd(RD_HEADER, self.s.t_header)
+
+    def on_url(self, url: bytes) -> None:
+        self.url.append(url)
+        if (len(self.url) > 1 and sum(map(len, self.url)) > self.s.max_uri) or len(url) > self.s.max_uri:
+            raise _Refuse("limits-uri-length", 414, "uri-too-long", "request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.in_head:
+            return  # chunked trailers: not forwarded
+        hdrs = self.hdrs
+        hdrs.append((name, value))
+        s = self.s
+        self.hdr_bytes += len(name) + len(value) + 4
+        if len(hdrs) > s.max_header_count:
+            raise _Refuse("limits-header-count", 431, "headers-too-large", "too many header fields")
+        if self.hdr_bytes > s.max_header_bytes:
+            raise _Refuse("limits-header-bytes", 431, "headers-too-large", "request header fields too large")
+        if len(value) > s.max_header_value:
+            raise _Refuse("limits-header-value", 431, "headers-too-large", "header field value too long")
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        s = self.s
+        parser = self.parser
+        method = parser.get_method().decode("ascii")
+        version = parser.get_http_version()
+        url = self.url[0] if len(self.url) == 1 else b"".join(self.url)
+        target = url.decode("latin-1")
+        fwd: list[bytes] = []
+        hdrs = self.hdrs
+        str_items: list[tuple[str, str]] = []
+        host_count = 0
+        length = -1
+        chunked = False
+        expect = b""
+        upgrade = b""
+        conn_values: list[bytes] = []
+        xff: list[str] = []
+        fwded: list[str] = []
+        xfp: str | None = None
+        rid: str | None = None
+        rewritten = h.REQUEST_REWRITTEN
+        for name, value in hdrs:
+            sname = name.decode("latin-1")
+            svalue = value.decode("latin-1")
+            str_items.append((sname, svalue))
+            low = name.lower()
+            if low not in rewritten:
+                if low == b"host":
+                    host_count += 1
+                fwd.append(b"%b: %b\r\n" % (name, value))
+                continue
+            if low == b"content-length":
+                length = int(value)  # llhttp validated it (digits only, no duplicates)
+            elif low == b"transfer-encoding":
+                chunked = True
+            elif low == b"connection":
+                conn_values.append(value)
+            elif low == b"expect":
+                expect = value
+            elif low == b"upgrade":
+                upgrade = value
+            elif low == b"x-forwarded-for":
+                xff.append(svalue)
+            elif low == b"forwarded":
+                fwded.append(svalue)
+            elif low == b"x-forwarded-proto":
+                xfp = svalue.strip()
+            elif low == b"x-request-id":
+                rid = svalue if valid_request_id(svalue) else None
+        # Fields named by Connection are hop-by-hop too (RFC 9110 section 7.6.1).
+        if conn_values:
+            tokens = h.connection_tokens(conn_values) - {b"close", b"keep-alive", b"upgrade"}
+            if tokens:
+                fwd = [line for line in fwd if line.split(b":", 1)[0].lower() not in tokens]
+        client = self.client
+        peer_trusted = s.trusted.contains(self.peer_ip)
+        if peer_trusted and (xff or fwded):
+            ip = resolve_client_ip(self.peer_ip, forwarded_for_chain(xff, fwded), s.trusted)
+            if ip != client.ip:
+                client = Client(peer_ip=client.peer_ip, peer_port=client.peer_port, ip=ip, tls=client.tls,
+                                tls_version=client.tls_version, sni=client.sni)
+        headers = Headers(str_items)
+        ex = s.pipeline.new_exchange(client, method, target, headers, version, rid)
+        req = _Req(ex, method)
+        req.version = version
+        req.keep_alive = parser.should_keep_alive()
+        req.chunked = chunked
+        if length > 0:
+            req.length = length
+            ex.request.body_size = length
+        self.queue.append(req)
+        self.reading = req
+        # Checks llhttp leaves to us; each refusal ends the connection.
+        refusal: _Refuse | None = None
+        if version not in ("1.1", "1.0"):
+            refusal = _Refuse("protocol-version-invalid", 400, "bad-request", "unsupported HTTP version")
+        elif host_count > 1:
+            refusal = _Refuse("protocol-host-multiple", 400, "bad-request", "more than one Host header")
+        elif host_count == 0 and version == "1.1":
+            refusal = _Refuse("protocol-host-missing", 400, "bad-request", "HTTP/1.1 request without Host")
+        elif chunked and version == "1.0":
+            # RFC 9112 section 6.1: Transfer-Encoding in HTTP/1.0 is a smuggling tell.
+            refusal = _Refuse("protocol-te-version", 400, "bad-request", "Transfer-Encoding in HTTP/1.0")
+        elif method == "CONNECT":
+            refusal = _Refuse("protocol-method-not-allowed", 405, "unsupported-method", "CONNECT is not proxied")
+        elif length > s.max_body:
+            refusal = _Refuse("limits-body-size", 413, "body-too-large", "declared body too large")
+        elif upgrade and parser.should_upgrade():
+            if req.has_body:
+                # llhttp skips the body of an upgrade request: those bytes would be parsed as a request.
+                refusal = _Refuse("protocol-upgrade-body", 400, "bad-request", "upgrade request with a body")
+            elif s.websocket and method == "GET" and b"websocket" in upgrade.lower():
+                req.websocket = True
+        if refusal is not None:
+            req.error = self._finding(refusal)
+            raise refusal
+        if expect:
+            if expect.strip().lower() != b"100-continue":
+                refusal = _Refuse("protocol-expect-invalid", 417, "expectation-failed", "unsupported Expect")
+                req.error = self._finding(refusal)
+                raise refusal
+            req.expect_continue = version == "1.1"
+        # The head forwarded upstream: request line, surviving fields, framing, forwarding chain.
+        host = headers.get("host") or ""
+        if host_count == 0:
+            fwd.append(b"Host: %b\r\n" % s.target.host_header)
+        if req.websocket:
+            fwd.append(b"Connection: Upgrade\r\nUpgrade: %b\r\n" % upgrade)
+        if chunked:
+            fwd.append(b"Transfer-Encoding: chunked\r\n")
+        elif length >= 0:
+            fwd.append(b"Content-Length: %d\r\n" % length)
+        for name, value in forwarding_headers(self.peer_ip, client.ip, s.scheme, host, peer_trusted, xff, fwded, xfp):
+            fwd.append(b"%b: %b\r\n" % (name, value))
+        fwd.append(b"X-Request-Id: %b\r\n\r\n" % ex.id.encode("latin-1"))
+        req.head = b"%b %b%b HTTP/1.1\r\n%b" % (method.encode("ascii"), s.target.prefix, url, b"".join(fwd))
+        if req.has_body:
+            self._set_rd(RD_BODY, s.t_body)
+        else:
+            self._set_rd(RD_NONE, 0.0)
+        if len(self.queue) == 1:
+            self._start(req)
+        elif len(self.queue) >= s.max_pipelined:
+            self._pause(PAUSE_PIPELINE)
+
+    def on_body(self, data: bytes) -> None:
+        req = self.reading
+        if req is None:
+            return
+        n = len(data)
+        req.received += n
+        if req.received > self.s.max_body:
+            raise _Refuse("limits-body-size", 413, "body-too-large", "body too large")
+        if self.rd_kind == RD_BODY:
+            self.rd = self.loop.time() + self.s.t_body
+        req.ex.request.body_size = req.received
+        up = req.up
+        if up is not None and req.st == Q_UPSTREAM:
+            up.write(h.chunk(data) if req.chunked else data)
+            return
+        if req.st == Q_DONE:
+            return  # answered already (refused or the upstream answered early): discarded
+        req.body.append(data)
+        req.body_buffered += n
+        if req.body_buffered > self.s.buffer_cap:
+            self._pause(PAUSE_BUFFER)
+        if req.st == Q_WAIT_BODY:
+            self._maybe_inspect_body(req)
+
+    def on_message_complete(self) -> None:
+        req = self.reading
+        self.reading = None
+        if req is None:
+            return
+        req.ended = True
+        if self.rd_kind == RD_BODY:
+            self._set_rd(RD_NONE, 0.0)
+        if req.chunked and req.up is not None and req.st == Q_UPSTREAM:
+            req.up.write(h.CHUNKED_END)
+        elif req.st == Q_WAIT_BODY:
+            self._maybe_inspect_body(req)
+
+    # --- request flow ----------------------------------------------------------------------
+
+    def _start(self, req: _Req) -> None:
+        """Make `req` the active request: refuse it, inspect it, or forward it."""
+        if req.error is not None:
+            self._answer_error(req)
+            return
+        s = self.s
+        conn_phase = s.wants_conn and not self.conn_checked
+        self.conn_checked = True
+        if conn_phase or s.wants_head:
+            req.st = Q_INSPECT
+            self._spawn(req, self._inspect_head(req.ex, conn_phase), self._after_head)
+        else:
+            self._after_head(req, None)
+
+    async def _inspect_head(self, ex: Exchange, conn_phase: bool) -> Verdict | None:
+        p = self.s.pipeline
+        first: Verdict | None = None
+        if conn_phase:
+            first = await p.connection(ex)
+            if first is not None and first.blocks:
+                return first
+        if self.s.wants_head:
+            v = await p.request_headers(ex)
+            if v is not None:
+                return v
+        return first
+
+    def _spawn(
+        self,
+        req: _Req,
+        coro: Coroutine[Any, Any, Verdict | None],
+        then: Callable[[_Req, Verdict | None], None],
+    ) -> None:
+        task = self.loop.create_task(coro)
+        req.task = task
+
+        def done(t: asyncio.Future[Verdict | None]) -> None:
+            if req.task is not t:
+                return
+            req.task = None
+            if t.cancelled() or self.transport is None:
+                return
+            exc = t.exception()
+            verdict: Verdict | None = None
+            if exc is not None:
+                log.error("inspection failed: %r", exc)
+                if self.s.pipeline.fail_closed:
+                    verdict = self.s.pipeline.block(req.ex, Finding(
+                        rule_id="bastion-fail-closed", detector="proxy", message="inspection failed",
+                        action=Action.BLOCK, status=503, reason="inspection-failed"))
+            else:
+                verdict = t.result()
+            then(req, verdict)
+
+        task.add_done_callback(done)
+
+    def _after_head(self, req: _Req, v: Verdict | None) -> None:
+        if v is not None:
+            if v.blocks:
+                self._refuse(req, v)
+                return
+            if v.action == Action.THROTTLE and v.delay > 0:
+                self.loop.call_later(v.delay, self._resume_after_throttle, req, self._want_body)
+                return
+        self._want_body(req)
+
+    def _resume_after_throttle(self, req: _Req, then: Callable[[_Req], None]) -> None:
+        if self.transport is not None and self.queue and self.queue[0] is req and req.st != Q_DONE:
+            then(req)
+
+    def _want_body(self, req: _Req) -> None:
+        if req.has_body and self.s.wants_body:
+            req.st = Q_WAIT_BODY
+            if req.expect_continue and not req.ended and self.transport is not None:
+                req.expect_continue = False
+                self.transport.write(h.CONTINUE_100)
+            self._maybe_inspect_body(req)
+        else:
+            self._forward(req)
+
+    def _maybe_inspect_body(self, req: _Req) -> None:
+        if req.st != Q_WAIT_BODY or not (req.ended or req.body_buffered >= self.s.inspect_bytes):
+            return
+        req.st = Q_INSPECT
+        body = b"".join(req.body)
+        req.body = [body]
+        r = req.ex.request
+        limit = self.s.inspect_bytes
+        r.body = body[:limit]
+        r.body_truncated = not req.ended or len(body) > limit
+        self._spawn(req, self.s.pipeline.request_body(req.ex), self._after_body)
+
+    def _after_body(self, req: _Req, v: Verdict | None) -> None:
+        if v is not None:
+            if v.blocks:
+                self._refuse(req, v)
+                return
+            if v.action == Action.THROTTLE and v.delay > 0:
+                self.loop.call_later(v.delay, self._resume_after_throttle, req, self._forward)
+                return
+        self._forward(req)
+
+    def _forward(self, req: _Req) -> None:
+        if req.expect_continue and not req.ended and self.transport is not None:
+            req.expect_continue = False
+            self.transport.write(h.CONTINUE_100)
+        conn = self.s.pool.get_idle()
+        if conn is not None:
+            self._send(req, conn)
+            return
+        req.st = Q_CONNECTING
+        task = self.loop.create_task(self.s.pool.connect())
+        req.task = task
+
+        def connected(t: asyncio.Future[UpstreamConnection]) -> None:
+            if req.task is not t:
+                if not t.cancelled() and t.exception() is None:
+                    self.s.pool.release(t.result())
+                return
+            req.task = None
+            if t.cancelled():
+                return
+            exc = t.exception()
+            if self.transport is None:
+                if exc is None:
+                    self.s.pool.release(t.result())
+                return
+            if exc is not None:
+                timeout = isinstance(exc, TimeoutError)
+                self._upstream_failed(req, 504 if timeout else 502, f"connect: {type(exc).__name__}")
+                return
+            self._send(req, t.result())
+
+        task.add_done_callback(connected)
+
+    def _send(self, req: _Req, conn: UpstreamConnection, data: bytes | None = None) -> None:
+        req.st = Q_UPSTREAM
+        req.up = conn
+        if data is None:
+            parts = [req.head]
+            if req.body:
+                if req.chunked:
+                    parts.extend(h.chunk(b) for b in req.body if b)
+                else:
+                    parts.extend(req.body)
+                req.body = []
+                req.body_buffered = 0
+            if req.ended and req.chunked:
+                parts.append(h.CHUNKED_END)
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            if (req.ended or not req.has_body) and not req.retried and len(data) <= REPLAY_MAX:
+                req.replay = data
+        self.up_deadline = self.loop.time() + self.s.t_upstream
+        conn.send(self, data, req.method == "HEAD")
+        if self.paused & PAUSE_BUFFER:
+            self._resume(PAUSE_BUFFER)
+
+    # --- upstream callbacks (UpstreamHandler) ----------------------------------------------
+
+    def _active(self, conn: UpstreamConnection) -> _Req | None:
+        if self.queue:
+            req = self.queue[0]
+            if req.up is conn:
+                return req
+        return None
+
+    def up_head(self, conn: UpstreamConnection) -> None:
+        req = self._active(conn)
+        if req is None:
+            return
+        s = self.s
+        status = conn.status
+        self.up_deadline = self.loop.time() + s.t_upstream
+        ex = req.ex
+        ex.response = Response(
+            status=status,
+            headers=Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in conn.headers]),
+            reason=conn.reason.decode("latin-1"),
+        )
+        if status == 101:
+            if req.websocket:
+                self._switch_tunnel(req, conn)
+            else:
+                self._upstream_failed(req, 502, "unexpected 101 from upstream")
+            return
+        rewritten = h.RESPONSE_REWRITTEN
+        banners = s.banners
+        lines = [h.status_line(b"1.1", status, conn.reason)]
+        conn_values = None
+        for name, value in conn.headers:
+            low = name.lower()
+            if low in rewritten or low in banners:
+                if low == b"connection":
+                    conn_values = (conn_values or []) + [value]
+                continue
+            lines.append(b"%b: %b\r\n" % (name, value))
+        if conn_values:
+            tokens = h.connection_tokens(conn_values) - {b"close", b"keep-alive"}
+            if tokens:
+                lines = [lines[0]] + [x for x in lines[1:] if x.split(b":", 1)[0].lower() not in tokens]
+        no_body = req.method == "HEAD" or status in (204, 304)
+        if no_body:
+            req.framing = F_NONE
+        elif conn.has_length and not conn.chunked:
+            req.framing = F_LENGTH
+        elif req.version == "1.1":
+            req.framing = F_CHUNKED
+            lines.append(b"Transfer-Encoding: chunked\r\n")
+        else:
+            req.framing = F_CLOSE
+        lines.append(b"X-Request-Id: %b\r\n" % ex.id.encode("latin-1"))
+        if s.hsts:
+            lines.append(s.hsts)
+        req.resp_head = lines
+        hold = s.wants_resp_head or (not no_body and (s.wants_resp_body or (s.scrub and status >= 500)))
+        if not hold:
+            self._write_head(req)
+            return
+        req.rs = R_HOLD
+        if s.wants_resp_head:
+            self._spawn(req, s.pipeline.response_headers(ex), self._after_resp_head)
+        else:
+            self._after_resp_head(req, None)
+
+    def _after_resp_head(self, req: _Req, v: Verdict | None) -> None:
+        if v is not None and v.blocks:
+            self._refuse(req, v)
+            return
+        s = self.s
+        status = req.ex.response.status if req.ex.response is not None else 0
+        if req.framing != F_NONE and (s.wants_resp_body or (s.scrub and status >= 500)):
+            req.rs = R_WAIT_BODY
+            self._maybe_inspect_response(req)
+        else:
+            self._release_hold(req)
+
+    def _maybe_inspect_response(self, req: _Req) -> None:
+        s = self.s
+        limit = s.inspect_resp_bytes if s.wants_resp_body else max(s.inspect_resp_bytes, 4096)
+        if not (req.resp_ended or req.resp_buffered >= limit):
+            return
+        resp = req.ex.response
+        assert resp is not None
+        body = b"".join(req.resp_buf)
+        req.resp_buf = [body] if body else []
+        resp.body = body[:limit]
+        if s.scrub and resp.status >= 500 and should_scrub(resp.status, resp.body):
+            req.ex.tags.add("upstream-error-scrubbed")
+            self._replace_response(req, resp.status, scrubbed_body(resp.status, req.ex.id))
+            return
+        if s.wants_resp_body:
+            req.rs = R_HOLD
+            self._spawn(req, s.pipeline.response_body(req.ex), self._after_resp_body)
+        else:
+            self._release_hold(req)
+
+    def _after_resp_body(self, req: _Req, v: Verdict | None) -> None:
+        if v is not None and v.blocks:
+            self._refuse(req, v)
+            return
+        self._release_hold(req)
+
+    def _release_hold(self, req: _Req) -> None:
+        self._write_head(req)
+        buf, req.resp_buf = req.resp_buf, []
+        req.resp_buffered = 0
+        for data in buf:
+            self._write_body(req, data)
+        self._resume_up(req, 2)
+        if req.resp_ended and self.queue and self.queue[0] is req and req.st != Q_DONE:
+            self._response_done(req)
+
+    def _write_head(self, req: _Req) -> None:
+        req.rs = R_STREAM
+        lines = req.resp_head
+        close = (not req.keep_alive or self.closing or req.framing == F_CLOSE or not req.ended or req.websocket
+                 or self.dead)
+        req.resp_close = close
+        if close:
+            lines.append(b"Connection: close\r\n\r\n")
+        elif req.version == "1.0":
+            lines.append(b"Connection: keep-alive\r\n\r\n")
+        else:
+            lines.append(b"\r\n")
+        if self.transport is not None:
+            self.transport.write(b"".join(lines))
+
+    def _write_body(self, req: _Req, data: bytes) -> None:
+        t = self.transport
+        if t is None or not data:
+            return
+        if req.framing == F_CHUNKED:
+            t.write(h.chunk(data))
+        elif req.framing != F_NONE:
+            t.write(data)
+
+    def up_body(self, data: bytes) -> None:
+        if not self.queue:
+            return
+        req = self.queue[0]
+        resp = req.ex.response
+        if resp is not None:
+            resp.body_size += len(data)
+        if req.rs == R_STREAM:
+            self._write_body(req, data)
+            return
+        req.resp_buf.append(data)
+        req.resp_buffered += len(data)
+        if req.resp_buffered > self.s.inspect_resp_bytes + HOLD_SLACK:
+            self._pause_up(req, 2)
+        if req.rs == R_WAIT_BODY:
+            self._maybe_inspect_response(req)
+
+    def up_done(self, conn: UpstreamConnection) -> None:
+        req = self._active(conn)
+        if req is None:
+            return
+        req.resp_ended = True
+        self.up_deadline = 0.0
+        if req.rs == R_STREAM:
+            self._response_done(req)
+        elif req.rs == R_WAIT_BODY:
+            self._maybe_inspect_response(req)
+
+    def up_lost(self, conn: UpstreamConnection, exc: BaseException | None) -> None:
+        if self.tunnel is conn:
+            self.tunnel = None
+            self.close()
+            return
+        req = self._active(conn)
+        if req is None:
+            return
+        req.up = None
+        if not conn.got_bytes and conn.uses > 1 and req.replay and not req.retried and req.rs == R_NONE:
+            # A stale keep-alive connection closed under us before answering: retry once, fresh.
+            req.retried = True
+            data, req.replay = req.replay, b""
+            fresh = self.s.pool.get_idle()
+            if fresh is not None:
+                self._send(req, fresh, data)
+                return
+            req.head, req.body = data, []
+            self._forward(req)
+            return
+        detail = f"upstream: {type(exc).__name__}" if exc is not None else "upstream closed the connection"
+        self._upstream_failed(req, 502, detail)
+
+    def up_tunnel(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def up_pause(self) -> None:
+        self._pause(PAUSE_UPSTREAM)
+
+    def up_resume(self) -> None:
+        self._resume(PAUSE_UPSTREAM)
+
+    # --- ends of exchanges -----------------------------------------------------------------
+
+    def _response_done(self, req: _Req) -> None:
+        if self.transport is not None and req.framing == F_CHUNKED:
+            self.transport.write(h.CHUNKED_END)
+        conn = req.up
+        req.up = None
+        self.up_deadline = 0.0
+        if conn is not None:
+            if req.ended and req.up_paused == 0:
+                self.s.pool.release(conn)
+            else:
+                conn.close()  # the request body was not fully sent: the connection's framing is lost
+        self._finish(req, req.resp_close)
+
+    def _finish(self, req: _Req, close: bool) -> None:
+        req.st = Q_DONE
+        self._complete(req.ex)
+        if self.queue and self.queue[0] is req:
+            self.queue.popleft()
+        if self.transport is None:
+            return
+        if close or self.closing:
+            self.close(linger=not req.ended or self.dead)
+            return
+        if self.paused & PAUSE_PIPELINE and len(self.queue) < self.s.max_pipelined:
+            self._resume(PAUSE_PIPELINE)
+        if self.queue:
+            self._start(self.queue[0])
+        elif not self.in_head and self.reading is None:
+            self._set_rd(RD_IDLE, self.s.t_idle)
+
+    def _complete(self, ex: Exchange) -> None:
+        try:
+            self.s.pipeline.complete(ex)
+        except Exception:
+            log.exception("complete phase failed")
+
+    def _refuse(self, req: _Req, v: Verdict) -> None:
+        """Answer with Bastion's own problem+json instead of (or in place of) the upstream's."""
+        status = v.status if v.status >= 400 else 403
+        reason = v.reason or "request-blocked"
+        title = v.title or problem_for(reason, status)[1]
+        close = v.close or not req.ended or not req.keep_alive or self.closing or req.rs != R_NONE
+        if req.up is not None:
+            conn, req.up = req.up, None
+            if req.resp_ended and req.ended:
+                self.s.pool.release(conn)
+            else:
+                conn.abort()
+        if req.rs == R_STREAM:  # too late for a clean answer: cut the connection
+            self._finish(req, True)
+            self.abort()
+            return
+        self._write_problem(req, status, reason, title, close, v.retry_after, v.headers)
+        self._finish(req, close)
+
+    def _replace_response(self, req: _Req, status: int, body: bytes) -> None:
+        """Send a scrubbed upstream error: same status, a problem+json body, nothing upstream-made."""
+        close = not req.ended or not req.keep_alive or self.closing or not req.resp_ended
+        if req.up is not None:
+            conn, req.up = req.up, None
+            if req.resp_ended and req.ended:
+                self.s.pool.release(conn)
+            else:
+                conn.abort()
+        head = [
+            h.status_line(b"1.1", status, h.reason_phrase(status)),
+            b"Content-Type: application/problem+json\r\n",
+            b"Content-Length: %d\r\n" % len(body),
+            b"Cache-Control: no-store\r\n",
+            b"X-Request-Id: %b\r\n" % req.ex.id.encode("latin-1"),
+        ]
+        if self.s.hsts:
+            head.append(self.s.hsts)
+        head.append(b"Connection: close\r\n\r\n" if close else b"\r\n")
+        if self.transport is not None:
+            self.transport.write(b"".join(head) + (b"" if req.method == "HEAD" else body))
+        req.rs = R_STREAM
+        self._finish(req, close)
+
+    def _write_problem(
+        self,
+        req: _Req,
+        status: int,
+        reason: str,
+        title: str,
+        close: bool,
+        retry_after: int | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        ex = req.ex
+        ex.response = Response(
+            status=status,
+            headers=Headers([("Content-Type", "application/problem+json")]),
+            from_bastion=True,
+        )
+        if self.transport is not None:
+            self.transport.write(
+                h.problem_response(status, reason, title, ex.id, close=close, retry_after=retry_after,
+                                   headers=headers, hsts=self.s.hsts, head_only=req.method == "HEAD")
+            )
+        req.rs = R_STREAM
+
+    def _upstream_failed(self, req: _Req, status: int, detail: str) -> None:
+        req.ex.upstream_error = detail
+        if req.up is not None:
+            req.up.abort()
+            req.up = None
+        self.up_deadline = 0.0
+        if req.rs == R_STREAM:  # the head is out: the only honest signal left is a cut connection
+            self._finish(req, True)
+            self.abort()
+            return
+        reason = "gateway-timeout" if status == 504 else "bad-gateway"
+        close = not req.ended or not req.keep_alive or self.closing
+        self._write_problem(req, status, reason, problem_for(reason, status)[1], close)
+        self._finish(req, close)
+
+    def _finding(self, r: _Refuse) -> Finding:
+        return Finding(
+            rule_id=r.rule_id,
+            detector="proxy",
+            message=r.message,
+            severity=Severity.CRITICAL,
+            action=Action.BLOCK,
+            status=r.status,
+            reason=r.reason,
+            tags=("protocol",) if r.rule_id.startswith("protocol-") else ("limits",),
+        )
+
+    def _refuse_parse(self, r: _Refuse) -> None:
+        """The parser stopped: queue the refusal behind the requests already owed an answer."""
+        if self.dead:
+            return
+        self.dead = True
+        self.in_head = False
+        self._set_rd(RD_NONE, 0.0)
+        req = self.reading
+        if req is not None and req.error is None and req.st != Q_QUEUED and self.queue and self.queue[0] is req:
+            # The active request broke mid-body (too large, malformed chunk): stop it now.
+            self.reading = None
+            finding = self._finding(r)
+            verdict = self.s.pipeline.block(req.ex, finding)
+            if req.up is not None:
+                req.up.abort()
+                req.up = None
+            if req.task is not None:
+                req.task.cancel()
+                req.task = None
+            if req.rs == R_STREAM:
+                self._finish(req, True)
+                self.abort()
+                return
+            self._write_problem(req, verdict.status, verdict.reason or r.reason, verdict.title or r.message, True,
+                                verdict.retry_after, verdict.headers)
+            self._finish(req, True)
+            return
+        if req is not None and (req.error is not None or req.st == Q_QUEUED) and req in self.queue:
+            req.error = req.error or self._finding(r)
+            self.reading = None
+        else:
+            self.reading = None
+            target = b"".join(self.url).decode("latin-1")[: self.s.max_uri] or "*"
+            try:
+                method = self.parser.get_method().decode("ascii")
+            except Exception:
+                method = ""
+            hdrs = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.hdrs[:100]])
+            ex = self.s.pipeline.new_exchange(self.client, method, target, hdrs)
+            req = _Req(ex, method)
+            req.error = self._finding(r)
+            self.queue.append(req)
+        if self.queue[0] is req:
+            self._start(req)
+
+    def _answer_error(self, req: _Req) -> None:
+        assert req.error is not None
+        verdict = self.s.pipeline.block(req.ex, req.error)
+        status = verdict.status if verdict.status >= 400 else (req.error.status or 400)
+        reason = verdict.reason or req.error.reason or "bad-request"
+        title = verdict.title or problem_for(reason, status)[1]
+        self._write_problem(req, status, reason, title, True, verdict.retry_after, verdict.headers)
+        self._finish(req, True)
+
+    def _shed(self) -> None:
+        """Over max_connections: answer 503 with Retry-After and close, without reading anything."""
+        s = self.s
+        s.refused_connections += 1
+        ex = s.pipeline.new_exchange(self.client, "", "*", Headers())
+        finding = Finding(
+            rule_id="limits-connections", detector="proxy", message="too many concurrent connections",
+            severity=Severity.WARNING, action=Action.BLOCK, status=503, reason="overloaded", retry_after=1,
+            tags=("limits", "flood"),
+        )
+        verdict = s.pipeline.block(ex, finding)
+        ex.response = Response(status=503, headers=Headers([("Content-Type", "application/problem+json")]),
+                               from_bastion=True)
+        assert self.transport is not None
+        self.transport.write(h.problem_response(503, "overloaded", problem_for("overloaded")[1], ex.id, close=True,
+                                                retry_after=verdict.retry_after or 1, hsts=s.hsts))
+        self._complete(ex)
+        self.dead = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # our answer first; the socket is aborted shortly after
+            self.loop.call_later(LINGER_SECONDS, self.abort)
+        else:
+            self.transport.close()
+
+    # --- WebSocket --------------------------------------------------------------------------
+
+    def _upgraded(self, data: bytes, offset: int) -> None:
+        """The parser met an Upgrade request: stop parsing; keep what follows for a tunnel."""
+        self.dead = True
+        self.reading = None
+        if self.queue and self.queue[-1].websocket and offset < len(data):
+            self._tunnel_pending(data[offset:])
+
+    def _tunnel_pending(self, data: bytes) -> None:
+        req = self.queue[-1]
+        req.tunnel_pending += data
+        if len(req.tunnel_pending) > 64 * 1024:
+            self._pause(PAUSE_BUFFER)
+
+    def _switch_tunnel(self, req: _Req, conn: UpstreamConnection) -> None:
+        s = self.s
+        lines = [h.status_line(b"1.1", 101, conn.reason or b"Switching Protocols")]
+        for name, value in conn.headers:
+            low = name.lower()
+            if low in s.banners or low == b"x-request-id":
+                continue
+            lines.append(b"%b: %b\r\n" % (name, value))
+        lines.append(b"X-Request-Id: %b\r\n\r\n" % req.ex.id.encode("latin-1"))
+        assert self.transport is not None
+        self.transport.write(b"".join(lines))
+        req.up = None
+        self.tunnel = conn
+        self.up_deadline = 0.0
+        self._set_rd(RD_NONE, 0.0)
+        pending, req.tunnel_pending = req.tunnel_pending, b""
+        if pending:
+            conn.write(pending)
+        req.st = Q_DONE
+        self._complete(req.ex)
+        self.queue.clear()
+        self.paused = 0
+        self.transport.resume_reading()
+
+    # --- flow control and deadlines --------------------------------------------------------
+
+    def _pause(self, why: int) -> None:
+        if not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+            if self.rd_kind in (RD_BODY, RD_HEADER):
+                self.rd = 0.0  # the client is not slow: we are not reading
+        self.paused |= why
+
+    def _resume(self, why: int) -> None:
+        if not self.paused & why:
+            return
+        self.paused &= ~why
+        if not self.paused and self.transport is not None:
+            self.transport.resume_reading()
+            if self.rd_kind == RD_BODY:
+                self.rd = self.loop.time() + self.s.t_body
+            elif self.rd_kind == RD_HEADER:
+                self.rd = self.loop.time() + self.s.t_header
+
+    def _pause_up(self, req: _Req, why: int) -> None:
+        conn = req.up
+        if conn is not None and conn.transport is not None and not req.up_paused:
+            conn.transport.pause_reading()
+        req.up_paused |= why
+
+    def _resume_up(self, req: _Req, why: int) -> None:
+        if not req.up_paused & why:
+            return
+        req.up_paused &= ~why
+        conn = req.up
+        if not req.up_paused and conn is not None and conn.transport is not None:
+            conn.transport.resume_reading()
+
+    def _set_rd(self, kind: int, seconds: float) -> None:
+        self.rd_kind = kind
+        self.rd = self.loop.time() + seconds if kind != RD_NONE and not self.paused else 0.0
+
+    def check(self, now: float) -> None:
+        """Called by the server's sweeper: enforce read, upstream and write deadlines."""
+        if self.transport is None:
+            return
+        if self.rd and now >= self.rd:
+            kind = self.rd_kind
+            self._set_rd(RD_NONE, 0.0)
+            if kind in (RD_FIRST, RD_IDLE, RD_LINGER):
+                self.close()  # nothing owed: a quiet connection just ends
+            elif kind == RD_HEADER:
+                self._refuse_parse(_Refuse("timeouts-header", 408, "request-timeout", "request head too slow"))
+            elif kind == RD_BODY:
+                self._refuse_parse(_Refuse("timeouts-body", 408, "request-timeout", "request body too slow"))
+        if self.up_deadline and now >= self.up_deadline and self.queue:
+            self.up_deadline = 0.0
+            req = self.queue[0]
+            if req.up is not None:
+                self._upstream_failed(req, 504, "upstream response timeout")
+        if self.wr and now >= self.wr:
+            self.abort()  # the client stopped reading its response (slow-read attack)
+
+    # --- closing ----------------------------------------------------------------------------
+
+    def close(self, linger: bool = False) -> None:
+        t = self.transport
+        if t is None:
+            return
+        if linger and t.can_write_eof() and not t.is_closing():
+            # Half-close and drain what the client still sends, so our answer is not lost to a RST.
+            self.dead = True
+            self.paused = 0
+            t.resume_reading()
+            try:
+                t.write_eof()
+            except (OSError, RuntimeError):
+                t.close()
+                return
+            self.rd_kind = RD_LINGER
+            self.rd = self.loop.time() + LINGER_SECONDS
+            return
+        t.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def shutdown(self) -> None:
+        """Graceful stop: idle connections close now, busy ones after their current response."""
+        self.closing = True
+        if not self.queue and not self.in_head:
+            self.close()

@@ -1,0 +1,111 @@
+"""`memory://`: counters in this process (the default). Exact and fast, but per worker: with
+`--workers N` or several gateways, each keeps its own counts (use `redis://` to share them).
+
+Memory is bounded twice: every entry expires a little after its window (swept incrementally,
+least recently used first), and the table never holds more than `max_keys` entries (the least
+recently used entry is evicted to make room, so a flood of a million distinct keys costs a
+bounded amount of memory; an evicted counter restarts from zero, which fails open for that key).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+from bastion.state.base import Algo, Op, Outcome
+from bastion.state.strategies import STRATEGIES, State, ttl_of
+
+_SWEEP_EVERY = 256  # ops between two incremental sweeps
+_SWEEP_BATCH = 64  # expired entries dropped per sweep at most
+
+
+class _Entry:
+    __slots__ = ("expires", "state")
+
+    def __init__(self, state: State, expires: float) -> None:
+        self.state = state
+        self.expires = expires
+
+
+class MemoryStorage:
+    """In-process counters. `url`: `memory://` or `memory://?max_keys=200000`."""
+
+    sync = True
+
+    def __init__(self, url: str = "memory://", max_keys: int | None = None) -> None:
+        self.url = url
+        opts = parse_qs(urlsplit(url).query)
+        self.max_keys = max_keys or int(opts.get("max_keys", ["1000000"])[0])
+        if self.max_keys < 1:
+            raise ValueError("memory:// max_keys must be at least 1")
+        # Insertion order is recency order: a touched entry is moved to the end.
+        self._table: dict[str, _Entry] = {}
+        self._ops = 0
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._table.clear()
+
+    async def hit(self, ops: list[Op], now: float) -> list[Outcome]:
+        return self.hit_sync(ops, now)
+
+    def hit_sync(self, ops: list[Op], now: float) -> list[Outcome]:
+        table = self._table
+        out: list[Outcome] = []
+        for op in ops:
+            if op.block_key:
+                cool = table.get(op.block_key)
+                if cool is not None and cool.expires > now:
+                    out.append(Outcome(True, op.limit, 0.0, cool.expires - now, cool.expires - now))
+                    continue
+            if op.algo == Algo.COOLDOWN:
+                out.append(Outcome(False, 0.0, op.limit))
+                continue
+            entry = table.pop(op.key, None)
+            state = entry.state if entry is not None and entry.expires > now else None
+            state, outcome = STRATEGIES[op.algo](state, now, op)
+            expires = now + ttl_of(op)
+            if entry is not None:
+                entry.state, entry.expires = state, expires
+            else:
+                entry = _Entry(state, expires)
+            table[op.key] = entry
+            if outcome.exceeded and op.cooldown > 0 and op.block_key:
+                table.pop(op.block_key, None)
+                table[op.block_key] = _Entry(None, now + op.cooldown)
+                outcome.cooling = op.cooldown
+                outcome.reset = max(outcome.reset, op.cooldown)
+                outcome.newly = True
+            out.append(outcome)
+        self._ops += len(ops)
+        if self._ops >= _SWEEP_EVERY:
+            self._ops = 0
+            self._sweep(now)
+        while len(table) > self.max_keys:
+            del table[next(iter(table))]
+            self.evictions += 1
+        return out
+
+    def _sweep(self, now: float) -> None:
+        """Drop expired entries from the least recently used end, a few at a time."""
+        table = self._table
+        dropped = 0
+        for key in list(self._head(_SWEEP_BATCH * 2)):
+            if table[key].expires <= now:
+                del table[key]
+                dropped += 1
+                if dropped >= _SWEEP_BATCH:
+                    break
+
+    def _head(self, n: int) -> list[str]:
+        out: list[str] = []
+        for key in self._table:
+            out.append(key)
+            if len(out) >= n:
+                break
+        return out

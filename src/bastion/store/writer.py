@@ -1,0 +1,262 @@
+"""The event writer: flagged and blocked exchanges become Events, written in batches off the request path.
+
+`exchange_done` (called by the pipeline after each response) builds the masked Event and puts it
+on a bounded queue; that is all the request path pays. One daemon thread takes batches off the
+queue, writes each event as a log line and the batch to the store in one transaction.
+
+Failure is contained here: a full queue drops the event and counts it; a store that cannot be
+opened is retried later; a failed write (disk full, database locked, PostgreSQL down) loses that
+batch, counts it, and is logged at most once per `error_interval` per kind of failure. The gateway
+never waits and never sees the exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bastion.config import BastionConfig
+from bastion.engine import ExchangeSink
+from bastion.events import Event, event_from_exchange, is_notable
+from bastion.exchange import Exchange
+from bastion.logs import log_event
+from bastion.store import EventStore, open_store
+
+log = logging.getLogger("bastion.store")
+
+Listener = Callable[[list[Event]], None]
+
+
+@dataclass(slots=True)
+class WriterStats:
+    queued: int = 0
+    written: int = 0
+    dropped: int = 0  # queue full: the gateway produced events faster than the store took them
+    failed: int = 0  # the store refused or could not be reached
+    batches: int = 0
+
+
+class EventWriter(ExchangeSink):
+    """An ExchangeSink that stores and logs events from a background thread."""
+
+    def __init__(
+        self,
+        opener: Callable[[], EventStore] | None,
+        *,
+        mode: str = "enforce",
+        batch_size: int = 500,
+        flush_interval: float = 0.5,
+        queue_size: int = 100_000,
+        retention: float | None = None,
+        log_events: bool = True,
+        error_interval: float = 60.0,
+        reopen_interval: float = 5.0,
+        prune_interval: float = 3600.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._opener = opener
+        self.mode = mode
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.retention = retention
+        self.log_events = log_events
+        self.error_interval = error_interval
+        self.reopen_interval = reopen_interval
+        self.prune_interval = prune_interval
+        self._mono = monotonic
+        self._queue: queue.Queue[Event] = queue.Queue(maxsize=queue_size)
+        self.stats = WriterStats()
+        self.store: EventStore | None = None
+        self._listeners: list[Listener] = []
+        self._last_error: dict[str, float] = {}
+        self._next_open = 0.0
+        self._next_prune = 0.0
+        self._stop = threading.Event()
+        self._flush = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: BastionConfig, *, with_store: bool = True) -> EventWriter:
+        sc = config.store
+        return cls(
+            (lambda: open_store(config)) if with_store else None,
+            mode=config.mode,
+            batch_size=sc.batch_size,
+            flush_interval=sc.flush_interval,
+            queue_size=sc.queue_size,
+            retention=sc.retention_days * 86400.0,
+            log_events=config.logging.events_to_log,
+        )
+
+    # --- request path ------------------------------------------------------------------------
+
+    def exchange_done(self, ex: Exchange) -> None:
+        if is_notable(ex):
+            self.submit(event_from_exchange(ex, self.mode))
+
+    def submit(self, event: Event) -> bool:
+        """Queue an event; False (and counted) when the queue is full. Never blocks."""
+        if self._thread is None:
+            self.start()
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self.stats.dropped += 1
+            self._error("queue-full", "event queue full: events are being dropped")
+            return False
+        self.stats.queued += 1
+        return True
+
+    def add_listener(self, fn: Listener) -> None:
+        """Call `fn(batch)` from the writer thread after each batch (alerts, live views)."""
+        self._listeners.append(fn)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._start_lock:
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(target=self._run, name="bastion-event-writer", daemon=True)
+                self._thread.start()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued event was handled (written, or counted as failed)."""
+        if self._thread is None:
+            return self._queue.unfinished_tasks == 0
+        deadline = time.monotonic() + timeout
+        self._flush.set()
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._queue.all_tasks_done.wait(min(remaining, 0.05))
+                self._flush.set()
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued (up to `timeout`), stop the thread and close the store."""
+        self._stop.set()
+        self._flush.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        if thread is None or not thread.is_alive():
+            self._close_store()
+
+    # --- writer thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if batch:
+                self._handle(batch)
+                for _ in batch:
+                    self._queue.task_done()
+            elif self._stop.is_set():
+                break
+            self._maybe_prune()
+        self._close_store()
+
+    def _take(self) -> list[Event]:
+        """Block for the first event, then gather more until the batch is full or the interval ends."""
+        try:
+            # A short wait, so that close() is noticed quickly when idle (0.1 s wake-ups cost nothing).
+            first = self._queue.get(timeout=min(self.flush_interval, 0.1))
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.flush_interval
+        while len(batch) < self.batch_size:
+            try:
+                batch.append(self._queue.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            if self._flush.is_set() or self._stop.is_set():
+                self._flush.clear()
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(self._queue.get(timeout=min(remaining, 0.05)))
+            except queue.Empty:
+                continue
+        return batch
+
+    def _handle(self, batch: list[Event]) -> None:
+        if self.log_events:
+            for ev in batch:
+                try:
+                    log_event(ev)
+                except Exception as exc:
+                    self._error("log", f"event log line failed: {type(exc).__name__}: {exc}")
+        for fn in self._listeners:
+            try:
+                fn(batch)
+            except Exception as exc:
+                self._error("listener", f"event listener {getattr(fn, '__name__', fn)!r} failed: {exc!r}")
+        if self._opener is None:
+            return
+        store = self._open()
+        if store is None:
+            self.stats.failed += len(batch)
+            return
+        try:
+            self.stats.written += store.write_many(batch)
+            self.stats.batches += 1
+        except Exception as exc:
+            self.stats.failed += len(batch)
+            self._error("write", f"event store write failed, {len(batch)} events lost: {type(exc).__name__}: {exc}")
+
+    def _open(self) -> EventStore | None:
+        if self.store is not None or self._opener is None:
+            return self.store
+        now = self._mono()
+        if now < self._next_open:
+            return None
+        try:
+            self.store = self._opener()
+        except Exception as exc:
+            self._next_open = now + self.reopen_interval
+            self._error("open", f"cannot open the event store (retrying): {type(exc).__name__}: {exc}")
+            return None
+        return self.store
+
+    def _maybe_prune(self) -> None:
+        if self.retention is None or self.store is None:
+            return
+        now = self._mono()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + self.prune_interval
+        try:
+            n = self.store.prune(self.retention)
+            if n:
+                log.info("pruned %d events older than %.0f days", n, self.retention / 86400)
+        except Exception as exc:
+            self._error("prune", f"event store prune failed: {type(exc).__name__}: {exc}")
+
+    def _close_store(self) -> None:
+        store, self.store = self.store, None
+        if store is not None:
+            try:
+                store.close()
+            except Exception as exc:
+                log.warning("closing the event store failed: %s", exc)
+
+    def _error(self, kind: str, message: str) -> None:
+        """Log a failure once per `error_interval` for each kind, with the running loss counts."""
+        now = self._mono()
+        last = self._last_error.get(kind)
+        if last is not None and now - last < self.error_interval:
+            return
+        self._last_error[kind] = now
+        s = self.stats
+        log.error("%s (dropped %d, failed %d so far)", message, s.dropped, s.failed)

@@ -1,0 +1,327 @@
+"""Protocol anomalies: every rule has requests that must match and requests that must not.
+
+Each case is a request as a front-end would build it (`bastion.testing.make_exchange`); the
+assertion is on the rule ids the protocol detector reports and on the resulting verdict.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bastion.detect import protocol as P
+from bastion.detect.protocol import parse_media_type
+from bastion.testing import make_exchange, make_pipeline, run_request
+from bastion.verdict import Action
+
+JSON = {"Content-Type": "application/json"}
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def R(method="GET", target="/", **kw):
+    return {"method": method, "target": target, **kw}
+
+
+# (rule, request kwargs) pairs: the rule must be reported.
+MUST_MATCH = [
+    (P.METHOD_INVALID, R("G(E)T")),
+    (P.METHOD_INVALID, R("GET /admin")),
+    (P.METHOD_NOT_ALLOWED, R("TRACE")),
+    (P.METHOD_NOT_ALLOWED, R("TRACK")),
+    (P.METHOD_NOT_ALLOWED, R("CONNECT", "/")),
+    (P.METHOD_NOT_ALLOWED, R("get")),
+    (P.METHOD_NOT_ALLOWED, R("FOOBAR")),
+    (P.VERSION_INVALID, R(http_version="0.9")),
+    (P.VERSION_INVALID, R(http_version="")),
+    (P.VERSION_INVALID, R(http_version="1.2")),
+    (P.TARGET_INVALID, R(target="admin")),
+    (P.TARGET_INVALID, R(target="*")),
+    (P.TARGET_INVALID, R(target="file:///etc/passwd")),
+    (P.TARGET_INVALID, R(target="gopher://127.0.0.1:6379/_")),
+    (P.TARGET_AUTHORITY, R(target="http://169.254.169.254/latest/meta-data/")),
+    (P.TARGET_AUTHORITY, R(target="http://testserver@evil.example/")),
+    (P.TARGET_FRAGMENT, R(target="/a#frag")),
+    (P.HOST_MISSING, R(host=None)),
+    (P.HOST_MISSING_10, R(host=None, http_version="1.0")),
+    (P.HOST_MULTIPLE, R(headers=[("Host", "a.example"), ("Host", "evil.example")])),
+    (P.HOST_INVALID, R(headers={"Host": "evil.example/x"})),
+    (P.HOST_INVALID, R(headers={"Host": "user@evil.example"})),
+    (P.HOST_INVALID, R(headers={"Host": "a.example:99999"})),
+    (P.HOST_INVALID, R(headers={"Host": "a.example:80x"})),
+    (P.HOST_INVALID, R(headers={"Host": "a.example evil"})),
+    (P.HOST_EMPTY, R(headers={"Host": ""})),
+    (P.CL_INVALID, R("POST", headers={"Content-Length": "+5"})),
+    (P.CL_INVALID, R("POST", headers={"Content-Length": "0x10"})),
+    (P.CL_INVALID, R("POST", headers={"Content-Length": "5 5"})),
+    (P.CL_MULTIPLE, R("POST", headers=[("Content-Length", "5"), ("Content-Length", "6")])),
+    (P.CL_MULTIPLE, R("POST", headers={"Content-Length": "5, 5"})),
+    (P.CL_TE, R("POST", headers={"Content-Length": "4", "Transfer-Encoding": "chunked"})),
+    (P.TE_INVALID, R("POST", headers={"Transfer-Encoding": "chunked, identity"})),
+    (P.TE_INVALID, R("POST", headers={"Transfer-Encoding": "xchunked"})),
+    (P.TE_INVALID, R("POST", headers={"Transfer-Encoding": "gzip"})),
+    (P.TE_INVALID, R("POST", headers=[("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "chunked")])),
+    (P.TE_VERSION, R("POST", http_version="1.0", headers={"Transfer-Encoding": "chunked"})),
+    (P.HEADER_NAME_INVALID, R(headers={"Bad Name": "x"})),
+    (P.HEADER_NAME_INVALID, R(headers={"X-A:": "x"})),
+    (P.HEADER_CRLF, R(headers={"X-Note": "a\r\nSet-Cookie: x=1"})),
+    (P.HEADER_CRLF, R(headers={"Referer": "http://a/\nx"})),
+    (P.HEADER_CRLF, R(headers={"User-Agent": "abc\x00def"})),
+    (P.HEADER_CTL, R(headers={"User-Agent": "abc\x07def"})),
+    (P.HEADER_ALIAS, R(headers={"X_Forwarded_For": "127.0.0.1"})),
+    (P.HEADER_ALIAS, R("POST", headers={"Content_Length": "10"})),
+    (P.UPGRADE_H2C, R(headers={"Upgrade": "h2c", "Connection": "Upgrade, HTTP2-Settings"})),
+    (P.EXPECT_INVALID, R("POST", headers={"Expect": "200-ok"})),
+    (P.CONNECTION_STRIP, R(headers={"Connection": "close, X-Forwarded-For"})),
+    (P.CONNECTION_STRIP, R(headers={"Connection": "keep-alive, Authorization"})),
+    (P.RANGE_ABUSE, R(headers={"Range": "bytes=" + ",".join(f"{i}-{i + 5}" for i in range(50))})),
+    (P.RANGE_ABUSE, R(headers={"Request-Range": "bytes=" + ",".join(["0-"] * 20)})),
+    (P.PATH_CRLF, R(target="/redirect/%0d%0aSet-Cookie:%20a=b")),
+    (P.PATH_CRLF, R(target="/a%250aLocation:%20http://evil")),
+    (P.PATH_NUL, R(target="/files/secret.txt%00.png")),
+    (P.PATH_NUL, R(target="/files/a%2500.png")),
+    (P.ARG_HEADER_INJECTION, R(target="/r?next=%0d%0aSet-Cookie:%20sid=1")),
+    (P.ARG_HEADER_INJECTION, R(target="/r?next=x%250d%250aLocation:%2520http://evil")),
+    (P.ARG_HEADER_INJECTION, R(target="/r?x=%0D%0A%0D%0AHTTP/1.1%20200%20OK")),
+    (P.ARG_HEADER_INJECTION, R(target="/r?a=%0d%0aRemote-Addr:%20127.0.0.1")),
+    (P.ARG_HEADER_INJECTION, R("POST", headers=FORM, body=b"next=%0D%0ASet-Cookie%3A+admin%3D1")),
+    (P.ARG_CRLF_NAME, R(target="/get?parameter%0d%0a=test")),
+    (P.ARG_NUL, R(target="/?file=report.pdf%00.html")),
+    (P.ARG_NUL, R(target="/?name%00=x")),
+    (P.ARG_NUL, R("POST", headers=FORM, body=b"path=..%2fetc%2fpasswd%2500")),
+    (P.ARG_CTL, R(target="/?test=a%03b")),
+    (P.ARG_REQUEST_LINE, R(target="/?arg=GET%20http%3A%2F%2Fevil.example%20HTTP%2F1.1")),
+    (P.ARG_REQUEST_LINE, R("POST", headers=FORM, body=b"x=POST+%2Fadmin+HTTP%2F1.0")),
+    (P.HEADER_ENCODED_INJECTION, R(headers={"Referer": "http://a/%0d%0aSet-Cookie:%20sid=evil"})),
+    (P.HEADER_ENCODED_INJECTION, R(headers={"X-Next": "x%250d%250aLocation:%20http://evil"})),
+    (P.HTTPOXY, R(headers={"Proxy": "http://attacker.example:8080"})),
+    (P.DAV_HEADER, R(headers={"Lock-Token": "<opaquelocktoken:x>"})),
+    (P.METHOD_OVERRIDE, R("POST", headers={"X-HTTP-Method-Override": "TRACE"})),
+    (P.METHOD_OVERRIDE, R("POST", headers={"X-Method-Override": "CONNECT"})),
+    (P.CONNECTION_CONFLICT, R(headers={"Connection": "keep-alive, close"})),
+    (P.CONNECTION_CONFLICT, R(headers={"Connection": "close,close"})),
+    (P.CT_CHARSET_UNKNOWN, R("POST", headers={"Content-Type": "application/x-www-form-urlencoded; charset=garbage"},
+                             body=b"a=1")),
+    (P.CT_CHARSET_UNKNOWN, R("POST", headers={"Content-Type": 'text/plain; charset="utf-88"'}, body=b"a")),
+    (P.CT_CONFUSION, R("POST", headers={"Content-Type": 'application/x-www-form-urlencoded;boundary="text/xml"'},
+                       body=b"a=1")),
+    (P.CT_CONFUSION, R("POST", headers={"Content-Type": "application/json; x=application/xml"}, body=b"{}")),
+    (P.GET_BODY, R("GET", headers=JSON, body=b'{"q": 1}')),
+    (P.GET_CHUNKED, R("GET", headers={"Transfer-Encoding": "chunked"})),
+    (P.GET_FORM, R("GET", headers=FORM, body=b"a=1&b=2")),
+    (P.GET_FORM, R("HEAD", headers={"Content-Type": "multipart/form-data; boundary=x"}, body=b"--x\r\n")),
+    (P.BODY_NO_CT, R("POST", body=b"a=1")),
+    (P.CT_MULTIPLE, R("POST", headers=[("Content-Type", "application/json"), ("Content-Type", "text/plain")],
+                      body=b"{}")),
+    (P.CT_INVALID, R("POST", headers={"Content-Type": "json"}, body=b"{}")),
+    (P.CT_INVALID, R("POST", headers={"Content-Type": "application/json; charset"}, body=b"{}")),
+    (P.CT_INVALID, R("POST", headers={"Content-Type": "application/x-www-form-urlencoded;,multipart/form-data"},
+                     body=b"a=1")),
+    (P.CT_CHARSET, R("POST", headers={"Content-Type": "application/x-www-form-urlencoded; charset=ibm037"},
+                     body=b"\x81\x7e\xf1")),
+    (P.CT_CHARSET, R("POST", headers={"Content-Type": "text/plain; charset=utf-7"}, body=b"+ADw-script")),
+    (P.CT_CHARSET, R("POST", headers={"Content-Type": "text/plain; charset=cp875"}, body=b"x")),
+    (P.CT_CHARSET, R("POST", headers={"Content-Type": "text/plain; charset=IBM-1026"}, body=b"x")),
+    (P.CT_CHARSET_UNUSUAL, R("POST", headers={"Content-Type": "text/plain; charset=koi8-r"}, body=b"x")),
+    (P.CT_CHARSET, R("POST", headers={"Content-Type": "application/json; charset=utf-8; charset=ibm500"},
+                     body=b"{}")),
+    (P.MULTIPART_BOUNDARY, R("POST", headers={"Content-Type": "multipart/form-data"}, body=b"--x\r\n")),
+    (P.MULTIPART_BOUNDARY, R("POST", headers={"Content-Type": "multipart/form-data; boundary="}, body=b"x")),
+    (P.BODY_JSON, R("POST", headers=JSON, body=b"a=1&b=' or 1=1--")),
+    (P.BODY_JSON, R("POST", headers=JSON, body=b"<?xml version='1.0'?><a/>")),
+    (P.BODY_JSON, R("POST", headers=JSON, body=b'{"a": 1')),
+    (P.BODY_JSON, R("POST", headers={"Content-Type": "application/vnd.api+json"}, body=b"{'a': 1}")),
+    (P.BODY_XML, R("POST", headers={"Content-Type": "application/xml"}, body=b'{"a": 1}')),
+    (P.BODY_FORM, R("POST", headers=FORM, body=b'{"user": "a"}')),
+    (P.BODY_MULTIPART, R("POST", headers={"Content-Type": "multipart/form-data; boundary=abc"},
+                         body=b"--zzz\r\nContent-Disposition: form-data; name=a\r\n\r\n1\r\n--zzz--")),
+    (P.BODY_SMUGGLED, R("POST", headers=FORM, body=b"x=1\r\n\r\nGET /admin HTTP/1.1\r\nHost: internal\r\n\r\n")),
+    (P.BODY_SMUGGLED, R("POST", headers={"Content-Type": "text/plain"},
+                        body=b"0\r\n\r\nPOST /internal/delete HTTP/1.1\r\nContent-Length: 5\r\n\r\nx=1")),
+]
+
+# Requests that the rule must NOT report (benign, if sometimes odd, clients).
+MUST_NOT_MATCH = [
+    (P.METHOD_NOT_ALLOWED, R("PATCH")),
+    (P.METHOD_NOT_ALLOWED, R("OPTIONS", "*")),
+    (P.METHOD_NOT_ALLOWED, R("DELETE", "/users/7")),
+    (P.VERSION_INVALID, R(http_version="1.0")),
+    (P.VERSION_INVALID, R(http_version="2")),
+    (P.TARGET_INVALID, R("OPTIONS", "*")),
+    (P.TARGET_AUTHORITY, R(target="http://testserver/a")),
+    (P.TARGET_AUTHORITY, R(target="https://testserver/a?b=1")),
+    (P.TARGET_INVALID, R(target="//double/slash")),
+    (P.HOST_MISSING, R(host=None, http_version="2")),
+    (P.HOST_INVALID, R(headers={"Host": "api.example.com:8443"})),
+    (P.HOST_INVALID, R(headers={"Host": "[::1]:8080"})),
+    (P.HOST_INVALID, R(headers={"Host": "127.0.0.1"})),
+    (P.HOST_INVALID, R(headers={"Host": "my_service.internal"})),
+    (P.HOST_INVALID, R(headers={"Host": "api.example.com:"})),
+    (P.CL_INVALID, R("POST", headers=JSON, body=b"{}")),
+    (P.CL_TE, R("POST", headers={**JSON, "Transfer-Encoding": "chunked"}, body=b"{}")),
+    (P.TE_INVALID, R("POST", headers={"Transfer-Encoding": " Chunked "})),
+    (P.HEADER_CTL, R(headers={"User-Agent": "Mozilla/5.0\t(X11)"})),
+    (P.HEADER_CRLF, R(headers={"X-Name": "Zoë O'Brien"})),
+    (P.HEADER_ALIAS, R(headers={"X_Custom_Trace": "1", "api_key": "k"})),
+    (P.CONNECTION_STRIP, R(headers={"Connection": "keep-alive, Upgrade", "Upgrade": "websocket"})),
+    (P.UPGRADE_H2C, R(headers={"Connection": "Upgrade", "Upgrade": "websocket"})),
+    (P.EXPECT_INVALID, R("POST", headers={**JSON, "Expect": "100-Continue"}, body=b"{}")),
+    (P.RANGE_ABUSE, R(headers={"Range": "bytes=0-99,200-299"})),
+    (P.PATH_CRLF, R(target="/search/caf%C3%A9%20cr%C3%A8me")),
+    (P.PATH_NUL, R(target="/files/100%25.txt")),
+    (P.ARG_HEADER_INJECTION, R(target="/notes?text=line1%0D%0Aline2%20with%20a%20location%20in%20it")),
+    (P.ARG_HEADER_INJECTION, R(target="/notes?text=Dear%20Bob%2C%0A%0ARegards%3A%20Alice")),
+    (P.ARG_NUL, R(target="/?discount=100%25&note=50%25%20off")),
+    (P.ARG_CTL, R(target="/?text=tab%09separated%0D%0Alines")),
+    (P.ARG_CTL, R("POST", headers=FORM, body=b"comment=line+one%0D%0Aline+two%09tabbed")),
+    (P.ARG_REQUEST_LINE, R(target="/docs?q=http%2F2+vs+http%2F1.1")),
+    (P.ARG_REQUEST_LINE, R(target="/docs?q=GET+requests+in+HTTP")),
+    (P.ARG_CRLF_NAME, R(target="/?a=x%0Ay")),
+    (P.HEADER_ENCODED_INJECTION, R(headers={"Cookie": "prefs=a%0Ab%3Dc"})),
+    (P.HTTPOXY, R(headers={"Proxy-Authorization": "Basic eDp5"})),
+    (P.METHOD_OVERRIDE, R("POST", headers={"X-HTTP-Method-Override": "PATCH"})),
+    (P.CONNECTION_CONFLICT, R(headers={"Connection": "keep-alive"})),
+    (P.CT_CHARSET_UNKNOWN, R("POST", headers={"Content-Type": "text/plain; charset=koi8-r"}, body=b"x")),
+    (P.CT_CONFUSION, R("POST", headers={
+        "Content-Type": 'multipart/related; type="application/xop+xml"; boundary=abc; start-info="text/xml"'},
+        body=b"--abc\r\n")),
+    (P.CT_CONFUSION, R("POST", headers={"Content-Type": "multipart/form-data; boundary=----=_Part_12/34"},
+                       body=b"------=_Part_12/34\r\n")),
+    (P.GET_BODY, R("GET", target="/items")),
+    (P.GET_BODY, R("POST", headers=JSON, body=b"{}")),
+    (P.GET_FORM, R("GET", headers=JSON, body=b'{"query": {"match_all": {}}}')),
+    (P.BODY_NO_CT, R("GET")),
+    (P.BODY_NO_CT, R("POST", headers={"Content-Length": "0"})),
+    (P.CT_INVALID, R("POST", headers={"Content-Type": "application/json;charset=UTF-8"}, body=b"{}")),
+    (P.CT_INVALID, R("POST", headers={"Content-Type": "text/plain; charset=\"utf-8\"; format=flowed"},
+                     body=b"hi")),
+    (P.CT_INVALID, R("POST", headers={"Content-Type": "application/json;"}, body=b"{}")),
+    (P.CT_INVALID, R("POST", headers={"Content-Type": 'multipart/form-data; boundary="a b:c"'},
+                     body=b"--a b:c\r\n")),
+    (P.CT_CHARSET, R("POST", headers={"Content-Type": "application/json; charset=UTF-8"}, body=b"{}")),
+    (P.CT_CHARSET, R("POST", headers={"Content-Type": "text/plain; charset=cp1252"}, body=b"x")),
+    (P.CT_CHARSET, R("POST", headers={"Content-Type": "text/plain; charset=Shift_JIS"}, body=b"x")),
+    (P.CT_CHARSET_UNUSUAL, R("POST", headers={"Content-Type": "text/plain; charset=ISO-8859-15"}, body=b"x")),
+    (P.BODY_JSON, R("POST", headers=JSON, body=b"  \r\n")),
+    (P.MULTIPART_BOUNDARY, R("POST", headers={
+        "Content-Type": "multipart/form-data; boundary=----WebKitFormBoundary7MA4YWxkTrZu0gW"},
+        body=b"------WebKitFormBoundary7MA4YWxkTrZu0gW\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n"
+             b"------WebKitFormBoundary7MA4YWxkTrZu0gW--\r\n")),
+    (P.BODY_JSON, R("POST", headers=JSON, body='{"name": "Zoë O\'Brien", "note": "select * from; drop"}'.encode())),
+    (P.BODY_JSON, R("POST", headers=JSON, body=b"\xef\xbb\xbf[1, 2, 3]")),
+    (P.BODY_JSON, R("POST", headers=JSON, body=b'{"score": NaN}')),
+    (P.BODY_JSON, R("POST", headers=JSON, body=b'{"index": {}}\n{"a": 1}\n')),
+    (P.BODY_JSON, R("POST", headers={"Content-Type": "application/json; charset=utf-16"},
+                    body='{"a": "b"}'.encode("utf-16"))),
+    (P.BODY_JSON, R("POST", headers={"Content-Type": "application/merge-patch+json"}, body=b' {"a": null} ')),
+    (P.BODY_XML, R("POST", headers={"Content-Type": "text/xml"}, body=b"\n  <?xml version='1.0'?><a/>")),
+    (P.BODY_FORM, R("POST", headers=FORM, body=b"q=%7B%22a%22%3A1%7D&page=2")),
+    (P.BODY_SMUGGLED, R("POST", headers=JSON,
+                        body=b'{"doc": "send GET /admin HTTP/1.1\\r\\nHost: x to the server"}')),
+    (P.BODY_SMUGGLED, R("POST", headers={"Content-Type": "text/plain"}, body=b"I said GET / HTTP/1.1 twice")),
+]
+
+
+def _ids(cases):
+    return [f"{rule.id}-{i}" for i, (rule, _) in enumerate(cases)]
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return make_pipeline(only={"protocol"})
+
+
+async def _findings(pipeline, kw):
+    kw = dict(kw)
+    ex = make_exchange(kw.pop("method"), kw.pop("target"), pipeline=pipeline, **kw)
+    verdict = await run_request(pipeline, exchange=ex)
+    return ex, verdict
+
+
+@pytest.mark.parametrize(("rule", "kw"), MUST_MATCH, ids=_ids(MUST_MATCH))
+async def test_must_match(pipeline, rule, kw):
+    ex, verdict = await _findings(pipeline, kw)
+    hits = [f for f in ex.findings if f.rule_id == rule.id]
+    assert hits, f"{rule.id} not reported; got {[f.rule_id for f in ex.findings]}"
+    if rule.reason or rule.severity >= 5:
+        assert verdict.blocks, f"{rule.id} must block on its own"
+    if rule.reason:
+        assert verdict.status == hits[0].status and verdict.reason == rule.reason
+    for f in ex.findings:  # evidence stays short and printable
+        assert len(f.evidence) <= 64 and "\r" not in f.evidence and "\n" not in f.evidence
+
+
+@pytest.mark.parametrize(("rule", "kw"), MUST_NOT_MATCH, ids=_ids(MUST_NOT_MATCH))
+async def test_must_not_match(pipeline, rule, kw):
+    ex, _ = await _findings(pipeline, kw)
+    assert rule.id not in {f.rule_id for f in ex.findings}
+
+
+BENIGN = [
+    R("GET", "/api/v1/users?page=2&sort=-created_at"),
+    R("GET", "/search?q=caf%C3%A9+%26+cr%C3%A8me&lang=fr", headers={"Accept": "application/json"}),
+    R("POST", "/login", headers=JSON, body=b'{"username": "o\'brien", "password": "p@ss; drop"}'),
+    R("PUT", "/users/42", headers={"Content-Type": "application/json; charset=utf-8"}, body=b'{"bio": "hi"}'),
+    R("PATCH", "/users/42", headers={"Content-Type": "application/merge-patch+json"}, body=b'{"bio": null}'),
+    R("DELETE", "/orders/9"),
+    R("HEAD", "/health"),
+    R("OPTIONS", "/api", headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}),
+    R("POST", "/form", headers=FORM, body=b"name=Zo%C3%AB&comment=Hello%0D%0AWorld"),
+    R("POST", "/upload", headers={"Content-Type": "multipart/form-data; boundary=XyZ"},
+      body=b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.txt\"\r\n\r\nhello\r\n--XyZ--\r\n"),
+    R("GET", "/", http_version="1.0", headers={"Host": "api.example"}),
+    R("GET", "/ws", headers={"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                             "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}),
+    R("POST", "/events", headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+      body=b'{"e": 1}'),
+    R("GET", "/es/_search", headers=JSON, body=b'{"query": {"match": {"title": "x"}}}'),  # odd, scored only
+    R("POST", "/raw", body=b"just bytes"),  # no Content-Type: a notice
+    R("POST", "/curl", headers=FORM, body=b'{"curl": "-d sends JSON as a form"}'),  # a notice
+]
+
+
+@pytest.mark.parametrize("kw", BENIGN)
+async def test_benign_requests_are_not_blocked(pipeline, kw):
+    _, verdict = await _findings(pipeline, kw)
+    assert not verdict.blocks, verdict
+
+
+async def test_method_not_allowed_carries_allow_header(pipeline):
+    _, verdict = await _findings(pipeline, R("TRACE"))
+    assert verdict.status == 405
+    assert ("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS") in verdict.headers
+
+
+async def test_allowed_methods_are_configurable():
+    pipeline = make_pipeline({"protocol": {"allowed_methods": ["GET", "PROPFIND"]}}, only={"protocol"})
+    assert not (await run_request(pipeline, "PROPFIND", "/dav")).blocks
+    assert (await run_request(pipeline, "POST", "/x")).status == 405
+
+
+async def test_truncated_json_body_checks_only_its_start():
+    pipeline = make_pipeline({"limits": {"inspect_body_bytes": 16}}, only={"protocol"})
+    body = b'{"items": [' + b"1," * 100 + b"1]}"
+    assert not (await run_request(pipeline, "POST", "/bulk", headers=JSON, body=body)).blocks
+    assert (await run_request(pipeline, "POST", "/bulk", headers=JSON, body=b"a=" + b"1" * 100)).blocks
+
+
+async def test_body_checks_can_be_disabled():
+    pipeline = make_pipeline({"protocol": {"check_bodies": False}}, only={"protocol"})
+    assert not (await run_request(pipeline, "POST", "/x", headers=JSON, body=b"not json")).blocks
+
+
+async def test_observe_mode_never_blocks():
+    pipeline = make_pipeline({"mode": "observe"}, only={"protocol"})
+    verdict = await run_request(pipeline, "POST", "/", headers={"Content-Length": "4", "Transfer-Encoding": "chunked"})
+    assert verdict.action == Action.LOG and verdict.would_block
+
+
+def test_media_type_parser():
+    mt = parse_media_type('Multipart/Form-Data; boundary="x;y"; charset=utf-8')
+    assert mt.valid and mt.type == "multipart/form-data" and mt.params == {"boundary": "x;y", "charset": "utf-8"}
+    assert not parse_media_type("text").valid
+    assert not parse_media_type('a/b; x="unterminated').valid
+    assert parse_media_type("a/b; charset=x; charset=y").charsets == 2
+
+
+def test_every_rule_has_a_must_match_case():
+    covered = {rule.id for rule, _ in MUST_MATCH}
+    assert covered == {r.id for r in P.RULES}

@@ -1,0 +1,215 @@
+"""The event writer: batches off the request path, and a store that fails never reaches the gateway."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from bastion.config import BastionConfig
+from bastion.events import Event
+from bastion.exchange import Client, Exchange, Headers, Request, Response
+from bastion.store.sqlite import SQLiteStore
+from bastion.store.writer import EventWriter
+from bastion.verdict import Action, Finding, Verdict
+
+
+def flagged(i: int, *, blocked: bool = True, started: float = 1_700_000_000.0) -> Exchange:
+    ex = Exchange(
+        id=f"req-{i}",
+        client=Client(peer_ip="127.0.0.9"),
+        request=Request(method="GET", target=f"/api/products?q={i}", headers=Headers()),
+        started=started + i,
+        duration=0.001,
+    )
+    ex.add(Finding(rule_id="942100", detector="signatures", message="SQL injection", score=5))
+    ex.verdict = Verdict(Action.BLOCK if blocked else Action.LOG, status=403 if blocked else 200, score=5,
+                         rule_ids=("942100",), reason="request-blocked" if blocked else "")
+    ex.response = Response(status=ex.verdict.status, headers=Headers())
+    return ex
+
+
+def benign(i: int) -> Exchange:
+    ex = flagged(i)
+    ex.findings.clear()
+    ex.verdict = Verdict(Action.ALLOW, status=200)
+    return ex
+
+
+class FlakyStore:
+    """An EventStore whose writes fail while `broken` is set (disk full, database down)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.broken = threading.Event()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.closed = False
+
+    def write_many(self, events: Sequence[Event]) -> int:
+        self.gate.wait(10)
+        if self.broken.is_set():
+            raise sqlite3.OperationalError("database or disk is full")
+        self.events.extend(events)
+        return len(events)
+
+    def query(self, *a: object, **k: object) -> list[Event]:
+        return list(reversed(self.events))
+
+    def count(self, *a: object, **k: object) -> int:
+        return len(self.events)
+
+    def prune(self, retention: float, now: float | None = None) -> int:
+        return 0
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def make_writer(store: object, **kw: object) -> EventWriter:
+    opts: dict[str, object] = {"flush_interval": 0.05, "log_events": False}
+    opts.update(kw)
+    return EventWriter(lambda: store, **opts)  # type: ignore[arg-type, return-value]
+
+
+def test_writes_flagged_exchanges_in_batches(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "events.db")
+    w = EventWriter(lambda: store, flush_interval=0.05, batch_size=50, log_events=False)
+    for i in range(120):
+        w.exchange_done(flagged(i))
+        w.exchange_done(benign(1000 + i))  # never stored
+    assert w.flush(5)
+    assert store.count() == 120
+    assert w.stats.written == 120 and w.stats.dropped == 0 and w.stats.failed == 0
+    assert 3 <= w.stats.batches < 120  # batched, not one transaction per event
+    ev = store.query(limit=1)[0]
+    assert ev.request_id == "req-119" and ev.path == "/api/products" and ev.action == "block"
+    w.close()
+
+
+def test_full_queue_drops_and_counts_without_blocking(caplog: pytest.LogCaptureFixture) -> None:
+    store = FlakyStore()
+    store.gate.clear()  # the store hangs: the writer thread is stuck in its first write
+    w = make_writer(store, queue_size=10, batch_size=1)
+    w.exchange_done(flagged(0))
+    deadline = time.monotonic() + 5
+    while w._queue.qsize() and time.monotonic() < deadline:  # the thread took event 0 and hangs
+        time.sleep(0.005)
+    with caplog.at_level(logging.ERROR, logger="bastion.store"):
+        start = time.perf_counter()
+        for i in range(1, 1001):
+            w.exchange_done(flagged(i))
+        elapsed = time.perf_counter() - start
+    assert elapsed < 1.0  # the request path never waited for the store
+    assert w.stats.dropped == 1000 - 10
+    assert sum("queue full" in r.getMessage() for r in caplog.records) == 1  # logged once, not 990 times
+    store.gate.set()
+    assert w.flush(5)
+    assert len(store.events) == 11
+    w.close()
+    assert store.closed
+
+
+def test_failing_store_counts_logs_once_and_recovers(caplog: pytest.LogCaptureFixture) -> None:
+    store = FlakyStore()
+    store.broken.set()
+    w = make_writer(store, batch_size=1, error_interval=3600)
+    with caplog.at_level(logging.ERROR, logger="bastion.store"):
+        for i in range(5):
+            w.exchange_done(flagged(i))
+        assert w.flush(5)
+    assert w.stats.failed == 5 and w.stats.written == 0
+    msgs = [r.getMessage() for r in caplog.records if "write failed" in r.getMessage()]
+    assert len(msgs) == 1 and "disk is full" in msgs[0]
+    store.broken.clear()  # space freed
+    w.exchange_done(flagged(10))
+    assert w.flush(5)
+    assert [e.request_id for e in store.events] == ["req-10"]
+    assert w._thread is not None and w._thread.is_alive()
+    w.close()
+
+
+def test_store_that_cannot_open_is_retried_later() -> None:
+    now = [0.0]
+    attempts: list[float] = []
+    store = FlakyStore()
+
+    def opener() -> FlakyStore:
+        attempts.append(now[0])
+        if len(attempts) < 2:
+            raise PermissionError("data dir is read-only")
+        return store
+
+    w = EventWriter(opener, flush_interval=0.05, log_events=False, reopen_interval=5.0, monotonic=lambda: now[0])
+    w.exchange_done(flagged(1))
+    assert w.flush(5)
+    w.exchange_done(flagged(2))  # within reopen_interval: no new attempt, the event is lost
+    assert w.flush(5)
+    assert len(attempts) == 1 and w.stats.failed == 2
+    now[0] = 6.0
+    w.exchange_done(flagged(3))
+    assert w.flush(5)
+    assert len(attempts) == 2 and [e.request_id for e in store.events] == ["req-3"]
+    w.close()
+
+
+def test_locked_sqlite_never_blocks_the_request_path(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    store = SQLiteStore(path, busy_timeout=0.1)
+    w = EventWriter(lambda: store, flush_interval=0.02, log_events=False, error_interval=0)
+    locker = sqlite3.connect(str(path), isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    start = time.perf_counter()
+    for i in range(200):
+        w.exchange_done(flagged(i))
+    assert time.perf_counter() - start < 0.5
+    assert w.flush(10)
+    assert w.stats.failed > 0
+    locker.execute("ROLLBACK")
+    locker.close()
+    w.exchange_done(flagged(999))
+    assert w.flush(5)
+    assert store.query(limit=1)[0].request_id == "req-999"
+    w.close()
+
+
+def test_close_writes_what_is_queued(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "events.db")
+    w = EventWriter(lambda: store, flush_interval=5.0, log_events=False)
+    for i in range(30):
+        w.exchange_done(flagged(i))
+    w.close(timeout=5)
+    assert SQLiteStore(tmp_path / "events.db").count() == 30
+
+
+def test_listeners_see_batches_and_a_failing_listener_is_contained() -> None:
+    store = FlakyStore()
+    w = make_writer(store)
+    seen: list[str] = []
+
+    def bad(batch: list[Event]) -> None:
+        raise RuntimeError("webhook down")
+
+    w.add_listener(bad)
+    w.add_listener(lambda batch: seen.extend(e.request_id for e in batch))
+    w.exchange_done(flagged(1))
+    assert w.flush(5)
+    assert seen == ["req-1"] and len(store.events) == 1
+    w.close()
+
+
+def test_from_config(tmp_path: Path) -> None:
+    cfg = BastionConfig(data_dir=tmp_path, mode="observe")
+    w = EventWriter.from_config(cfg)
+    w.exchange_done(flagged(1, blocked=False, started=time.time()))
+    w.exchange_done(flagged(2, started=time.time() - 31 * 86400))  # beyond retention_days: pruned
+    w.close()  # joins the thread: the prune that follows the batch has run
+    events = SQLiteStore(tmp_path / "events.db").query()
+    assert [e.request_id for e in events] == ["req-1"]
+    assert events[0].mode == "observe" and events[0].action == "log"
+    assert EventWriter.from_config(cfg, with_store=False)._opener is None
