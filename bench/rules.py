@@ -43,7 +43,7 @@ def rules(n: int, mix: str) -> list[dict]:
     return out
 
 
-async def engine_cost(n: int, mix: str, url: str, seconds: float) -> float:
+async def engine_cost(n: int, mix: str, url: str, seconds: float) -> tuple[float, float]:
     prefix = f"bench-h6:{uuid.uuid4().hex[:6]}:"
     cfg = parse_config({"rules": rules(n, mix), "state": {"url": url, "prefix": prefix, "timeout": 2}})
     p = build_pipeline(cfg, clock=SystemClock(), only={"ratelimit"})
@@ -51,25 +51,34 @@ async def engine_cost(n: int, mix: str, url: str, seconds: float) -> float:
     ips = [f"127.1.{i // 250}.{i % 250 + 1}" for i in range(1000)]
     paths = [f"/api/g{i}/items/{i * 7}" for i in range(10)]
     runs = []
+    conc = 1 if url.startswith("memory") else 100  # Redis: concurrent requests share round trips
+
+    async def one(ip: str, path: str) -> None:
+        ex = p.new_exchange(Client(ip), "GET", path, Headers([("Host", "api.test")]))
+        await p.request_headers(ex)
+        ex.response = Response(200, Headers(), body_size=100)
+        p.complete(ex)
+
+    cpu = []
     for _ in range(5):
         count, t_end = 0, time.perf_counter() + seconds / 5
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         while time.perf_counter() < t_end:
-            for j in range(200):
-                ex = p.new_exchange(Client(ips[(count + j) % 1000]), "GET", paths[j % 10],
-                                    Headers([("Host", "api.test")]))
-                await p.request_headers(ex)
-                ex.response = Response(200, Headers(), body_size=100)
-                p.complete(ex)
+            if conc == 1:
+                for j in range(200):
+                    await one(ips[(count + j) % 1000], paths[j % 10])
+            else:
+                await asyncio.gather(*(one(ips[(count + j) % 1000], paths[j % 10]) for j in range(200)))
             await p.drain()
             count += 200
         runs.append((time.perf_counter() - t0) / count * 1e6)
+        cpu.append((time.process_time() - c0) / count * 1e6)
     await p.shutdown()
     if url.startswith("redis"):
         from state_cleanup import wipe_prefix
 
         await wipe_prefix(url, prefix)
-    return statistics.median(runs)
+    return statistics.median(runs), statistics.median(cpu)
 
 
 async def main() -> None:
@@ -78,13 +87,14 @@ async def main() -> None:
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/13")
     ap.add_argument("--no-gateway", action="store_true")
     a = ap.parse_args()
-    print("engine: µs per request (request headers + complete), median of 5")
-    print(f"{'backend':8} {'mix':7} {'0 rules':>8} {'10 rules':>9} {'100 rules':>10}")
+    print("engine: µs per request (request headers + complete), wall / this process's CPU, median of 5")
+    print(f"{'backend':8} {'mix':7} {'0 rules':>13} {'10 rules':>13} {'100 rules':>13}")
     for url in ("memory://", a.redis):
         for mix in ("scoped", "all"):
             vals = [await engine_cost(n, mix, url, a.seconds) for n in (0, 10, 100)]
             name = url.split(":")[0]
-            print(f"{name:8} {mix:7} {vals[0]:8.1f} {vals[1]:9.1f} {vals[2]:10.1f}", flush=True)
+            cells = " ".join(f"{w:6.1f}/{c:6.1f}" for w, c in vals)
+            print(f"{name:8} {mix:7} {cells}", flush=True)
     if not a.no_gateway:
         from gateway_load import gateway_ratio
 

@@ -180,7 +180,8 @@ async def _respond(req: Received, reader: asyncio.StreamReader, writer: asyncio.
             writer.write(b"echo:" + data)
             await writer.drain()
     elif path == "/badframing":
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"5\r\nhello\r\n0\r\n\r\n")
     else:
         send(_resp(404, b"not found", [("Content-Type", "text/plain")]))
     return True
@@ -278,7 +279,7 @@ class Resp:
         return json.loads(self.body)
 
 
-async def read_response(reader: asyncio.StreamReader, head_only: bool = False, timeout: float = 5.0) -> Resp:
+async def read_response(reader: asyncio.StreamReader, head_only: bool = False, wait: float = 5.0) -> Resp:
     async def _read() -> Resp:
         head = await reader.readuntil(b"\r\n\r\n")
         lines = head[:-4].decode("latin-1").split("\r\n")
@@ -310,10 +311,10 @@ async def read_response(reader: asyncio.StreamReader, head_only: bool = False, t
             resp.body = await reader.read()
         return resp
 
-    return await asyncio.wait_for(_read(), timeout)
+    return await asyncio.wait_for(_read(), wait)
 
 
-async def request(port: int, raw: bytes, head_only: bool = False, timeout: float = 5.0,
+async def request(port: int, raw: bytes, head_only: bool = False, wait: float = 5.0,
                   local_ip: str | None = None) -> Resp:
     """Send one raw request on a fresh connection and read one response."""
     reader, writer = await asyncio.open_connection(
@@ -322,17 +323,17 @@ async def request(port: int, raw: bytes, head_only: bool = False, timeout: float
     try:
         writer.write(raw)
         await writer.drain()
-        return await read_response(reader, head_only=head_only, timeout=timeout)
+        return await read_response(reader, head_only=head_only, wait=wait)
     finally:
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
 
 
-async def closed_after(reader: asyncio.StreamReader, timeout: float = 3.0) -> bool:
-    """Whether the server closes the connection (EOF or reset) within `timeout`."""
+async def closed_after(reader: asyncio.StreamReader, wait: float = 3.0) -> bool:
+    """Whether the server closes the connection (EOF or reset) within `wait` seconds."""
     try:
-        data = await asyncio.wait_for(reader.read(65536), timeout)
+        data = await asyncio.wait_for(reader.read(65536), wait)
     except (ConnectionError, OSError):
         return True
     except TimeoutError:

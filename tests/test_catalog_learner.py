@@ -119,11 +119,11 @@ def test_replaying_the_same_traffic_gives_the_same_catalog() -> None:
     assert templates(twice) == templates(learn(2500))
 
 
-def test_memory_is_bounded_with_100k_distinct_paths() -> None:
+def test_memory_is_bounded_with_many_distinct_paths() -> None:
     limits = LearnerLimits(max_nodes=2000, max_endpoints=500)
     lr = Learner(limits)
     r = random.Random(3)
-    for i in range(100_000):
+    for i in range(40_000):
         # An attacker inventing paths that a catch-all route answers with 200.
         words = ["".join(r.choice("abcdefghij") for _ in range(6)) for _ in range(r.randint(1, 4))]
         ex = make_exchange("GET", "/" + "/".join(words), host=HOST)

@@ -325,3 +325,38 @@ def test_media_type_parser():
 def test_every_rule_has_a_must_match_case():
     covered = {rule.id for rule, _ in MUST_MATCH}
     assert covered == {r.id for r in P.RULES}
+
+
+# --- hostile input never breaks the detector ------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_text = st.text(st.characters(min_codepoint=0, max_codepoint=0x2FF), max_size=40)
+_header_names = st.sampled_from(
+    ["Host", "Content-Length", "Transfer-Encoding", "Content-Type", "Connection", "Range", "Expect", "Upgrade",
+     "X-HTTP-Method-Override", "Proxy", "Referer", "X_Forwarded_For", "Bad Name", ""]
+)
+_ctypes = st.sampled_from(
+    ["application/json", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "text/xml",
+     "application/json; charset=ibm037", 'text/plain; charset="', "a/b; x=application/xml", ";;;", "/"]
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    method=st.one_of(st.sampled_from(["GET", "POST", "HEAD", "PUT", "OPTIONS"]), _text),
+    target=st.one_of(st.text(max_size=80).map(lambda s: "/" + s), _text, st.just("*"),
+                     st.text(max_size=30).map(lambda s: "http://" + s)),
+    version=st.sampled_from(["1.1", "1.0", "2", "0.9", "", "x"]),
+    headers=st.lists(st.tuples(st.one_of(_header_names, _text), st.one_of(_text, _ctypes)), max_size=8),
+    body=st.binary(max_size=200),
+)
+async def test_fuzz_never_raises(pipeline, method, target, version, headers, body):
+    pipeline.counters.detector_errors.clear()
+    ex = make_exchange(method, target, headers=headers, body=body, http_version=version, pipeline=pipeline)
+    verdict = await run_request(pipeline, exchange=ex)
+    assert pipeline.counters.detector_errors == {}, ex.errors
+    assert verdict is not None
+    for f in ex.findings:
+        assert len(f.evidence) <= 64 and "\n" not in f.evidence

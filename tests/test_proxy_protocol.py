@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from proxy_helpers import (
     closed_after,
     gateway,
@@ -78,7 +79,8 @@ async def test_smuggling_and_malformed_get_400_close_and_event(name, raw, rule):
 async def test_refusal_after_pipelined_good_request_keeps_order():
     async with upstream_server() as up, gateway(make_config(up.url), only=set()) as gw:
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-        writer.write(get("/slow?ms=100") + b"GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+        writer.write(get("/slow?ms=100")
+                     + b"GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
         first = await read_response(reader)
         second = await read_response(reader)
         assert await closed_after(reader)
@@ -90,7 +92,8 @@ async def test_refusal_after_pipelined_good_request_keeps_order():
 async def test_connect_and_bad_expect_refused():
     async with upstream_server() as up, gateway(make_config(up.url), only=set()) as gw:
         connect = await request(gw.port, b"CONNECT internal:22 HTTP/1.1\r\nHost: internal:22\r\n\r\n")
-        expect = await request(gw.port, b"POST /echo HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\n")
+        expect = await request(gw.port,
+                               b"POST /echo HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\n")
     assert connect.status == 405
     assert expect.status == 417
     assert up.requests == []
@@ -179,10 +182,10 @@ async def test_idle_and_silent_connections_are_closed():
             reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
             writer.write(get("/hello"))
             assert (await read_response(reader)).status == 200
-            assert await closed_after(reader, timeout=2)  # idle keep-alive ends
+            assert await closed_after(reader, wait=2)  # idle keep-alive ends
             writer.close()
             reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-            assert await closed_after(reader, timeout=2)  # never sent a byte
+            assert await closed_after(reader, wait=2)  # never sent a byte
             writer.close()
     # Quiet connections are not attacks: no events.
     assert gw.sink.exchanges and all(not ex.findings for ex in gw.sink.exchanges)

@@ -180,9 +180,9 @@ async def test_large_bodies_stream_both_ways():
     n = 3_000_000
     payload = bytes(i % 256 for i in range(n))
     async with upstream_server() as up, gateway(make_config(up.url), only=set()) as gw:
-        big = await request(gw.port, get(f"/big?n={n}"), timeout=20)
+        big = await request(gw.port, get(f"/big?n={n}"), wait=20)
         raw = b"PUT /echo HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % n + payload
-        echo = await request(gw.port, raw, timeout=20)
+        echo = await request(gw.port, raw, wait=20)
     assert big.body == bytes(i % 251 for i in range(n))
     import hashlib
 
@@ -318,7 +318,8 @@ class HeaderBlocker:
 async def test_custom_detector_blocks_in_each_phase():
     async with upstream_server() as up, gateway(make_config(up.url), detectors=[HeaderBlocker()]) as gw:
         blocked = await request(gw.port, get("/echo", extra="X-Evil: 1\r\n"))
-        body_blocked = await request(gw.port, b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nsome attack")
+        body_blocked = await request(gw.port,
+                                     b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nsome attack")
         ok = await request(gw.port, b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
         resp_blocked = await request(gw.port, get("/echo?q=secret"))
     assert blocked.status == 403

@@ -62,6 +62,7 @@ class Decision:
     explanation: tuple[str, ...] = ()  # the events that led here, oldest first
     created: float = 0.0
     id: str = field(default_factory=lambda: secrets.token_hex(6))
+    scope: str = ""  # "" every request; "login" or "lookup": only those requests (software decisions)
 
     def active(self, now: float) -> bool:
         return self.until is None or self.until > now
@@ -80,6 +81,7 @@ class Decision:
             "reason": self.reason,
             "explanation": list(self.explanation),
             "created": self.created,
+            "scope": self.scope,
         }
 
     @classmethod
@@ -101,6 +103,7 @@ class Decision:
                 explanation=tuple(str(x)[:200] for x in d.get("explanation", ()))[:32],
                 created=float(d.get("created", 0.0)),
                 id=str(d.get("id") or secrets.token_hex(6))[:32],
+                scope=str(d.get("scope") or ""),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"bad decision record: {exc}") from None

@@ -27,6 +27,8 @@ import orjson
 from bastion.exchange import Exchange
 
 STRONG_KINDS = frozenset({"api_key", "user", "session"})
+WEAK_KINDS = frozenset({"fp", "tls", "net"})
+ESTABLISHED = 5  # normal answers after which an entity is no longer judged by its client software
 
 # Cookie names that carry a session in common frameworks (Django, Rails, Express, PHP, Java, ASP.NET).
 SESSION_COOKIES = frozenset(
@@ -187,8 +189,8 @@ def extract_keys(ex: Exchange, s: KeySettings) -> dict[str, str]:
 class Entity:
     """A set of linked keys with one risk. Plain slots keep it small (about 200 bytes)."""
 
-    __slots__ = ("blocked_until", "history", "id", "members", "n_ip", "n_strong", "offenses", "risk", "risk_t",
-                 "seen")
+    __slots__ = ("blocked_until", "good", "history", "id", "members", "n_ip", "n_strong", "offenses", "risk",
+                 "risk_t", "scope", "seen")
 
     def __init__(self, eid: str, now: float) -> None:
         self.id = eid  # the key it was first seen with: stable while that key lives
@@ -201,6 +203,8 @@ class Entity:
         self.history: list[tuple[float, str, float]] | None = None  # (time, rule id, points), oldest first
         self.blocked_until = 0.0
         self.seen = now
+        self.good = 0  # requests the API answered normally (2xx/3xx, not a login or a lookup)
+        self.scope = ""  # what a software (fingerprint) entity's block covers: "", "login", "lookup"
 
     def keys(self) -> list[str]:
         return [m.key for m in self.members]
@@ -354,6 +358,7 @@ class EntityGraph:
         big.risk = decayed(big.risk, t - big.risk_t, hl) + decayed(small.risk, t - small.risk_t, hl)
         big.risk_t = t
         big.offenses = max(big.offenses, small.offenses)
+        big.good += small.good
         big.blocked_until = max(big.blocked_until, small.blocked_until)
         if small.history:
             merged = (big.history or []) + small.history
@@ -397,6 +402,14 @@ class EntityGraph:
             ent.n_ip -= 1
         elif kind in STRONG_KINDS:
             ent.n_strong -= 1
+
+    def follows_software(self, ent: Entity, keys: dict[str, str]) -> bool:
+        """Whether a fingerprint's risk and decisions apply to this requester: only to anonymous
+        requesters (no API key, user or session) without a normal history of their own. A rotating
+        attacker's fresh addresses qualify; an integration that shares a tool's fingerprint does not."""
+        if ent.good >= ESTABLISHED:
+            return False
+        return not (keys.get("api_key") or keys.get("user") or keys.get("session"))
 
     def entities(self) -> Iterable[Entity]:
         seen: set[int] = set()

@@ -11,7 +11,7 @@ from bastion.cli.common import fail_problems
 from bastion.config import load_config
 from bastion.errors import ConfigError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Check configuration files.")
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Check a configuration file; print every setting with its default.")
 
 
 @app.command("check")

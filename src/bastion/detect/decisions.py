@@ -11,14 +11,15 @@ Findings made here carry `risk=0`: a ban's own 403s must never feed the risk tha
 from __future__ import annotations
 
 from bastion.config import BastionConfig
-from bastion.decision import Decision, DecisionAction
+from bastion.decision import MANUAL_ORIGINS, Decision, DecisionAction, KeyKind
 from bastion.detect.behaviour.core import BehaviourCore, get_core
 from bastion.engine.pipeline import Pipeline
 from bastion.engine.registry import BuildContext
 from bastion.exchange import Exchange
 from bastion.verdict import Action, Finding, Severity
 
-_CHECKED = "decisions:ip"  # tag: the address was already checked at the connection phase
+_CHECKED = "decisions:ip"
+_SOFTWARE = ("fp", "tls")  # tag: the address was already checked at the connection phase
 
 
 class DecisionsDetector:
@@ -48,10 +49,32 @@ class DecisionsDetector:
                 if ex.allowlisted or d.action == DecisionAction.DENY:
                     return
         if len(ex.keys) > 1:
-            keys = {k: v for k, v in ex.keys.items() if k != "ip"}
+            keys = {k: v for k, v in ex.keys.items() if k != "ip" and k not in _SOFTWARE}
             d = self.index.lookup(keys, now)
+            if d is None:
+                d = self._software(ex, now)
             if d is not None:
                 self._apply(ex, d)
+
+    def _software(self, ex: Exchange, now: float) -> Decision | None:
+        """Decisions on client software (fingerprints): manual ones apply to everyone; automatic
+        ones only to anonymous requesters without a normal history (see EntityGraph.follows_software)."""
+        found = None
+        for kind in _SOFTWARE:
+            v = ex.keys.get(kind)
+            if not v:
+                continue
+            d = self.index.lookup_key(KeyKind(kind), v, now)
+            if d is None:
+                continue
+            if d.scope and d.scope != self.core.request_class(ex):
+                continue
+            if d.origin not in MANUAL_ORIGINS:
+                ent = self.core.resolve(ex.keys)
+                if ent is not None and not self.core.graph.follows_software(ent, ex.keys):
+                    continue
+            found = d
+        return found
 
     def _apply(self, ex: Exchange, d: Decision) -> None:
         if d.action == DecisionAction.ALLOW:

@@ -140,7 +140,7 @@ BODY_SMUGGLED = Rule(
 RULES: tuple[Rule, ...] = tuple(v for v in list(globals().values()) if isinstance(v, Rule))
 
 # RFC 9110 §5.6.2 token characters.
-_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VERSIONS = frozenset({"1.0", "1.1", "2", "2.0", "3", "3.0"})
 # reg-name / IPv4 / IP-literal characters and a port (RFC 3986 §3.2.2).
 _HOST_RE = re.compile(r"(?:\[[0-9A-Fa-f:.]+(?:%25[\w.~-]+)?\]|[\w.~!$&'()*+,;=%-]*)(?::\d{0,5})?", re.ASCII)
@@ -218,10 +218,10 @@ def _decode(value: str, rounds: int = 3) -> str:
 
 
 def _is_token(s: str) -> bool:
-    return bool(s) and all(c in _TCHAR for c in s)
+    return _TOKEN_RE.fullmatch(s) is not None
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class MediaType:
     type: str  # "application/json", lowercased
     params: dict[str, str]
@@ -229,6 +229,7 @@ class MediaType:
     charsets: int = 0
 
 
+@functools.lru_cache(maxsize=512)  # clients send a handful of distinct Content-Types
 def parse_media_type(value: str) -> MediaType:
     """A lenient RFC 9110 §8.3.1 media-type parser that reports whether the value was well formed."""
     head, _, rest = value.partition(";")
@@ -341,6 +342,7 @@ class ProtocolDetector:
         self.max_ranges = cfg.max_ranges
         self.check_bodies = cfg.check_bodies
         self.observe = False
+        self._good_names: set[str] = set()
 
     def _hit(self, ex: Exchange, rule: Rule, evidence: str = "", name: str = "", zone: str = "headers") -> None:
         status: int | None = None
@@ -459,12 +461,17 @@ class ProtocolDetector:
         cls: list[str] = []
         tes: list[str] = []
         cts: list[str] = []
+        # One scan over all values (joined by a tab, which is legal in values) instead of one per header.
+        ctl = _CTL_RE.search("\t".join([v for _, v in headers.items])) is not None
         for k, v in headers.items:
             low = k.lower()
-            if not _is_token(k):
-                self._hit(ex, HEADER_NAME_INVALID, _mask(k, 32))
-                continue
-            if _CTL_RE.search(v):
+            if k not in self._good_names:
+                if not _is_token(k):
+                    self._hit(ex, HEADER_NAME_INVALID, _mask(k, 32))
+                    continue
+                if len(self._good_names) < 4096:  # names repeat across requests; bounded memo
+                    self._good_names.add(k)
+            if ctl and _CTL_RE.search(v):
                 if _CRLF_NUL.search(v):
                     self._hit(ex, HEADER_CRLF, _mask(v), name=low)
                 else:
@@ -610,7 +617,7 @@ class ProtocolDetector:
         body = req.body
         if not body or not self.check_bodies:
             return
-        if _REQUEST_LINE.search(body):
+        if (b"TTP/" in body or b"ttp/" in body) and _REQUEST_LINE.search(body):
             self._hit(ex, BODY_SMUGGLED, zone="body")
         cts = req.headers.get_all("content-type")
         if not cts:

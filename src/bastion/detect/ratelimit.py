@@ -31,6 +31,7 @@ log = logging.getLogger("bastion.ratelimit")
 
 _HIT, _CHECK = 0, 1
 _SCOPE_CACHE_MAX = 4096
+_KEY_CACHE_MAX = 65536
 _HOOKS = {Phase.REQUEST_HEADERS: "request_headers", Phase.REQUEST_BODY: "request_body", Phase.COMPLETE: "complete"}
 _VISIBLE_KEYS = frozenset({"ip", "network", "site", "route", "method"})
 
@@ -68,6 +69,7 @@ class RateLimitDetector:
             if rs:
                 self.by_phase[phase] = rs
                 setattr(self, _HOOKS[phase], self._hook(phase))
+        self._keys: dict[tuple[str, str], str] = {}
         self._scope_cache: dict[tuple[Phase, str, str, str, str, frozenset[str]], tuple[CompiledRule, ...]] = {}
 
     def _hook(self, phase: Phase) -> Any:
@@ -89,6 +91,16 @@ class RateLimitDetector:
             self._scope_cache[ck] = hit
         return hit
 
+    def _storage_key(self, rule_id: str, key: str) -> str:
+        """make_key, memoised: hashing is the costliest step of a counter op in memory."""
+        ck = (rule_id, key)
+        skey = self._keys.get(ck)
+        if skey is None:
+            if len(self._keys) >= _KEY_CACHE_MAX:
+                self._keys.clear()
+            skey = self._keys[ck] = make_key(self.prefix, rule_id, key)
+        return skey
+
     def run(self, ex: Exchange, phase: Phase) -> Awaitable[None] | None:
         cands = self._candidates(ex, phase)
         if not cands:
@@ -97,7 +109,7 @@ class RateLimitDetector:
         plan: Plan = []
         aops: list[Op] = []
         aplan: Plan = []
-        prefix = self.prefix
+        approx = self.approx is not None
         for r in cands:
             if r.phase == phase and r.matches(ex):
                 key = r.key(ex)
@@ -112,27 +124,25 @@ class RateLimitDetector:
                     if m is None:
                         continue
                     member = hash_value(m, r.id)
-                skey = make_key(prefix, r.id, key)
+                skey = self._storage_key(r.id, key)
                 op = Op(skey, r.algo, r.limit, r.window, cost, member, skey + ":cd" if r.cooldown else "",
                         r.cooldown, r.consume)
-                if r.spec.approximate and self.approx is not None:
-                    aops.append(op)
-                    aplan.append((r, _HIT, key))
-                else:
-                    ops.append(op)
-                    plan.append((r, _HIT, key))
-            elif r.check_phase == phase and (phase != Phase.COMPLETE):
+                kind = _HIT
+            elif r.check_phase == phase:
                 key = r.key(ex)
                 if key is None:
                     continue
-                skey = make_key(prefix, r.id, key)
+                skey = self._storage_key(r.id, key)
                 op = Op(skey, Algo.COOLDOWN, r.limit, r.window, 0.0, "", skey + ":cd")
-                if r.spec.approximate and self.approx is not None:
-                    aops.append(op)
-                    aplan.append((r, _CHECK, key))
-                else:
-                    ops.append(op)
-                    plan.append((r, _CHECK, key))
+                kind = _CHECK
+            else:
+                continue
+            if approx and r.approximate:
+                aops.append(op)
+                aplan.append((r, kind, key))
+            else:
+                ops.append(op)
+                plan.append((r, kind, key))
         now = self.clock.now()
         if aops and self.approx is not None:
             self._apply(ex, phase, aplan, self.approx.hit_sync(aops, now))
@@ -169,7 +179,7 @@ class RateLimitDetector:
             if kind == _CHECK:
                 if o.cooling > 0:
                     ex.add(self._finding(r, o, phase, key, fired=False))
-            elif o.exceeded:
+            elif o.exceeded:  # most outcomes are not: this loop stays cheap
                 fired = o.newly or o.cooling <= 0
                 if not fired and phase == Phase.COMPLETE:
                     continue

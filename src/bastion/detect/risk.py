@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from bastion.config import BastionConfig
 from bastion.decision import Decision, DecisionAction, KeyKind, Origin
-from bastion.entity import STRONG_KINDS, Entity, decayed
+from bastion.entity import STRONG_KINDS, WEAK_KINDS, Entity, decayed
 from bastion.exchange import Exchange
 from bastion.verdict import Action, Finding, Severity
 
@@ -29,6 +29,22 @@ if TYPE_CHECKING:
 _SILENT = frozenset({"decisions", "risk"})
 _DECIDABLE = frozenset({"ip", "fp", "tls"}) | STRONG_KINDS
 HISTORY = 16
+
+
+_LOGIN_RULES = ("bhv-stuffing", "bhv-brute-force", "bhv-account-attack", "bhv-sequence", "bhv-ato-success")
+
+
+def software_scope(ent: Entity) -> str:
+    """What a fingerprint entity's risk is about: its block covers only those requests, so users
+    who share the client software keep browsing while its logins (or lookups) are refused."""
+    if ent.scope:
+        return ent.scope
+    rules = {r for _, r, _ in ent.history or ()}
+    if rules and all(r.startswith(_LOGIN_RULES) for r in rules):
+        return "login"
+    if rules and all(r.startswith("bhv-enumeration") for r in rules):
+        return "lookup"
+    return ""
 
 
 def subject_of(f: Finding) -> str:
@@ -100,19 +116,32 @@ class RiskModel:
             if total > 0:
                 self.add(ent, total, top, now)
         touched: dict[int, Entity] = {id(ent): ent}
-        # One scenario firing on several subjects (address, identity, fingerprint) raises the
-        # exchange's entity once (its largest points), and each other subject's entity once.
+        # A finding raises the entity its subject belongs to. A fingerprint subject raises only the
+        # fingerprint (never the user whose request happened to tip the count); one scenario
+        # firing on several subjects raises the exchange's entity once.
         own: dict[str, float] = {}
+        graph = core.graph
         for f, p in explicit:
-            own[f.rule_id] = max(own.get(f.rule_id, 0.0), p)
             subject = subject_of(f)
-            if subject:
-                node = core.graph.nodes.get(subject)
-                if node is not None and node.entity is not ent and not core.graph.popular(node):
+            node = graph.nodes.get(subject) if subject else None
+            if node is None or node.entity is ent:
+                own[f.rule_id] = max(own.get(f.rule_id, 0.0), p)
+                continue
+            kind = subject.partition(":")[0]
+            if kind in WEAK_KINDS:
+                if not graph.popular(node):
                     t = node.entity
                     touched[id(t)] = t
                     if t.blocked_until <= now:
                         self.add(t, p, f.rule_id, now)
+            elif kind == "ip":
+                if not graph.popular(node):  # an address shared by identities is no one's
+                    own[f.rule_id] = max(own.get(f.rule_id, 0.0), p)
+            else:
+                t = node.entity
+                touched[id(t)] = t
+                if t.blocked_until <= now:
+                    self.add(t, p, f.rule_id, now)
         if ent.blocked_until <= now:
             for rule, p in own.items():
                 self.add(ent, p, rule, now)
@@ -133,13 +162,15 @@ class RiskModel:
         ent.risk_t = now
         graph = self.core.graph
         out: list[Decision] = []
+        scope = software_scope(ent) if ent.id.startswith(("fp:", "tls:")) else ""
+        ent.scope = scope
         for m in ent.members[:96]:
             kind, _, value = m.key.partition(":")
             if kind not in _DECIDABLE or graph.popular(m):
                 continue
             d = Decision(kind=KeyKind(kind), value=value, action=DecisionAction.DENY, origin=Origin.RISK,
                          until=until, reason=f"risk >= {s.block:g} ({cause}); offence {ent.offenses}",
-                         explanation=explanation, created=now)
+                         explanation=explanation, created=now, scope=scope)
             self.core.store.add(d)
             out.append(d)
         self.blocks += 1
@@ -176,7 +207,9 @@ class RiskDetector:
             return
         risk = self.model.current(ent, now)
         fp = core.node("fp", ex.keys)
-        if fp is not None and fp.entity is not ent and not core.graph.popular(fp):
+        if (fp is not None and fp.entity is not ent and not core.graph.popular(fp)
+                and core.graph.follows_software(ent, ex.keys)
+                and software_scope(fp.entity) in ("", core.request_class(ex))):
             if fp.entity.blocked_until > now:
                 self._act(ex, Action.BLOCK, "access-denied", 403, fp.entity, "client fingerprint blocked",
                           retry=int(fp.entity.blocked_until - now + 0.999))

@@ -131,7 +131,7 @@ _TOKEN = re.compile(
      (?P<ws>[\s\x00-\x1f\x7f\xa0\u2000-\u200b\u3000]+)
     |(?P<vc>/\*!(?:\d{5,6})?)
     |(?P<cm>/\*.*?(?:\*/|\Z))
-    |(?P<dc>--(?!\d)[^\n]*\n?|(?<!&)\#(?!\d)[^\n]*\n?|%00.*)
+    |(?P<dc>--(?!\d)[^\n]*\n?|(?<![\w.%&/=?:\-])\#(?!\d)[^\n]*\n?|%00.*)
     |(?P<ce>\*/)
     |(?P<str>(?:[nNxXbBeE](?='))?'(?:[^'\\]|\\.|'')*'?|"(?:[^"\\]|\\.|"")*"?)
     |(?P<bt>`[^`]*`?|\[[\w .$-]{1,64}\])
@@ -231,6 +231,8 @@ def _tokens(s: str, pos: int, limit: int):  # type: ignore[no-untyped-def]  # ge
                 yield ("&", text)
             elif text in _COMPARE_OPS:
                 yield ("c", text)
+            elif text == ":":  # not SQL on its own (only '::' casts and ':=' assignments are)
+                yield ("X", text)
             else:
                 yield ("o", text)
         elif kind == "p":
@@ -257,8 +259,6 @@ def _can_follow(prev: Token, tok: Token) -> bool:
         return p not in "fF"
     if p in _OPERAND:
         if t in "oc&),;UBW":
-            return True
-        if p == ")" and t == "n":  # derived-table alias: (select ...) a
             return True
         if t == "k":
             return tok[1] not in ("case", "exists", "table", "database", "schema")
@@ -355,7 +355,9 @@ def _judge(toks: list[Token], start: int, first: int = 0) -> _Judge:
             if nxt is not None and _plausible_statement(toks, i + 1, stop):
                 j.stacked = True
         elif t == "F":
-            if nxt is not None and nxt[0] == "(" and i + 2 < stop:
+            # at the very start of the value the call must be all there is ("sleep(5)"), else prose
+            # like "Sleep(8) isn't a thing" would count
+            if nxt is not None and nxt[0] == "(" and i + 2 < stop and (i > 0 or j.complete):
                 j.danger = True
         elif t == "W":
             if nxt is not None and nxt[0] in "s1":
@@ -367,8 +369,6 @@ def _judge(toks: list[Token], start: int, first: int = 0) -> _Judge:
                 after = toks[i + 2][0] if i + 2 < stop else ""
                 if after == "C" or (nxt[0] != "s" and after in ("", ")", "&", ";", "B", "U")):
                     j.logic_literal = True
-            if nxt is not None and nxt[0] == "o" and nxt[1] == "not":
-                j.logic_func = True
         elif t == "c":
             if after_logic:
                 j.logic_cmp = True
@@ -424,8 +424,10 @@ def _plausible_statement(toks: list[Token], i: int, stop: int) -> bool:
             return not allowed or nxt[1] in allowed
         if text in ("exec", "execute"):
             return nxt[0] in "v(s" or nxt[1].startswith(("xp_", "sp_", "master.", "immediate", "dbms_", "sys."))
-        if text == "if":
-            return nxt[0] in "1nvs(f" and _has_type(toks, i + 2, stop, "c")
+        if text == "if":  # T-SQL IF: a condition SQL-like enough ("if 1=1", "if (select ...)")
+            if nxt[0] in "1v(":
+                return _has_type(toks, i + 1, stop, "c") or nxt[0] == "("
+            return nxt[0] == "n" and i + 3 < stop and toks[i + 2][0] == "c" and toks[i + 3][0] in "1sv"
         if text in ("call", "declare", "set", "kill", "dbcc", "backup", "restore", "open"):
             return nxt[0] in "nvf(" and (text != "set" or nxt[0] == "v" or _has_type(toks, i + 2, stop, "c"))
         if text == "update":
@@ -504,14 +506,22 @@ def _check_quoted(s: str, q: str, ctx: str) -> SqliResult | None:
     reason = _strong_reason(j, quoted=True)
     if reason is None and j.complete:
         second = toks[1][0]
-        ops = sum(1 for t in j.fp if t in "oc&")
+        ops = sum(1 for t in toks if t[0] in "oc&" and t[1] not in ("<", ">"))
+        # the query's own closing quote ends a value that stops inside a string: in an attack that
+        # tail is short ("' or 'a'='a"); prose with a stray quote runs on ("allow '=' and other ...")
+        short_tail = toks[-1][0] == "s" and len(toks[-1][1]) <= 12 and "\n" not in toks[-1][1]
+        tail_ok = j.comment or short_tail or toks[-1][0] != "s"
         if j.comment and _comment_ok(toks, head):
             reason = "comment-truncation"
-        elif j.logic and (j.logic_literal or j.logic_cmp):
+        elif j.logic and (j.logic_literal or j.logic_cmp) and tail_ok:
             reason = "boolean"
-        elif j.first_cmp_literal and (j.comment or (toks[-1][0] == "s" and toks[1][1] in _COMPARE_OPS)):
+        elif j.first_cmp_literal and _IDENT.fullmatch(head[:-1]) and (
+            j.comment or (short_tail and toks[1][1] in _COMPARE_OPS)
+        ):
             reason = "comparison"
-        elif ops >= 2 and toks[-1][0] == "s" and len(toks) >= 4 and ("c" in j.fp or "&" in j.fp):
+        elif ops >= 2 and short_tail and len(toks) >= 4 and ("c" in j.fp or "&" in j.fp) and (
+            j.fp.count("&") < ops
+        ):
             reason = "expression"
         elif j.op_func or (j.subquery and second in "oc&("):
             reason = "expression"
@@ -527,8 +537,13 @@ def _comment_ok(toks: list[Token], head: str) -> bool:
     but the comment follows the quote ("admin'--"), the quoted part must look like one token (a user
     name, an id): product titles and prose with a stray quote and dashes have spaces."""
     if len(toks) > 2:
-        return True
-    return not any(ch.isspace() for ch in head[:-1].strip())
+        # something SQL must happen between the quote and the comment ("x' or 1--", "x') --"),
+        # not just words ("The 'Join' button ... `#cart`")
+        return any(t[0] in "oc&);BUESWfF" for t in toks[1:-1])
+    return _IDENT.fullmatch(head[:-1].strip()) is not None
+
+
+_IDENT = re.compile(r"[\w.@$-]*")
 
 
 def _strong_reason(j: _Judge, *, quoted: bool) -> str | None:
@@ -556,7 +571,9 @@ def _check_none(s: str) -> SqliResult | None:
     j = _judge(toks, 0)
     reason = _strong_reason(j, quoted=False)
     if reason is None and j.complete:
-        if j.comment and (j.close_paren or j.logic or j.clause or j.const_cmp) and len(toks) > 2:
+        if j.comment and len(toks) > 2 and (
+            j.close_paren or j.clause or j.const_cmp or (j.logic and (j.logic_cmp or j.logic_literal))
+        ):
             reason = "comment-truncation"
         elif j.logic and j.logic_literal and j.comment:
             reason = "boolean"
@@ -566,7 +583,7 @@ def _check_none(s: str) -> SqliResult | None:
             reason = "clause"
         elif j.close_paren and j.logic and (j.logic_cmp or j.logic_literal):
             reason = "boolean"
-        elif first[0] == "f" and s.rstrip().endswith(")") and (
+        elif first[0] == "f" and s.rstrip().endswith(")") and "k" not in j.fp and (
             j.fp.count("f") >= 2 or "v" in j.fp or first[1] in _INFO_FUNCTIONS
         ):
             reason = "function-call"

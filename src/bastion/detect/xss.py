@@ -71,9 +71,10 @@ _URL_ATTRS = frozenset({
     "archive", "classid", "profile", "folder", "xml:base", "content", "datasrc", "namespace", "import",
     "implementation", "usemap", "itemtype", "target", "filter",
 })
-_ACTIVE_TAGS = frozenset({"script", "iframe", "frame", "frameset", "object", "embed", "applet", "import", "xss",
+_ACTIVE_TAGS = frozenset({"script", "iframe", "object", "embed", "applet", "import", "xss",
                           "vmlframe", "isindex", "xml", "layer", "ilayer", "bgsound", "portal", "listing", "xmp"})
-_ALWAYS_TAGS = frozenset({"script", "iframe", "frame", "frameset", "object", "embed", "applet", "vmlframe", "portal"})
+# <frame>/<frameset> do nothing outside a frameset document; they are judged by their attributes
+_ALWAYS_TAGS = frozenset({"script", "iframe", "object", "embed", "applet", "vmlframe", "portal"})
 _NOT_EVENTS = frozenset({"one", "only", "once", "onset", "onto", "onward", "onwards", "online", "ongoing", "onion",
                          "onions", "onboarding", "onboard", "onsite", "onload-placeholder"})
 _EVENT = re.compile(
@@ -82,14 +83,14 @@ _EVENT = re.compile(
 )
 _STYLE_ATTR = re.compile(r"""(?:^|[\s"'`/])style[\s\x00]*=[\s\x00]*["'`]?([^"'`>]*)""", re.IGNORECASE)
 _JS_SINK = re.compile(
-    r"""(?:\b(?:alert|prompt|confirm|eval|print|settimeout|setinterval|execscript|fetch|importscripts|atob)\s*(?:\(\s*(?:[\d'"`/\[\]\-({]|[\w$.]+\s*[),+]|\))|`)"""
+    r"""(?:\b(?:alert|prompt|confirm|eval|settimeout|setinterval|execscript|fetch|importscripts|atob)\s*(?:\(\s*(?:[\d'"`/\[\]\-({]|[\w$.]+\s*[),+]|\))|`)"""
     r"""|\bimport\s*\(|\bdocument\s*\.\s*(?:cookie|domain|write\w*|location)|\bwindow\s*\.\s*(?:location|name|open)|\blocation\s*(?:\.\s*(?:href|hash|replace|assign)|=)"""
     r"""|\b(?:window|self|top|parent|this|globalthis|frames|document)\s*\[|\.constructor\s*\(|\bfunction\s*\(\s*\)\s*\{|\bnew\s+function\b|\bstring\s*\.\s*fromcharcode|\$\s*\.\s*getscript|\bxmlhttprequest|\bnavigator\s*\.\s*sendbeacon)""",
     re.IGNORECASE,
 )
 # A JS string/expression breakout: a quote (possibly escaped), then an operator, statement end or closing
 # bracket, then code. "it's 'great'; really" has the quote and ';' but no sink after it.
-_JS_BREAK = re.compile(r"""(?:\\?['"`]|</script\s*>)[\s)\]}]*(?:[-+*/%^|&,;?:=<>!~]|\)|\]|\}|</script\s*>)""", re.IGNORECASE)
+_JS_BREAK = re.compile(r"""(?:\\?['"`]|</script\s*>)[\s)\]}]*(?:[-+*/%^|&,;?=<>!~]|\)|\]|\}|</script\s*>)""", re.IGNORECASE)
 _TEMPLATE = re.compile(
     r"\{\{.*?(?:constructor|\$eval|\$on\b|\$parse|alert\s*\(|prototype|\bcharat\b|__proto__|_c\s*\.|_v\s*\.|\bwindow\b|\bdocument\b).*?(?:\}\}|$)",
     re.IGNORECASE | re.DOTALL,

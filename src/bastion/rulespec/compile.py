@@ -46,11 +46,15 @@ class CompiledRule:
     observe: bool
     severity: Severity
     skip_own: bool
+    approximate: bool = False
 
     def matches(self, ex: Exchange) -> bool:
         if self.skip_own and ex.response is not None and ex.response.from_bastion:
             return False
-        return all(t(ex) for t in self.tests)
+        for t in self.tests:
+            if not t(ex):
+                return False
+        return True
 
 
 # --- scope ---------------------------------------------------------------------------------------
@@ -398,6 +402,7 @@ def compile_rule(spec: RuleSpec, groups: dict[str, list[str]] | None = None) -> 
         observe=spec.mode == "observe",
         severity=_SEVERITY[acts.severity],
         skip_own=not spec.include_own_responses,
+        approximate=spec.approximate,
     )
 
 

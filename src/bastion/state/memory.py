@@ -63,18 +63,19 @@ class MemoryStorage:
                 if cool is not None and cool.expires > now:
                     out.append(Outcome(True, op.limit, 0.0, cool.expires - now, cool.expires - now))
                     continue
-            if op.algo == Algo.COOLDOWN:
+            if op.algo is Algo.COOLDOWN:
                 out.append(Outcome(False, 0.0, op.limit))
                 continue
-            entry = table.pop(op.key, None)
-            state = entry.state if entry is not None and entry.expires > now else None
-            state, outcome = STRATEGIES[op.algo](state, now, op)
-            expires = now + ttl_of(op)
-            if entry is not None:
-                entry.state, entry.expires = state, expires
+            key = op.key
+            entry = table.pop(key, None)
+            if entry is None:
+                state, outcome = STRATEGIES[op.algo](None, now, op)
+                entry = _Entry(state, now + ttl_of(op))
             else:
-                entry = _Entry(state, expires)
-            table[op.key] = entry
+                state, outcome = STRATEGIES[op.algo](entry.state if entry.expires > now else None, now, op)
+                entry.state = state
+                entry.expires = now + (2 * op.window if op.algo == Algo.SLIDING_WINDOW else op.window)
+            table[key] = entry
             if outcome.exceeded and op.cooldown > 0 and op.block_key:
                 table.pop(op.block_key, None)
                 table[op.block_key] = _Entry(None, now + op.cooldown)
@@ -86,9 +87,10 @@ class MemoryStorage:
         if self._ops >= _SWEEP_EVERY:
             self._ops = 0
             self._sweep(now)
-        while len(table) > self.max_keys:
-            del table[next(iter(table))]
-            self.evictions += 1
+        if len(table) > self.max_keys:
+            while len(table) > self.max_keys:
+                del table[next(iter(table))]
+                self.evictions += 1
         return out
 
     def _sweep(self, now: float) -> None:

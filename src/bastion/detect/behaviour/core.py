@@ -5,6 +5,7 @@ decision store. Built once per pipeline (`BuildContext.services["behaviour"]`), 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from bastion.clock import Clock
@@ -41,6 +42,9 @@ class BehaviourCore:
             url = ds.url or (getattr(state, "url", "") or "memory://")
             store = open_store(url, config.data_dir, ds.prefix, ds.persist, ds.poll_interval, now=clock.now)
         self.store = store
+        lg = self.settings.login
+        self.login_re = re.compile("|".join(f"(?:{r})" for r in lg.routes)) if lg.routes else None
+        self.login_methods = frozenset(m.upper() for m in lg.methods)
         self.risk = RiskModel(self)
         self._started = False
         self.load_config_decisions()
@@ -77,6 +81,20 @@ class BehaviourCore:
                 if n is not None:
                     return n.entity
         return None
+
+    def request_class(self, ex: Exchange) -> str:
+        """'login' (a POST to a login route), 'lookup' (carries an identifier) or ''."""
+        req = ex.request
+        path = req.path.lower()
+        if req.method.upper() in self.login_methods and self.login_re is not None and self.login_re.search(path):
+            return "login"
+        if req.query:
+            from bastion.detect.behaviour.scenarios import IDENT_PARAMS, looks_identifier
+
+            for k, v in req.query_args():
+                if v and (k.lower() in IDENT_PARAMS or looks_identifier(v)):
+                    return "lookup"
+        return ""
 
     def node(self, kind: str, keys: dict[str, str]) -> Node | None:
         v = keys.get(kind)

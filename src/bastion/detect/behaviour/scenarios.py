@@ -254,6 +254,9 @@ class BehaviourDetector:
             for (subj, weak), act in zip(subjects, acts, strict=True):
                 self._scanning(ex, subj, weak, act, path, now)
 
+        if ent is not None and 200 <= status < 400 and not is_login and "{ident}" not in template and \
+                not (req.query and any(k.lower() in IDENT_PARAMS for k, _ in req.query_args())):
+            ent.good += 1
         if is_login:
             self._login(ex, subjects, status, template, now)
         else:
@@ -498,13 +501,13 @@ class BehaviourDetector:
         if (n >= limit and share >= need) or (n >= 3 * s.threshold and not weak):
             self._fire(ex, "enumeration", s, t, subj, now, f"{n} distinct identifiers looked up on {template}"[:200],
                        f"{n} identifiers, miss share {share:.2f}")
-        elif s.slow_threshold and not weak:
+        elif s.slow_threshold and not weak and miss:
             if t.slow is None:
                 t.slow = Distinct()
             m = 0
-            for v in idents:
+            for v in idents:  # low and slow: distinct identifiers that missed, over hours
                 m = t.slow.add(hash_key(v), now, s.slow_window, int(s.slow_threshold) + 1)
-            if m >= s.slow_threshold and share >= s.min_share / 2:
+            if m >= s.slow_threshold:
                 self._fire(ex, "enumeration", s, t, subj, now, f"{m} distinct identifiers in {s.slow_window:g}s",
                            f"{m} identifiers (low and slow)", slow=True)
 
@@ -531,11 +534,12 @@ class BehaviourDetector:
         elif n >= 2.5 * s.threshold and seq >= 0.8:
             self._fire(ex, "bola", s, t, subj, now, f"{n} objects of {template} walked in sequence"[:200],
                        f"{n} ids, sequential share {seq:.2f}")
-        elif s.slow_threshold:
+        elif s.slow_threshold and denied:
+            # low and slow: distinct *refused* ids over hours (a decayed share is noise at 1 req/10 min)
             if t.slow is None:
                 t.slow = Distinct()
             m = t.slow.add(obj_id, now, s.slow_window, int(s.slow_threshold) + 1)
-            if m >= s.slow_threshold and share >= s.min_share:
+            if m >= s.slow_threshold:
                 self._fire(ex, "bola", s, t, subj, now, f"{m} distinct objects of {template} in {s.slow_window:g}s",
                            f"{m} ids (low and slow)", slow=True)
 

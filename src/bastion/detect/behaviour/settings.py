@@ -111,7 +111,7 @@ class ScenariosSettings(_Section):
                                                                      slow_threshold=50))
     bola: ScenarioSettings = Field(default_factory=lambda: _s(threshold=12, window=600, min_share=0.4,
                                                               slow_threshold=40))
-    scraping: ScenarioSettings = Field(default_factory=lambda: _s(threshold=150, window=600))
+    scraping: ScenarioSettings = Field(default_factory=lambda: _s(threshold=150, window=600, slow_threshold=600))
     sequence: ScenarioSettings = Field(default_factory=lambda: _s(threshold=1, window=1800, risk=25))
 
 

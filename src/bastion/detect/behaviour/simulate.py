@@ -168,6 +168,7 @@ class Actor:
     throttled: int = 0
     blocked: int = 0
     last_status: int = 0
+    why: str = ""  # the findings behind the first block
 
 
 class Generator:
@@ -189,9 +190,34 @@ class Generator:
 
     def benign(self, i: int, ip: str | None = None) -> Actor:
         r = self.rng
+        if r.random() < 0.08:
+            # an API integration: a plain HTTP library with an API key, the same tools attackers use
+            a = Actor(f"benign-{i}", "benign", ip or self.ip(), list(r.choice(TOOLS)))
+            key = f"k{r.getrandbits(48):x}"
+            self.shop.api_keys[key] = r.choice(list(self.shop.users))
+            a.extra.append(("X-API-Key", key))
+            a.script = self._integration_script(a)
+            return a
         a = Actor(f"benign-{i}", "benign", ip or self.ip(), r.choice(BROWSERS[:3] if r.random() < 0.85 else BROWSERS))
         a.script = self._benign_script(a)
         return a
+
+    def _integration_script(self, a: Actor) -> Iterator[tuple[float, Req]]:
+        r, shop = self.rng, self.shop
+        t = self.start + r.uniform(0, self.duration * 0.5)
+        owner = shop.api_keys[a.extra[-1][1]]
+        mine = shop.own_orders(owner)
+        for _ in range(r.randint(20, 120)):
+            t += r.uniform(30, 600)
+            x = r.random()
+            if x < 0.5:
+                yield t, Req("GET", f"/api/products?page={r.randint(1, 8)}")
+            elif x < 0.8:
+                yield t, Req("GET", f"/api/products/{r.randint(1, shop.n_products + 3)}")
+            elif x < 0.95 and mine:
+                yield t, Req("GET", f"/api/orders/{r.choice(mine)}")
+            else:
+                yield t, Req("GET", f"/api/users/lookup?email={r.choice(list(shop.users))}")
 
     def _benign_script(self, a: Actor) -> Iterator[tuple[float, Req]]:
         r, shop = self.rng, self.shop
@@ -241,6 +267,8 @@ class Generator:
         """A tool's headers with per-attacker variations (versions, languages, an extra header), so
         that different attackers do not share one fingerprint by accident of the generator."""
         r = self.rng
+        if r.random() < 0.2:
+            return list(r.choice(BROWSERS))  # a perfect copy of a real browser's headers
         prof = list(r.choice(TOOLS))
         if r.random() < 0.5:
             prof.append(("Accept-Language", r.choice(["en", "en-US", "de-DE", "ru", "zh-CN", "pt-BR"])))
@@ -412,6 +440,8 @@ async def drive(pipeline: Pipeline, shop: Shop, actor: Actor, req: Req) -> tuple
             if v.action >= Action.CHALLENGE:
                 break
     if v is not None and v.action >= Action.CHALLENGE:
+        if not actor.why:
+            actor.why = "; ".join(f"{f.rule_id}: {f.message} [{f.evidence}]" for f in ex.findings)[:400]
         ex.response = Response(v.status, Headers([("Content-Type", "application/problem+json")]), from_bastion=True)
         pipeline.complete(ex)
         return action, v.status
@@ -515,7 +545,7 @@ def main(benign: int = 400, attackers: int = 6, hours: float = 24.0, seed: int =
             if a.kind != "benign" and a.passed_before_block is None:
                 out(f"missed: {a.name} sent {a.sent} ({a.throttled} throttled)")
             if a.kind == "benign" and (a.blocked or a.throttled):
-                out(f"benign hit: {a.name} blocked {a.blocked} throttled {a.throttled} of {a.sent}")
+                out(f"benign hit: {a.name} blocked {a.blocked} throttled {a.throttled} of {a.sent}: {a.why}")
         out("fired: " + ", ".join(f"{k}={v}" for k, v in sorted(report.fired.items())))
     return report
 

@@ -43,6 +43,21 @@ _DB_CACHE: dict[tuple[tuple[bytes, ...], tuple[int, ...]], object] = {}
 Excluded = Callable[["CompiledRule", Value], bool]
 
 
+_BOUNDED = re.compile(r"(?<!\\)\{(\d+),(\d+)\}")
+_NEEDS_PREFILTER = re.compile(r"\\[1-9]|\(\?<?[=!]")
+
+
+def hyperscan_form(pattern: str) -> tuple[str, bool]:
+    """The pattern as given to hyperscan, and whether it must be a prefilter.
+
+    Wide bounded repeats (`[^}]{0,200}`) make hyperscan databases slow to build and large;
+    they become open repeats (a superset: `re` applies the bound when confirming).
+    Backreferences and lookarounds are prefilter-only in hyperscan.
+    """
+    widened = _BOUNDED.sub(lambda m: m.group(0) if int(m.group(2)) < 16 else "{%s,}" % m.group(1), pattern)
+    return widened, bool(_NEEDS_PREFILTER.search(pattern))
+
+
 @dataclass(slots=True)
 class CompiledRule:
     rule: Rule
@@ -135,8 +150,9 @@ class Matcher:
         for i, cr in enumerate(self.rules):
             f = base | (_hs.HS_FLAG_CASELESS if cr.rule.caseless else 0)
             for p in cr.rule.patterns:
-                exprs.append(p.encode("utf-8"))
-                flags.append(f)
+                hs_pattern, needs_prefilter = hyperscan_form(p)
+                exprs.append(hs_pattern.encode("utf-8"))
+                flags.append(f | (_hs.HS_FLAG_PREFILTER if needs_prefilter else 0))
                 self._pattern_rule.append(i)
         try:
             self._db = self._hs_db(exprs, flags)

@@ -272,6 +272,7 @@ class ClientConnection(asyncio.Protocol):
     """One client socket: parses requests, drives them through the pipeline, relays responses."""
 
     __slots__ = (
+        "begun",
         "client",
         "closing",
         "conn_checked",
@@ -282,6 +283,7 @@ class ClientConnection(asyncio.Protocol):
         "in_head",
         "lingered",
         "loop",
+        "other",
         "parser",
         "paused",
         "peer_ip",
@@ -309,6 +311,8 @@ class ClientConnection(asyncio.Protocol):
         self.hdrs: list[tuple[bytes, bytes]] = []
         self.hdr_bytes = 0
         self.head_bytes = 0
+        self.begun = False
+        self.other = 0
         self.in_head = False
         self.paused = 0
         self.dead = False
@@ -359,13 +363,18 @@ class ClientConnection(asyncio.Protocol):
             elif self.queue and self.queue[-1].websocket:
                 self._tunnel_pending(data)
             return
-        if self.in_head:
-            self.head_bytes += len(data)
-            if self.head_bytes > self.s.max_head:
-                self._refuse_parse(_Refuse("limits-header-bytes", 431, "headers-too-large", "request head too large"))
-                return
+        self.begun = False
+        self.other = 0
         try:
             self.parser.feed_data(data)
+            if self.in_head:
+                # llhttp buffers an unfinished header line internally: bound the head by bytes seen.
+                if self.begun:
+                    self.head_bytes = len(data) - self.other
+                else:
+                    self.head_bytes += len(data)
+                if self.head_bytes > self.s.max_head:
+                    raise _Refuse("limits-header-bytes", 431, "headers-too-large", "request head too large")
         except httptools.HttpParserUpgrade as exc:
             self._upgraded(data, int(exc.args[0]) if exc.args else len(data))
         except _Refuse as exc:
@@ -434,6 +443,7 @@ class ClientConnection(asyncio.Protocol):
         if self.dead:
             raise _Stop
         self.in_head = True
+        self.begun = True
         self.head_bytes = 0
         self.url = []
         self.hdrs = []
@@ -461,6 +471,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        self.other += self.hdr_bytes + sum(map(len, self.url)) + 16
         s = self.s
         parser = self.parser
         method = parser.get_method().decode("ascii")
@@ -591,6 +602,7 @@ class ClientConnection(asyncio.Protocol):
             return
         n = len(data)
         req.received += n
+        self.other += n
         if req.received > self.s.max_body:
             raise _Refuse("limits-body-size", 413, "body-too-large", "body too large")
         if self.rd_kind == RD_BODY:
@@ -899,8 +911,9 @@ class ClientConnection(asyncio.Protocol):
     def _write_head(self, req: _Req) -> None:
         req.rs = R_STREAM
         lines = req.resp_head
+        # A dead parser (upgrade, framing error) ends the connection once nothing else is owed.
         close = (not req.keep_alive or self.closing or req.framing == F_CLOSE or not req.ended or req.websocket
-                 or self.dead)
+                 or (self.dead and len(self.queue) <= 1))
         req.resp_close = close
         if close:
             lines.append(b"Connection: close\r\n\r\n")
