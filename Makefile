@@ -24,9 +24,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/bastion demo $(ARGS)
 
+# Lint and tests both run (a lint error does not hide test results); either failing fails the target.
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/python -m pytest $(ARGS)
+	@status=0; \
+	$(VENV)/bin/ruff check src tests bench || status=1; \
+	$(VENV)/bin/python -m pytest $(ARGS) || status=1; \
+	exit $$status
 
 # Regenerate the reference part of docs/configuration.md from the config model.
 docs: $(STAMP)

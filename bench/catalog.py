@@ -31,19 +31,34 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from catalog_traffic import HOST, SPECS, make_call, to_exchange, traffic  # noqa: E402
-
-from bastion.catalog.learner import Learner, LearnerLimits  # noqa: E402
-from bastion.catalog.openapi import export_openapi  # noqa: E402
-from bastion.catalog.settings import SpecConfig  # noqa: E402
-from bastion.catalog.spec import parse_spec  # noqa: E402
-from bastion.detect.schema import SchemaDetector  # noqa: E402
-from bastion.exchange import Headers, Response  # noqa: E402
-from bastion.testing import make_exchange  # noqa: E402
+from bastion.catalog.learner import Learner, LearnerLimits
+from bastion.catalog.openapi import export_openapi
+from bastion.catalog.settings import SpecConfig
+from bastion.catalog.spec import parse_spec
+from bastion.detect.schema import SchemaDetector
+from bastion.exchange import Headers, Response
+from bastion.testing import make_exchange
+from catalog_traffic import HOST, SPECS, make_call, to_exchange, traffic
 
 
 def _noop(_ex: object) -> None:
     return None
+
+
+_REF_DOC = orjson.dumps({"users": [{"id": i, "name": "Ada Lovelace", "email": f"u{i}@example.com", "active": True}
+                                   for i in range(12)]})
+
+
+def reference(runs: int) -> float:
+    """A machine-speed yardstick measured in the same run: µs to orjson.loads a ~1 KB JSON document.
+    On a shared, busy machine every figure moves with it; the ratios to it move much less."""
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        for _ in range(20_000):
+            orjson.loads(_REF_DOC)
+        out.append((time.perf_counter() - t) / 20_000 * 1e6)
+    return statistics.median(out)
 
 
 def learning(n: int, runs: int, full: bool) -> tuple[float, float]:
@@ -137,15 +152,20 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     a = ap.parse_args()
     print(f"python {sys.version.split()[0]}; {a.exchanges} exchanges x {a.runs} runs")
+    ref = reference(a.runs)
+    print(f"reference: orjson.loads of a {len(_REF_DOC)}-byte JSON document: {ref:.2f} us")
     for full in (False, True):
         us, base = learning(a.exchanges, a.runs, full)
         label = "every exchange inspected" if full else "steady state (sampled)"
-        print(f"learning, {label:26s}: {us:6.2f} us/exchange (loop baseline {base:.2f} us)")
+        print(f"learning, {label:26s}: {us:6.2f} us/exchange = {us / ref:4.1f}x reference "
+              f"(loop baseline {base:.2f} us)")
     for how in ("scanner-404", "catch-all-200", "ids-under-templates"):
         mb, eps, nodes = memory(a.distinct, how)
         print(f"memory, {a.distinct} distinct paths, {how:20s}: {mb:6.2f} MB, {eps} endpoints, {nodes} nodes")
     for label, (us, base) in validation(a.runs, 20_000).items():
-        print(f"validation {label:34s}: {us:6.2f} us/request (orjson.loads alone {base:.2f} us)")
+        print(f"validation {label:34s}: {us:6.2f} us/request = {us / ref:4.1f}x reference "
+              f"(orjson.loads of its body alone {base:.2f} us)")
+    print(f"reference again: {reference(a.runs):.2f} us")
 
 
 if __name__ == "__main__":

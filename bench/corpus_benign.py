@@ -44,7 +44,7 @@ def build():
     except (ImportError, AttributeError) as exc:
         print(f"note: full default pipeline failed to build ({type(exc).__name__}: {exc})")
     missing, ok = [], set()
-    for name, spec in DETECTORS:
+    for name, _spec in DETECTORS:
         try:
             make_pipeline(make_config(), only={name})
             ok.add(name)

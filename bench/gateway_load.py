@@ -60,11 +60,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0, log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
+            err = log.read_text(errors="replace") if log is not None and log.exists() else ""
             raise RuntimeError(f"process exited: {err[-2000:]}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -102,7 +102,7 @@ async def gateway_ratio(redis_url: str, seconds: float, rules: list[dict]) -> No
     up_port = free_port()
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        up = subprocess.Popen([sys.executable, "-c", UPSTREAM, str(up_port)], stderr=subprocess.PIPE)
+        up = subprocess.Popen([sys.executable, "-c", UPSTREAM, str(up_port)])
         procs.append(up)
         wait_port(up_port, up)
         ports = {}
@@ -112,10 +112,11 @@ async def gateway_ratio(redis_url: str, seconds: float, rules: list[dict]) -> No
                 [sys.executable, "-c", "from bastion.cli import main; main()", "proxy", "--upstream",
                  f"http://127.0.0.1:{up_port}", "--listen", f"127.0.0.1:{port}", "--config", str(tmp / f"{name}.yaml"),
                  "--data-dir", str(tmp / name)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ),
+                # Logs to a file, never a pipe nobody reads: a full pipe would stall the gateway.
+                stdout=subprocess.DEVNULL, stderr=(tmp / f"{name}.log").open("wb"), env=dict(os.environ),
             )
             procs.append(p)
-            wait_port(port, p)
+            wait_port(port, p, log=tmp / f"{name}.log")
             ports[name] = port
         results: dict[str, list[float]] = {"none": [], "rules": []}
         for _ in range(3):
@@ -134,9 +135,10 @@ async def gateway_ratio(redis_url: str, seconds: float, rules: list[dict]) -> No
                 p.wait(5)
             except subprocess.TimeoutExpired:
                 p.kill()
-        from state_cleanup import wipe_prefix
+        if redis_url.startswith("redis"):
+            from state_cleanup import wipe_prefix
 
-        await wipe_prefix(redis_url, prefix)
+            await wipe_prefix(redis_url, prefix)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

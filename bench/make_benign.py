@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001  (the corpus is made of real-world text: typographic quotes and dashes on purpose)
 """Generate the benign corpus: realistic API traffic that a gateway must let through.
 
 Usage: .venv/bin/python bench/make_benign.py [--count 2400] [--seed 20261123] [--out tests/data/benign_requests.jsonl]
@@ -75,6 +76,14 @@ PROSE = [
     "We're 100% sure -- the drop-down menu shows 'Select…' twice on Safari.",
     "Sleep(8) isn't a thing in real life, you need actual rest :)",
     "How do I join the group? The 'Join' button is greyed out on iOS 17.",
+    "It’s “perfect” – I’d order again; John’s daughter loved it.",
+    "The rug is 6' x 9' (not 5' x 8') -- please exchange it or refund.",
+    "Put the snippet in a <script> tag? Our CMS strips <iframe> and <object> embeds.",
+    "Tried <b>bold</b> and <i>italic</i>; the preview shows &lt;b&gt; literally.",
+    "We're at 1 < x < 10 for the range, and y >= 3 -- is that OK?",
+    "My username is admin -- I forgot the password (it had a ' and a # in it).",
+    "Select All > Copy > Paste doesn't work in the editor on Firefox.",
+    "Ordered the 'Union Jack' cushion or the 'Stars & Stripes' one, can't remember which.",
 ]
 UNICODE = [
     "请选择您的送货地址，谢谢！", "ご注文ありがとうございます。明日発送します。", "배송지를 선택해 주세요.",
@@ -113,7 +122,11 @@ SEARCHES = ["select comfort mattress", "drop earrings", "union jack flag", "o're
             "1 or 2 bedroom", "table and chairs", "sleep mask", "script fonts", "alert bracelet", "shoes -running",
             "size:10 color:red", "price<100", "a+b", "café", "东京 酒店", "москва", "résumé template", "node.js",
             "how to order by date in excel", "insert coin", "group by size", "having fun", "2024-01-01..2024-02-01",
-            "jack o'lantern", "ios 17.2", "#hashtag", "@mention", "email@example.com", "10% - 20%", "what's new?"]
+            "jack o'lantern", "ios 17.2", "#hashtag", "@mention", "email@example.com", "10% - 20%", "what's new?",
+            "title:(drop OR select) AND -union", "is:open is:pr author:o'neil", "price:[10 TO 20]",
+            "created>=2024-01-01", "name eq 'O''Brien' and age gt 30", "status:open OR status:closed",
+            "\"rock 'n' roll\" -live", "size 10 or 11", "men's shoes", "don’t stop believin’", "c'est la vie",
+            "1/2\" copper pipe", "<3 necklace", "a&b", "-- dashes --", "5' 11\""]
 EMAIL_DOMAINS = ["example.com", "mail.example.org", "gmail.com", "outlook.com", "example.co.uk", "uni.example.edu"]
 BROWSERS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
@@ -294,7 +307,7 @@ class Gen:
                   "qty": self.r.randint(1, 5), "price": round(self.r.uniform(2, 300), 2)} for _ in range(self.r.randint(1, 4))]
         f, last = self.name()
         obj = {"customer": {"name": f"{f} {last}", "email": self.email(f, last)}, "items": items,
-               "shipping": {"method": self.pick(["standard", "express", "pickup"]), "note": self.pick(PROSE + [""])},
+               "shipping": {"method": self.pick(["standard", "express", "pickup"]), "note": self.pick([*PROSE, ""])},
                "coupon": self.pick(["", "SPRING-10", "FREESHIP", "O'NEIL20"]), "currency": self.pick(["EUR", "USD", "GBP"]),
                "metadata": {"source": self.pick(["web", "ios", "android"]), "session": self.uuid()}}
         return self.json_req("json-order", "POST", "/api/v1/orders", obj)
@@ -327,13 +340,16 @@ class Gen:
             f"/api/v1/products/{self.r.randint(1, 9999)}?include=variants,images",
             f"/api/v2/users/{self.uuid()}/orders?page[size]=25&page[number]={self.r.randint(1, 9)}",
             "/api/v1/items?filter[price][gte]=10&filter[price][lte]=100&sort=-price",
-            f"/api/v1/reports?from=2024-01-01&to=2024-03-31&group_by=week&metrics=revenue,orders",
+            "/api/v1/reports?from=2024-01-01&to=2024-03-31&group_by=week&metrics=revenue,orders",
             "/api/v1/locations?lat=53.3498&lng=-6.2603&radius=5km",
             f"/static/js/app.{self.hexs(8)}.js", f"/images/products/{self.r.randint(1, 999)}/large.jpg?v={self.hexs(6)}",
             "/api/v1/me", "/health", "/api/v1/notifications?unread=true&since=1700000000",
             f"/api/v1/files/{quote('Quarterly report (final) — v2.pdf')}",
             f"/api/v1/tags/{quote(self.pick(['c++', 'c#', 'node.js', 'rock-n-roll', 'o-brien']))}/posts",
             "/api/v1/select-options?type=country&lang=en", "/api/v1/union/members?active=1",
+            "/odata/Products?$filter=" + quote("Price lt 20 and Category eq 'Food'") + "&$orderby=Name desc&$top=10",
+            "/api/v1/search?q=" + quote("title:(drop OR select) AND -union") + "&sort=score desc",
+            "/api/v1/items?where=" + quote('{"status":{"$in":["open","pending"]}}') + "&limit=20",
         ])
         return self.req("query-list", self.pick(["GET", "GET", "GET", "HEAD"]), target)
 
@@ -355,7 +371,6 @@ class Gen:
 
     def multipart(self) -> dict[str, object]:
         boundary = "----WebKitFormBoundary" + self.token(16)
-        f, last = self.name()
         fname = self.pick(["avatar.png", "O'Brien CV (2024).pdf", "select_drop_union.csv", "photo 1.jpeg",
                            "résumé.docx", "notes--final.txt", "script.js.txt", "写真.png"])
         if fname.endswith(".csv"):

@@ -188,9 +188,9 @@ async def _respond(req: Received, reader: asyncio.StreamReader, writer: asyncio.
 
 
 @contextlib.asynccontextmanager
-async def upstream_server() -> AsyncIterator[Upstream]:
+async def upstream_server(ssl_context: Any = None) -> AsyncIterator[Upstream]:
     up = Upstream()
-    server = await asyncio.start_server(lambda r, w: _handle(up, r, w), "127.0.0.1", 0)
+    server = await asyncio.start_server(lambda r, w: _handle(up, r, w), "127.0.0.1", 0, ssl=ssl_context)
     up.server = server
     up.port = server.sockets[0].getsockname()[1]
     try:

@@ -513,3 +513,86 @@ async def test_documented_fastapi_example_runs(tmp_path, monkeypatch):
     assert_problem(trace, 405, "unsupported-method")
     assert_problem(sqli, 403, "request-blocked")
     assert login.json() == {"ok": True, "user": "ada"}
+
+
+# --- hostile scopes never break the middleware ----------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_FUZZ_MW: list[BastionMiddleware] = []
+
+
+def fuzz_middleware() -> BastionMiddleware:
+    if not _FUZZ_MW:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            while (await receive()).get("more_body"):
+                pass
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        cfg = make_config({"logging": {"events_to_log": False}})
+        runtime = Runtime.create(cfg, clock=ManualClock(), with_store=False, only=CORE)
+        _FUZZ_MW.append(BastionMiddleware(app, runtime=runtime))
+    return _FUZZ_MW[0]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    method=st.one_of(st.sampled_from(["GET", "POST", "TRACE"]), st.text(max_size=8)),
+    raw_path=st.binary(max_size=60),
+    query=st.binary(max_size=60),
+    headers=st.lists(st.tuples(st.binary(min_size=0, max_size=20), st.binary(max_size=40)), max_size=6),
+    chunks=st.lists(st.binary(max_size=50), max_size=4),
+    version=st.sampled_from(["1.1", "1.0", "2", "9"]),
+    peer=st.one_of(st.none(), st.tuples(st.sampled_from(["127.0.0.1", "::1", "not-an-ip", ""]), st.integers(0, 65535))),
+)
+async def test_fuzz_middleware_always_answers(method, raw_path, query, headers, chunks, version, peer):
+    mw = fuzz_middleware()
+    messages = [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
+    messages.append({"type": "http.request", "body": b"", "more_body": False})
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": version, "method": method,
+             "path": "/", "raw_path": raw_path, "query_string": query, "headers": headers,
+             "client": peer, "scheme": "http"}
+    await mw(scope, receive, send)
+    assert sent and sent[0]["type"] == "http.response.start"
+    assert 200 <= sent[0]["status"] < 600
+    assert sent[-1]["type"] == "http.response.body" and not sent[-1].get("more_body")
+    assert mw.pipeline.counters.detector_errors == {}
+
+
+async def test_app_crash_before_responding_gets_a_problem_document():
+    async def crashing(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("secret stack detail")
+
+    rec = Recorder()
+    cfg = make_config({"logging": {"events_to_log": False}})
+    runtime = Runtime.create(cfg, clock=ManualClock(), with_store=False, sinks=[rec], only=CORE)
+    mw = BastionMiddleware(crashing, runtime=runtime)
+    transport = httpx.ASGITransport(app=mw, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.example") as c:
+        resp = await c.get("/items/1")
+    assert_problem(resp, 500, "upstream-error")
+    assert "secret" not in resp.text
+    ex = rec.done[0]
+    assert ex.response is not None and ex.response.status == 500 and ex.verdict is not None
+    assert not ex.verdict.blocks  # a crash is not a block decision
+    with pytest.raises(RuntimeError):  # and the server still sees the exception, to log it
+        await mw({"type": "http", "method": "GET", "path": "/", "headers": [(b"host", b"a")]},
+                 _empty_receive, _discard)
+
+
+async def _empty_receive() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _discard(message: Any) -> None:
+    return None

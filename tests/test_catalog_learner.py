@@ -6,12 +6,12 @@ import random
 
 import orjson
 import pytest
-from catalog_traffic import HOST, SPECS, normalize, to_exchange, traffic, truth
 
 from bastion.catalog.learner import Learner, LearnerLimits, auth_kind
 from bastion.catalog.openapi import export_openapi
 from bastion.exchange import Headers, Response
 from bastion.testing import make_exchange
+from catalog_traffic import HOST, SPECS, normalize, to_exchange, traffic, truth
 
 
 def learn(n: int, seed: int = 7, learner: Learner | None = None, scanner: float = 0.1) -> Learner:
@@ -194,3 +194,27 @@ def test_sampling_keeps_the_cost_down_but_counts_everything() -> None:
 def test_all_specs_are_exercised() -> None:
     seen = {c.spec.template for c in traffic(4000) if c.status != 404}
     assert seen == {s.template for s in SPECS}
+
+
+def test_junk_bodies_cannot_grow_an_endpoint_without_bound() -> None:
+    from bastion.catalog.endpoint import MAX_SHAPES
+    from bastion.catalog.shapes import size
+
+    lr = Learner(LearnerLimits(full_samples=10**9))
+    r = random.Random(9)
+
+    def junk(depth: int) -> object:
+        if depth == 0:
+            return r.random()
+        return {f"k{r.getrandbits(32)}": junk(depth - 1) for _ in range(8)}
+
+    for _ in range(300):
+        body = orjson.dumps(junk(5))
+        ex = make_exchange("POST", "/upload", headers={"Content-Type": "application/json",
+                                                       f"X-Junk-{r.getrandbits(32)}": "1"}, body=body, host=HOST)
+        ex.response = Response(200, Headers([("Content-Type", f"application/x-{r.getrandbits(32)}")]))
+        lr.observe(ex)
+    ep = lr.find(HOST, "POST", "/upload")
+    assert ep is not None and ep.calls == 300
+    assert sum(size(s) for s in ep.body.values()) <= MAX_SHAPES + 1
+    assert len(ep.headers) <= 64 and len(ep.resp_types) <= 17

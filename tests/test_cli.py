@@ -42,12 +42,13 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     cfg = with_overrides(
         load_config(cfg_file),
         proxy_overrides(upstream="http://127.0.0.1:9000", listen="0.0.0.0:8443", mode="enforce",
-                        data_dir=tmp_path / "d", workers=3),
+                        data_dir=tmp_path / "d", workers=3, state="redis://127.0.0.1:6379/13"),
     )
     assert cfg.mode == "enforce" and cfg.upstream.url == "http://127.0.0.1:9000"
     assert cfg.server.listen == "0.0.0.0:8443" and cfg.server.workers == 3
     assert cfg.server.max_connections == 77  # untouched by flags: kept from the file
     assert cfg.data_dir == tmp_path / "d"
+    assert cfg.state.url == "redis://127.0.0.1:6379/13"
 
 
 def test_bad_flag_values_are_reported_like_config_errors() -> None:
@@ -144,8 +145,8 @@ def _bastion() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-c", "from bastion.cli import main; main()"]
 
 
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[tuple[int, str, Path]]:
+@pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
+def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[int, str, Path]]:
     if importlib.util.find_spec("bastion.frontends.proxy.run") is None:
         pytest.skip("the proxy front-end (bastion.frontends.proxy.run) is not built yet")
     from bastion.demo.upstream import DemoUpstream
@@ -155,7 +156,7 @@ def gateway(tmp_path: Path) -> Iterator[tuple[int, str, Path]]:
     port = _free_port()
     proc = subprocess.Popen(
         [*_bastion(), "proxy", "--upstream", upstream.url, "--listen", f"127.0.0.1:{port}",
-         "--data-dir", str(tmp_path)],
+         "--data-dir", str(tmp_path), "--workers", str(request.param)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     deadline = time.monotonic() + 15
@@ -170,6 +171,10 @@ def gateway(tmp_path: Path) -> Iterator[tuple[int, str, Path]]:
                 upstream.stop()
                 pytest.fail(f"bastion proxy did not start: {out}")
             time.sleep(0.05)
+    # Workers listen before their engine is built: wait until requests are answered (by each of
+    # them, as far as the kernel's spreading lets us see), not just accepted.
+    for _ in range(4 * request.param):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30).read()
     try:
         yield port, upstream.url, tmp_path
     finally:
@@ -189,9 +194,26 @@ def test_bastion_proxy_serves_and_blocks_oversized(gateway: tuple[int, str, Path
     assert via.status == 200 and via.read() == direct.read()  # served unchanged, byte for byte
     assert via.headers["X-Request-Id"]
 
+    problems = [_oversized(port, f"cli-test-{i}") for i in range(6)]  # spread over the workers
+    for problem in problems:
+        assert problem["status"] == 413 and problem["type"].endswith("/body-too-large") and problem["request_id"]
+
+    # Every worker process writes to the one SQLite file; the CLI reads it while they run.
+    deadline = time.monotonic() + 10
+    rows: list[dict[str, object]] = []
+    while time.monotonic() < deadline and len(rows) < len(problems):
+        result = runner.invoke(app, ["events", "list", "--data-dir", str(data_dir), "--json", "--action", "block"])
+        rows = [orjson.loads(x) for x in result.stdout.splitlines()]
+        time.sleep(0.1)
+    assert {r["request_id"] for r in rows} == {p["request_id"] for p in problems}
+    assert all(r["status"] == 413 and r["reason"] == "body-too-large" for r in rows)
+
+
+def _oversized(port: int, request_id: str) -> dict[str, object]:
+    """POST a body declared far over the limit; return the problem document of the answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(b"POST /api/reviews HTTP/1.1\r\nHost: x\r\nX-Request-Id: cli-test-413\r\n"
-                  b"Content-Type: application/json\r\nContent-Length: 50000000\r\n\r\n{")
+        s.sendall(b"POST /api/reviews HTTP/1.1\r\nHost: x\r\nX-Request-Id: " + request_id.encode() +
+                  b"\r\nContent-Type: application/json\r\nContent-Length: 50000000\r\n\r\n{")
         data = b""
         while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
             chunk = s.recv(65536)
@@ -199,15 +221,7 @@ def test_bastion_proxy_serves_and_blocks_oversized(gateway: tuple[int, str, Path
                 break
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 413")
+    assert head.startswith(b"HTTP/1.1 413"), head
     assert b"application/problem+json" in head.lower()
-    problem = orjson.loads(body)
-    assert problem["status"] == 413 and problem["type"].endswith("/body-too-large") and problem["request_id"]
-
-    deadline = time.monotonic() + 10
-    rows: list[dict[str, object]] = []
-    while time.monotonic() < deadline and not rows:
-        result = runner.invoke(app, ["events", "list", "--data-dir", str(data_dir), "--json", "--action", "block"])
-        rows = [orjson.loads(x) for x in result.stdout.splitlines()]
-        time.sleep(0.1)
-    assert rows and rows[0]["status"] == 413 and rows[0]["request_id"] == problem["request_id"]
+    doc: dict[str, object] = orjson.loads(body)
+    return doc

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from bastion.cli import app
@@ -125,3 +128,43 @@ def test_reference_lists_every_section() -> None:
         assert f"`{field.alias or name}`" in result.stdout
     assert "| `limits.max_body_bytes` | `int` | `10485760` | 413 beyond this |" in result.stdout
 
+
+
+_yaml_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**12), st.floats(allow_nan=True),
+                          st.text(max_size=20))
+_yaml_trees = st.recursive(
+    _yaml_scalars,
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.sampled_from(["mode", "server", "listen", "limits", "max_body_bytes", "store", "url",
+                                       "decisions", "cidr", "action", "x", "detectors", "signatures", "on"])
+                      | st.text(max_size=8), children, max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=300))
+def test_any_text_is_a_config_or_a_clear_error(tmp_path: Path, text: str) -> None:
+    p = tmp_path / "fuzz.yaml"
+    p.write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        load_config(p)
+    except ConfigError as exc:
+        assert exc.problems and all(line.startswith(str(p)) for line in exc.problems)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_yaml_trees)
+def test_any_yaml_document_is_a_config_or_a_clear_error(tmp_path: Path, doc: object) -> None:
+    p = tmp_path / "fuzz.yaml"
+    p.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    try:
+        load_config(p)
+    except ConfigError as exc:
+        assert exc.problems and all(line.startswith(str(p)) for line in exc.problems)
+
+
+def test_config_check_rejects_an_unknown_store(tmp_path: Path) -> None:
+    p = write(tmp_path, "store:\n  url: mongodb://x/y\n")
+    result = runner.invoke(app, ["config", "check", str(p)])
+    assert result.exit_code == 1 and "store.url: unsupported event store 'mongodb'" in result.output

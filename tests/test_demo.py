@@ -141,3 +141,40 @@ def test_demo_attack_command(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "attacks blocked:" in result.output and "benign requests served: 8/8" in result.output
     assert "CL.TE request smuggling" in result.output
+
+
+def test_interactive_demo_serves_until_interrupted(tmp_path: Path) -> None:
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = Path(sys.executable).with_name("bastion")
+    cmd = [str(script)] if script.exists() else [sys.executable, "-c", "from bastion.cli import main; main()"]
+    proc = subprocess.Popen([*cmd, "demo", "--port", "0", "--data-dir", str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert proc.stdout is not None
+        seen = b""
+        deadline = time.monotonic() + 30
+        while b"/api/login" not in seen and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen += line
+        m = re.search(rb"gateway:\s+(http://127\.0\.0\.1:\d+)", seen)
+        assert m, seen.decode(errors="replace")
+        gateway = m.group(1).decode()
+        assert b"curl -s '" + gateway.encode() + b"/api/products?q=lamp'" in seen
+        with urllib.request.urlopen(gateway + "/api/products?q=lamp", timeout=5) as r:
+            assert r.status == 200 and orjson.loads(r.read())["count"] == 2
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(gateway + "/api/products?q=" + "A" * 10_000, timeout=5)
+        assert exc.value.code == 414 and exc.value.headers["Content-Type"].startswith("application/problem+json")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from bastion.events import MASK, MAX_PATH, Event, event_from_exchange, is_notable, mask_secrets
 from bastion.exchange import Client, Exchange, Headers, Request, Response
@@ -107,3 +109,28 @@ def test_event_without_response_uses_verdict_status() -> None:
     v = Verdict(Action.BLOCK, status=413, reason="body-too-large")
     ev = event_from_exchange(exchange(verdict=v, status=None, findings=[Finding("limits-body", "limits", "big")]))
     assert ev.status == 413
+
+
+_token = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.", min_size=12, max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(prefix=st.text(max_size=40), token=_token, suffix=st.text(max_size=40),
+       form=st.sampled_from(["Authorization: Bearer {t}", "Cookie: session={t}", "api_key={t}",
+                             '{{"password": "{t}"}}', "X-Api-Key: {t}", "access_token={t}&x=1"]))
+def test_secrets_never_survive_masking(prefix: str, token: str, suffix: str, form: str) -> None:
+    assume(token not in prefix + " " + suffix)
+    text = prefix + " " + form.format(t=token) + " " + suffix
+    assert token not in mask_secrets(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(target=st.text(max_size=200), message=st.text(max_size=300), evidence=st.text(max_size=300),
+       name=st.text(max_size=20))
+def test_any_exchange_becomes_a_bounded_event(target: str, message: str, evidence: str, name: str) -> None:
+    f = Finding(rule_id="r", detector="d", message=message, evidence=evidence, name=name)
+    ev = event_from_exchange(exchange("/" + target, findings=[f]))
+    assert len(ev.path) <= MAX_PATH and "?" not in ev.path
+    assert len(ev.findings[0]["message"]) <= 240
+    assert len(ev.findings[0].get("evidence", "")) <= 160
+    assert Event.from_dict(ev.as_dict()) == ev

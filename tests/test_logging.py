@@ -11,7 +11,7 @@ import pytest
 
 from bastion.config import BastionConfig, LoggingConfig
 from bastion.events import Event
-from bastion.logs import EVENTS_LOGGER, configure_logging, event_line, log_event
+from bastion.logs import EVENTS_LOGGER, configure_logging, event_line, log_event, unconfigure_logging
 
 
 @pytest.fixture
@@ -70,3 +70,18 @@ def test_event_record(stream: io.StringIO) -> None:
     raw = event_line(ev)
     assert raw.endswith(b"\n") and orjson.loads(raw)["event"]["rule_ids"] == ["942100"]
     assert orjson.loads(raw)["ts"] == "2023-11-14T22:13:20.500Z"
+
+
+def test_default_handler_follows_a_swapped_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    handler = configure_logging(BastionConfig())
+    try:
+        first, second = io.StringIO(), io.StringIO()
+        monkeypatch.setattr("sys.stderr", first)
+        logging.getLogger("bastion.t").warning("one")
+        first.close()  # what a test runner does to a captured stream
+        monkeypatch.setattr("sys.stderr", second)
+        logging.getLogger("bastion.t").warning("two")
+        assert [orjson.loads(x)["msg"] for x in second.getvalue().splitlines()] == ["two"]
+    finally:
+        unconfigure_logging()
+    assert handler not in logging.getLogger().handlers

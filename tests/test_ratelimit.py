@@ -189,8 +189,8 @@ async def test_matching_on_request_and_response_signals(make):
     hj = [("Host", "api.example.com:8443"), ("Content-Type", "application/json")]
 
 
-    async def put(ip: str, route: str) -> list[str]:
-        ex = p.new_exchange(Client(ip), "PUT", "/users/7", Headers(list(hj)))
+    async def put(ip: str, route: str, path: str = "/users/7") -> list[str]:
+        ex = p.new_exchange(Client(ip), "PUT", path, Headers(list(hj)))
         ex.route = route  # the route template comes from the catalog at run time
         await p.request_headers(ex)
         ex.request.body = body
@@ -199,7 +199,8 @@ async def test_matching_on_request_and_response_signals(make):
 
     assert await put("127.0.5.9", "/users/{id}") == ["admin-json"]
     assert await put("127.0.6.9", "/users/{id}") == []  # outside the CIDR
-    assert await put("127.0.5.9", "/orders/{id}") == []  # outside the scope
+    assert await put("127.0.5.9", "/orders/{id}", "/orders/7") == []  # outside the scope
+    assert await put("127.0.5.9", "", "/users/8") == ["admin-json"]  # no route yet: the path's shape
     _, ex = await send(p, headers=[("User-Agent", "curl/8.1")])
     assert [f.rule_id for f in ex.findings] == ["curl"] and "tool" in ex.tags
 

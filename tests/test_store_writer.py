@@ -213,3 +213,21 @@ def test_from_config(tmp_path: Path) -> None:
     assert [e.request_id for e in events] == ["req-1"]
     assert events[0].mode == "observe" and events[0].action == "log"
     assert EventWriter.from_config(cfg, with_store=False)._opener is None
+
+
+def test_events_after_close_are_dropped_not_queued() -> None:
+    store = FlakyStore()
+    w = make_writer(store)
+    w.close()
+    assert not w.submit(Event(time=1.0, request_id="late", client_ip="x"))
+    assert w.stats.dropped == 1 and w._queue.qsize() == 0
+
+
+def test_a_store_url_that_cannot_work_fails_at_start_up(tmp_path: Path) -> None:
+    from bastion.config import StoreConfig
+    from bastion.errors import ConfigError
+
+    cfg = BastionConfig(data_dir=tmp_path, store=StoreConfig(url="postgress://db/events"))
+    with pytest.raises(ConfigError, match="unsupported event store 'postgress'"):
+        EventWriter.from_config(cfg)
+    assert EventWriter.from_config(cfg, with_store=False)._opener is None  # no store: nothing to check

@@ -237,6 +237,10 @@ class DecisionIndex:
                 gone.append(d)
         return gone
 
+    def has_exact(self) -> bool:
+        """Whether any decision is on a key other than an address (else those lookups are skipped)."""
+        return bool(self._exact)
+
     def find(self, kind: KeyKind, value: str) -> list[Decision]:
         return [d for d in self._exact.get((kind, value), ())]
 
@@ -244,16 +248,21 @@ class DecisionIndex:
         """The decision that applies to an address: the most specific prefix wins, then strength."""
         if not self._v4.lens and not self._v6.lens:
             return None
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return None
-        if addr.version == 6 and addr.ipv4_mapped is not None:  # ::ffff:a.b.c.d is a.b.c.d
-            addr = addr.ipv4_mapped
-        index = self._v4 if addr.version == 4 else self._v6
+        value = _ipv4_int(ip)
+        if value >= 0:
+            index = self._v4
+        else:
+            try:
+                addr = ipaddress.ip_address(ip)
+            except ValueError:
+                return None
+            if addr.version == 6 and addr.ipv4_mapped is not None:  # ::ffff:a.b.c.d is a.b.c.d
+                addr = addr.ipv4_mapped
+            index = self._v4 if addr.version == 4 else self._v6
+            value = int(addr)
         best: Decision | None = None
         best_rank: tuple[int, int, int] | None = None
-        for plen, lst in index.matches(int(addr)):
+        for plen, lst in index.matches(value):
             for d in lst:
                 if not d.active(now):
                     continue
@@ -273,22 +282,53 @@ class DecisionIndex:
     def lookup(self, keys: dict[str, str], now: float) -> Decision | None:
         """The strongest decision over all of an exchange's keys (`{"ip": ..., "user": ...}`)."""
         found: list[Decision] = []
+        exact = self._exact
         for name, value in keys.items():
             if not value:
                 continue
             if name == "ip":
                 d = self.lookup_ip(value, now)
             else:
-                try:
-                    kind = KeyKind(name)
-                except ValueError:
+                kind = _KINDS.get(name)
+                if kind is None or not exact:
                     continue
-                d = self.lookup_key(kind, value, now) if self._exact else None
+                d = self.lookup_key(kind, value, now)
             if d is not None:
                 found.append(d)
         if not found:
             return None
         return found[0] if len(found) == 1 else strongest(found)
+
+
+_KINDS = {k.value: k for k in KeyKind}
+_V4: dict[str, int] = {}
+
+
+def _ipv4_int(ip: str) -> int:
+    """A dotted-quad IPv4 address as an int, or -1 (then ipaddress parses it): the common case fast."""
+    n = _V4.get(ip)
+    if n is not None:
+        return n
+    n = _parse_v4(ip)
+    if len(_V4) > 100_000:
+        _V4.clear()
+    _V4[ip] = n
+    return n
+
+
+def _parse_v4(ip: str) -> int:
+    parts = ip.split(".")
+    if len(parts) != 4:
+        return -1
+    n = 0
+    for p in parts:
+        if not p.isdigit() or len(p) > 3 or (len(p) > 1 and p[0] == "0"):
+            return -1
+        v = int(p)
+        if v > 255:
+            return -1
+        n = (n << 8) | v
+    return n
 
 
 def strongest(decisions: Iterable[Decision]) -> Decision | None:

@@ -6,8 +6,9 @@ Linking is union-find with care (ThreatX's idea, without its blind spots):
   from, so an attacker's history follows them when they change IP;
 - an address never merges two *identified* entities: a NAT or a corporate proxy shared by many
   users stays one weak key that counts how many identities it was seen with (`shared`);
-- fingerprints and networks are never linked (a popular browser fingerprint would merge thousands of
-  users); they are tracked as keys of their own, with a popularity count;
+- fingerprints and networks (/24, /64) are never linked (a popular browser fingerprint would merge
+  thousands of users); they are keys of their own ("weak" keys), with a popularity count, that
+  risk and decisions follow only for fresh anonymous requesters (see `follows_software`);
 - caps bound every entity (addresses, strong keys), so no merge chain can swallow a population.
 
 Memory is bounded: a node is a few slots, a singleton entity has no member list, idle keys expire
@@ -28,7 +29,7 @@ from bastion.exchange import Exchange
 
 STRONG_KINDS = frozenset({"api_key", "user", "session"})
 WEAK_KINDS = frozenset({"fp", "tls", "net"})
-ESTABLISHED = 5  # normal answers after which an entity is no longer judged by its client software
+ESTABLISHED = 2  # normal answers after which an entity is no longer judged by its client software
 
 # Cookie names that carry a session in common frameworks (Django, Rails, Express, PHP, Java, ASP.NET).
 SESSION_COOKIES = frozenset(
@@ -55,6 +56,11 @@ class KeySettings:
     api_key_headers: tuple[str, ...] = API_KEY_HEADERS
     api_key_params: tuple[str, ...] = ("api_key", "apikey", "key")
     salt: str = ""  # mixed into hashed keys; same on every instance so decisions are shared
+    wanted: frozenset[str] = frozenset()  # header names read in the one pass (set by __post_init__)
+
+    def __post_init__(self) -> None:
+        extra = {self.user_header.lower()} if self.user_header else set()
+        self.wanted = frozenset({"authorization", *self.api_key_headers, *extra})
 
 
 def hash_key(value: str, salt: str = "") -> str:
@@ -113,26 +119,58 @@ def jwt_subject(token: str) -> str:
     return str(sub)[:128] if isinstance(sub, str | int) else ""
 
 
+_FP_VALUES = {"user-agent": 0, "accept": 1, "accept-language": 2, "accept-encoding": 3}
+_FP_CUT = (256, 120, 40, 60)
+_fp_cache: dict[str, str] = {}
+
+
 def fingerprint(ex: Exchange) -> str:
     """Client software fingerprint: header names in order, UA family and the Accept-* values."""
-    h = ex.request.headers
-    names = [k.lower() for k, _ in h.items]
-    parts = [",".join(n for n in names if n not in _FP_SKIP and not n.startswith("x-"))]
-    parts.append(ua_family(h.get("user-agent") or ""))
-    parts.append((h.get("accept") or "")[:120])
-    parts.append((h.get("accept-language") or "")[:40])
-    parts.append((h.get("accept-encoding") or "")[:60])
-    parts.append(ex.client.fingerprint[:64])
-    return hashlib.blake2b("|".join(parts).encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()
+    return _scan(ex, None, KeySettings())[0]
+
+
+def _scan(ex: Exchange, found: dict[str, str] | None, s: KeySettings) -> tuple[str, dict[str, str]]:
+    """One pass over the request headers: the fingerprint, and the first value of each header in
+    `wanted` (lower-cased names). Fingerprints are memoised by their raw material."""
+    names: list[str] = []
+    values = ["", "", "", ""]
+    wanted = s.wanted
+    got: dict[str, str] = {} if found is None else found
+    cookies: list[str] = []
+    for k, v in ex.request.headers.items:
+        lk = k.lower()
+        i = _FP_VALUES.get(lk)
+        if i is not None:
+            if not values[i]:
+                values[i] = v[: _FP_CUT[i]]
+        elif lk == "cookie":
+            cookies.append(v)
+        if lk in wanted and lk not in got:
+            got[lk] = v
+        if lk not in _FP_SKIP and not lk.startswith("x-"):
+            names.append(lk)
+    if cookies:
+        got["cookie"] = ";".join(cookies)
+    raw = ",".join(names) + "|" + "|".join(values) + "|" + ex.client.fingerprint[:64]
+    fp = _fp_cache.get(raw)
+    if fp is None:
+        material = f"{','.join(names)}|{ua_family(values[0])}|{values[1]}|{values[2]}|{values[3]}|" \
+                   f"{ex.client.fingerprint[:64]}"
+        fp = hashlib.blake2b(material.encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()
+        if len(_fp_cache) > 50_000:
+            _fp_cache.clear()
+        _fp_cache[raw] = fp
+    return fp, got
 
 
 def extract_keys(ex: Exchange, s: KeySettings) -> dict[str, str]:
     """All entity keys of one exchange, as {kind: value}. Secret values are hashed."""
-    keys: dict[str, str] = {"ip": ex.client.ip}
-    net = network_of(ex.client.ip)
+    ip = ex.client.ip
+    keys: dict[str, str] = {"ip": ip}
+    net = network_of(ip)
     if net:
         keys["net"] = net
-    h = ex.request.headers
+    fp, h = _scan(ex, None, s)
     auth = h.get("authorization") or ""
     if auth:
         scheme, _, cred = auth.strip().partition(" ")
@@ -166,18 +204,17 @@ def extract_keys(ex: Exchange, s: KeySettings) -> dict[str, str]:
                         keys["api_key"] = hash_key(v, s.salt)
                         break
     if s.user_header:
-        u = h.get(s.user_header)
+        u = h.get(s.user_header.lower())
         if u:
             keys["user"] = u.strip()[:128]
-    for cookie_line in h.get_all("cookie"):
+    cookie_line = h.get("cookie")
+    if cookie_line:
         for part in cookie_line.split(";"):
             name, eq, value = part.partition("=")
             if eq and value.strip() and name.strip().lower() in s.session_cookies:
                 keys["session"] = hash_key(value.strip(), s.salt)
                 break
-        if "session" in keys:
-            break
-    keys["fp"] = fingerprint(ex)
+    keys["fp"] = fp
     if ex.client.fingerprint:
         keys["tls"] = ex.client.fingerprint[:64]
     return keys
@@ -225,7 +262,7 @@ class Node:
         self.seen = now
         self.shared = 0
         self.last: Entity | None = None  # the identity this weak key was last seen with
-        self.bad = 0.0  # fingerprints: recent share of refused/failed requests (set by behaviour)
+        self.bad = 0  # fingerprints: addresses that only ever failed with it (set by behaviour)
 
 
 @dataclass(slots=True)
@@ -310,7 +347,7 @@ class EntityGraph:
                     # Two identities behind one address: a NAT, not one attacker. Never merge them.
                     self.refused += 1
                     self._saw_identity(ipn, strong.entity)
-        for kind in ("fp", "tls"):
+        for kind in ("fp", "tls", "net"):
             v = keys.get(kind)
             if v:
                 fn = self.node(f"{kind}:{v}", now)
@@ -339,7 +376,7 @@ class EntityGraph:
         """A weak key shared by many identities (NAT address, common browser) whose traffic is mostly
         fine: never decide on it. A tool fingerprint shared by many attackers, mostly failing, is
         not popular in this sense: it stays a key that risk and decisions can follow."""
-        return node.shared >= self.limits.popular and node.bad < 0.3
+        return node.shared >= self.limits.popular and node.bad < 3 * node.shared
 
     def _merge(self, a: Entity, b: Entity) -> Entity:
         lim = self.limits
@@ -380,7 +417,7 @@ class EntityGraph:
         # Dict order is insertion order: the oldest keys come first. Drop the idle ones (and, when
         # the table is full of active keys, the oldest) a tenth of the budget at a time.
         budget = max(1, self.limits.max_keys // 10)
-        victims = []
+        victims: list[str] = []
         for k in self.nodes:
             if len(victims) >= budget:
                 break
@@ -423,4 +460,4 @@ def decayed(value: float, dt: float, half_life: float) -> float:
     """Exponential decay: `value` after `dt` seconds with the given half-life."""
     if value <= 0.0 or dt <= 0.0 or half_life <= 0.0:
         return value
-    return value * 0.5 ** (dt / half_life)
+    return float(value * 0.5 ** (dt / half_life))

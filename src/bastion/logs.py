@@ -66,6 +66,21 @@ class TextFormatter(logging.Formatter):
 _HANDLER_FLAG = "_bastion_handler"
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is at the time of each record (test runners swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: IO[str]) -> None:
+        pass
+
+
 def configure_logging(config: BastionConfig, stream: IO[str] | None = None) -> logging.Handler:
     """Install Bastion's handler on the root logger (replacing a previous one of ours).
 
@@ -75,13 +90,21 @@ def configure_logging(config: BastionConfig, stream: IO[str] | None = None) -> l
     for h in list(root.handlers):
         if getattr(h, _HANDLER_FLAG, False):
             root.removeHandler(h)
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else StderrHandler()
     handler.setFormatter(JsonFormatter() if config.logging.json_lines else TextFormatter())
     setattr(handler, _HANDLER_FLAG, True)
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("bastion").setLevel(config.logging.level.upper())
     return handler
+
+
+def unconfigure_logging() -> None:
+    """Remove the handler `configure_logging` installed (embedding code, tests)."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, _HANDLER_FLAG, False):
+            root.removeHandler(h)
 
 
 def summary(event: Event) -> str:

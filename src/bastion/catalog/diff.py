@@ -60,6 +60,11 @@ def _walk(node: _Seg, segs: list[str], i: int) -> dict[str, Operation] | None:
             r = _walk(child, segs, i + 1)
             if r is not None:
                 return r
+    for rx, child in node.patterns.values():
+        if seg.startswith("{") or rx.fullmatch(seg):
+            r = _walk(child, segs, i + 1)
+            if r is not None:
+                return r
     for _, child in node.params:
         r = _walk(child, segs, i + 1)
         if r is not None:

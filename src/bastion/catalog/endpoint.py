@@ -10,16 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bastion.catalog.shapes import Shape
+from bastion.catalog.shapes import Shape, size
 from bastion.catalog.sketch import DecayedRate, Distinct, LatencySketch, TopK
 
 MAX_PARAMS = 64  # per location (query, header, cookie): beyond this new names are only counted
 MAX_KEYS = 16  # content types, auth kinds, status codes kept per endpoint
+MAX_SHAPES = 2048  # body and response shapes (fields at any depth) per endpoint: the memory bound
 
 _SHAPE_MAPS = ("path", "query", "headers", "cookies", "body", "responses")
 
 
-def _add(d: dict[str, int], key: str, n: int = 1, cap: int = MAX_KEYS) -> None:
+def add_count(d: dict[str, int], key: str, n: int = 1, cap: int = MAX_KEYS) -> None:
+    """Count `key`, keeping at most `cap` keys (attackers choose content types and auth schemes)."""
     if key in d:
         d[key] += n
     elif len(d) < cap:
@@ -56,8 +58,9 @@ class Endpoint:
     sensitive: dict[str, dict[str, int]] = field(default_factory=dict)  # field -> kind -> count
     entities: TopK = field(default_factory=TopK)
     distinct_entities: Distinct = field(default_factory=Distinct)
-    deprecated_hint: bool = False
     dirty: bool = True
+    last_who: str = ""  # not stored: skips re-hashing the same client
+    budget: list[int] = field(default_factory=lambda: [MAX_SHAPES])  # shapes this endpoint may still create
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -70,6 +73,7 @@ class Endpoint:
             self.last_seen = now
 
     def shape(self, where: dict[str, Shape], name: str, secret: bool = False) -> Shape | None:
+        name = name[:64]
         s = where.get(name)
         if s is None:
             if len(where) >= MAX_PARAMS:
@@ -112,7 +116,7 @@ class Endpoint:
         for mine, theirs in ((self.status, o.status), (self.req_types, o.req_types),
                              (self.resp_types, o.resp_types), (self.auth, o.auth)):
             for k, n in theirs.items():
-                _add(mine, k, n)
+                add_count(mine, k, n)
         self.latency.merge(o.latency)
         self.rate.merge(o.rate)
         self.error_rate.merge(o.error_rate)
@@ -134,7 +138,6 @@ class Endpoint:
                 self.add_sensitive(fname, kind, n)
         self.entities.merge(o.entities)
         self.distinct_entities.merge(o.distinct_entities)
-        self.deprecated_hint = self.deprecated_hint or o.deprecated_hint
         self.dirty = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -174,7 +177,11 @@ class Endpoint:
                        for f, kinds in d.get("sensitive", {}).items()}
         e.entities = TopK.from_dict(d.get("entities", {}))
         e.distinct_entities = Distinct.from_dict(d.get("distinct_entities", ""))
+        used = 0
         for attr in _SHAPE_MAPS:
-            setattr(e, attr, {str(k): Shape.from_dict(v) for k, v in d.get(attr, {}).items()})
+            shapes = {str(k): Shape.from_dict(v) for k, v in d.get(attr, {}).items()}
+            setattr(e, attr, shapes)
+            used += sum(size(s) for s in shapes.values())
+        e.budget[0] = max(0, MAX_SHAPES - used)
         e.dirty = False
         return e

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from bastion.catalog import sensitive
-from bastion.catalog.endpoint import Endpoint
+from bastion.catalog.endpoint import Endpoint, add_count
 from bastion.catalog.paths import Node, PathTree, split_path
 from bastion.catalog.values import KIND_NAME, secret_name
 from bastion.exchange import Exchange
@@ -172,12 +172,13 @@ class Learner:
         st[key] = st.get(key, 0) + 1
         if ex.duration is not None:
             ep.latency.add(ex.duration)
-        kind = auth_kind(ex)
-        ep.auth[kind] = ep.auth.get(kind, 0) + 1
+        add_count(ep.auth, auth_kind(ex))
         who = ex.entity or ex.keys.get("user") or ex.keys.get("api_key") or ex.client.ip
         if who:
             ep.entities.add(who)
-            ep.distinct_entities.add(who)
+            if who != ep.last_who:  # a client's burst on one endpoint hashes once
+                ep.last_who = who
+                ep.distinct_entities.add(who)
 
     def _inspect(self, ep: Endpoint, ex: Exchange, params: list[tuple[str, str]]) -> None:
         ep.sampled += 1
@@ -212,14 +213,14 @@ class Learner:
                         s.observe_text(value)
         ct = req.content_type
         if ct:
-            ep.req_types[ct] = ep.req_types.get(ct, 0) + 1
+            add_count(ep.req_types, ct[:64])
         if req.body and not req.body_truncated:
             self._request_body(ep, ct, req.body)
         resp = ex.response
         if resp is not None:
             rct = (resp.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
             if rct:
-                ep.resp_types[rct] = ep.resp_types.get(rct, 0) + 1
+                add_count(ep.resp_types, rct[:64])
             enc = (resp.headers.get("content-encoding") or "identity").lower()
             if resp.body and enc == "identity":
                 self._response_body(ep, resp.status, rct, resp.body, resp.body_size)
@@ -233,7 +234,7 @@ class Learner:
             s = ep.shape(ep.body, ct)
             if s is not None:
                 ep.body_sampled += 1
-                s.observe(doc)
+                s.observe(doc, 0, ep.budget)
         elif ct == "application/x-www-form-urlencoded":
             try:
                 fields = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=256)
@@ -242,7 +243,7 @@ class Learner:
             s = ep.shape(ep.body, ct)
             if s is not None:
                 ep.body_sampled += 1
-                s.observe_fields(fields)
+                s.observe_fields(fields, ep.budget)
         elif ct:
             s = ep.shape(ep.body, ct)
             if s is not None:
@@ -261,7 +262,7 @@ class Learner:
             if 200 <= status < 300:
                 s = ep.shape(ep.responses, str(status))
                 if s is not None:
-                    s.observe(doc)
+                    s.observe(doc, 0, ep.budget)
             if self.limits.sensitive:
                 for fieldname, kind in sensitive.scan_json(doc):
                     ep.add_sensitive(fieldname, kind)
@@ -299,7 +300,8 @@ class Learner:
         out: list[Endpoint] = []
         for host in sorted(self.trees):
             for _, node in self.trees[host].walk():
-                out.extend(node.eps[m] for m in sorted(node.eps or {}))
+                eps = node.eps or {}
+                out.extend(eps[m] for m in sorted(eps))
         return out
 
     def find(self, host: str, method: str, template: str) -> Endpoint | None:

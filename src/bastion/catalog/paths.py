@@ -169,10 +169,17 @@ class PathTree:
                 shared[k] = shared.get(k, 0) + 1
         if shared and max(shared.values()) * 4 >= (d - 1) * 3:
             return True
-        hits = sum(c.hits for c in lits)
-        if hits < 3 * self.min_siblings:
+        total = sum(c.hits for c in lits)
+        # Busy words (/articles/search next to the slugs) are judged on their own: they stay literal.
+        rest = [k for k, c in node.lits.items() if not is_version(k) and not _busy(c.hits, total)]
+        hits = sum(node.lits[k].hits for k in rest)
+        # Slugs look like slugs (`how-to-cook-pasta`, `post_42`): less evidence is needed than for
+        # plain words, which may be the resources of a young catalog (`users`, `orders`).
+        sluggy = sum(1 for k in rest if not is_keyword(k)) * 4 >= len(rest) * 3
+        need = self.min_siblings if sluggy else 3 * self.min_siblings
+        if len(rest) < self.min_siblings or hits < need:
             return False
-        singles = sum(1 for c in lits if c.hits == 1)
+        singles = sum(1 for k in rest if node.lits[k].hits == 1)
         # Good-Turing: singles/hits estimates the chance that the next request brings a value never
         # seen. Real resources repeat (low); slugs and usernames keep coming (high).
         return singles * 2 >= hits
@@ -186,12 +193,10 @@ class PathTree:
             node.param = p
         else:
             p = node.param
-        others = [c.hits for k, c in node.lits.items() if not is_keyword(k)]
-        others.sort()
-        median = others[len(others) // 2] if others else 1
+        total = sum(c.hits for c in node.lits.values())
         for k in sorted(node.lits):
             c = node.lits[k]
-            if is_version(k) or (is_keyword(k) and c.hits >= max(3, 3 * median)):
+            if is_version(k) or (is_keyword(k) and _busy(c.hits, total)):
                 continue
             del node.lits[k]
             self._merge(p, c)
@@ -216,12 +221,12 @@ class PathTree:
         into.parametric = into.parametric or other.parametric
 
     def _heavy(self, node: Node, param: Node, seg: str) -> Node | None:
-        """Track plain words landing on a parameter; promote one that carries a fifth of its traffic."""
+        """Track plain words landing on a parameter; promote one that carries a tenth of its traffic."""
         if param.hh is None:
             param.hh = TopK(8)
         param.hh.add(seg)
         n = param.hh.counts.get(seg, 0)
-        if n >= self.promote_hits and n * 5 >= param.hits:
+        if n >= self.promote_hits and n * 10 >= param.hits:
             lit = self._new()
             if lit is None:
                 return None
@@ -254,6 +259,11 @@ class PathTree:
 
     def count_nodes(self) -> int:
         return _count(self.root)
+
+
+def _busy(hits: int, total: int) -> bool:
+    """A word with traffic of its own: at least 5 hits and a tenth of its position's."""
+    return hits >= 5 and hits * 10 >= total
 
 
 def _count(n: Node) -> int:

@@ -46,6 +46,8 @@ _PHONE_STRICT = re.compile(
 )
 _PHONE_LOOSE = re.compile(r"\+?[\d ().-]{7,20}")
 _TOKEN = re.compile(r"[A-Za-z0-9_\-./+=]{20,}")
+_DIGIT = re.compile(r"\d")
+_SEVEN_DIGITS = re.compile(r"\d(?:\D{0,3}\d){6}")  # seven digits, a few separators apart at most
 
 _PHONE_NAME = re.compile(r"phone|mobile|cell|tel(?:ephone)?$|fax|msisdn", re.IGNORECASE)
 _SSN_NAME = re.compile(r"ssn|social_?sec|national_?id|tax_?id|sin$", re.IGNORECASE)
@@ -97,7 +99,7 @@ def _card_prefix(d: str) -> bool:
 
 def is_card(text: str) -> bool:
     d = "".join(ch for ch in text if ch.isdigit())
-    return 13 <= len(d) <= 19 and len(set(d)) > 2 and _card_prefix(d) and luhn(d)
+    return 13 <= len(d) <= 19 and len(set(d)) > 1 and _card_prefix(d) and luhn(d)
 
 
 def is_iban(text: str) -> bool:
@@ -129,20 +131,23 @@ def classify(value: str, name: str = "") -> set[str]:
         found.add("jwt")
     if "PRIVATE KEY-----" in value and _PRIVATE_KEY.search(value):
         found.add("private_key")
-    pw_named = bool(name) and _PW_NAME.search(name) is not None
-    if ("$" in value and _PW_HASH.search(value)) or (pw_named and _HEX_HASH.fullmatch(value)):
+    if _DIGIT.search(value) is None:
+        return found  # words and names: every remaining kind has digits
+    if ("$" in value and _PW_HASH.search(value)) or (
+        n >= 32 and name and _HEX_HASH.fullmatch(value) and _PW_NAME.search(name)
+    ):
         found.add("password_hash")
-    key_named = bool(name) and _KEY_NAME.search(name) is not None
-    if _API_KEY.search(value) or (key_named and n >= 20 and _TOKEN.fullmatch(value) and _mixed(value)):
+    if n >= 15 and (_API_KEY.search(value) or (
+        n >= 20 and name and _TOKEN.fullmatch(value) and _mixed(value) and _KEY_NAME.search(name)
+    )):
         found.add("api_key")
-    digits = sum(ch.isdigit() for ch in value) if n <= 4096 else 7
-    if digits >= 7:
+    if _SEVEN_DIGITS.search(value):
         _digit_kinds(value, name, found)
-    if n >= 15 and value[:2].isupper() and _IBAN.search(value):
-        for m in _IBAN.finditer(value):
-            if is_iban(m.group()):
-                found.add("iban")
-                break
+        if n >= 15:
+            for m in _IBAN.finditer(value):
+                if is_iban(m.group()):
+                    found.add("iban")
+                    break
     return found
 
 
@@ -187,22 +192,39 @@ def scan_json(doc: Any) -> set[tuple[str, str]]:
 
 
 def _walk(v: Any, path: str, name: str, depth: int, out: set[tuple[str, str]]) -> None:
-    if isinstance(v, str):
-        for kind in classify(v, name):
-            out.add((path, kind))
-    elif isinstance(v, dict):
+    # `path` is the place of `v` itself; leaves are classified before their path string is built
+    # (most fields hold nothing sensitive, so most paths are never needed).
+    if isinstance(v, dict):
         if depth >= MAX_DEPTH:
             return
         for k, sub in v.items():
-            _walk(sub, f"{path}.{k}" if len(k) <= 64 else f"{path}.*", k, depth + 1, out)
+            if isinstance(sub, str):
+                if len(sub) >= 6:
+                    for kind in classify(sub, k):
+                        out.add((f"{path}.{_key(k)}", kind))
+            elif isinstance(sub, dict | list):
+                _walk(sub, f"{path}.{_key(k)}", k, depth + 1, out)
+            elif isinstance(sub, int) and not isinstance(sub, bool) and abs(sub) >= 1_000_000:
+                for kind in _number_kinds(sub, k):
+                    out.add((f"{path}.{_key(k)}", kind))
     elif isinstance(v, list):
         if depth >= MAX_DEPTH:
             return
+        here = path + "[]"
         for sub in v[:MAX_ITEMS]:
-            _walk(sub, path + "[]", name, depth + 1, out)
-    elif isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 1_000_000:
-        for kind in _number_kinds(v, name):
+            if isinstance(sub, str):
+                if len(sub) >= 6:
+                    for kind in classify(sub, name):
+                        out.add((here, kind))
+            elif isinstance(sub, dict | list):
+                _walk(sub, here, name, depth + 1, out)
+    elif isinstance(v, str):
+        for kind in classify(v, name):
             out.add((path, kind))
+
+
+def _key(k: str) -> str:
+    return k if len(k) <= 64 else "*"
 
 
 def scan_text(text: str) -> set[tuple[str, str]]:

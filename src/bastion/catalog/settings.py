@@ -34,6 +34,11 @@ class CatalogConfig(BaseModel):
     min_siblings: int = Field(8, ge=2, description="distinct words at one position before it may be a parameter")
     max_siblings: int = Field(100, ge=4, description="distinct words at one position that always make a parameter")
     sensitive: bool = Field(True, description="tag sensitive data seen in responses")
+    hold_responses: bool = Field(
+        False,
+        description="make the proxy buffer each response's inspected prefix so response schemas and sensitive "
+        "data are learned (the ASGI middleware always provides it); costs time-to-first-byte on large responses",
+    )
 
 
 class SpecConfig(BaseModel):

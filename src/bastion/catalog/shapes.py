@@ -10,12 +10,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from bastion.catalog import sensitive
 from bastion.catalog.values import is_enum_candidate, scalar_type, secret_name, string_format
 
 MAX_DEPTH = 6
 MAX_PROPS = 64
 MAX_ENUM = 8
 ENUM_MAX_EXPORT = 6
+
+
+def _spend(budget: list[int] | None) -> bool:
+    if budget is None:
+        return True
+    if budget[0] <= 0:
+        return False
+    budget[0] -= 1
+    return True
+
+
+def size(s: Shape) -> int:
+    """Shapes in a tree (for budgets)."""
+    return 1 + sum(size(c) for c in (s.props or {}).values()) + (size(s.items) if s.items is not None else 0)
 
 
 def _next_pow2(n: int) -> int:
@@ -59,13 +74,15 @@ class Shape:
         self.formats[f] = self.formats.get(f, 0) + 1
         e = self.enum
         if e is not None and v not in e:
-            if len(e) >= MAX_ENUM or not is_enum_candidate(v) or f:
+            if len(e) >= MAX_ENUM or not is_enum_candidate(v) or f or sensitive.classify(v):
                 self.enum = None  # an open set (or values we must not keep): no enum, ever
             else:
                 e.add(v)
 
     def _num(self, t: str, x: float) -> None:
         self._count(t)
+        if self.secret or not -1e9 < x < 1e9:
+            return  # a card or phone number sent as a number is a value too: not kept
         if self.nmin is None or x < self.nmin:
             self.nmin = x
         if self.nmax is None or x > self.nmax:
@@ -84,7 +101,7 @@ class Shape:
             except ValueError:
                 self._string(v)
 
-    def observe_fields(self, fields: list[tuple[str, str]]) -> None:
+    def observe_fields(self, fields: list[tuple[str, str]], budget: list[int] | None = None) -> None:
         """A form body: an object whose values arrived as text."""
         self._count("object")
         self.obj_n += 1
@@ -100,14 +117,15 @@ class Shape:
             seen.add(k)
             s = props.get(k)
             if s is None:
-                if len(props) >= MAX_PROPS:
+                if len(props) >= MAX_PROPS or not _spend(budget):
                     self.open, self.props = True, {}
                     return
                 s = props[k] = Shape(secret=secret_name(k))
             s.observe_text(v)
 
-    def observe(self, v: Any, depth: int = 0) -> None:
-        """A decoded JSON value."""
+    def observe(self, v: Any, depth: int = 0, budget: list[int] | None = None) -> None:
+        """A decoded JSON value. `budget` (a one-item list) caps the shapes this call may create
+        across the whole document tree, so nested junk cannot grow an endpoint without bound."""
         if isinstance(v, str):
             self._string(v)
         elif isinstance(v, bool):
@@ -129,13 +147,13 @@ class Shape:
             for k, sub in v.items():
                 s = props.get(k)
                 if s is None:
-                    if len(props) >= MAX_PROPS:
+                    if len(props) >= MAX_PROPS or not _spend(budget):
                         # A map keyed by ids or user data, not a record: stop listing keys.
                         self.open = True
                         self.props = {}
                         return
                     s = props[k] = Shape(secret=secret_name(k))
-                s.observe(sub, depth + 1)
+                s.observe(sub, depth + 1, budget)
         elif isinstance(v, list):
             self._count("array")
             if len(v) > self.max_items:
@@ -143,10 +161,12 @@ class Shape:
             if depth >= MAX_DEPTH:
                 return
             if self.items is None:
+                if not _spend(budget):
+                    return
                 self.items = Shape(secret=self.secret)
             # The first few elements tell the item shape; walking a 10k-element list would not.
             for sub in v[:8]:
-                self.items.observe(sub, depth + 1)
+                self.items.observe(sub, depth + 1, budget)
 
     # --- merging and storage -----------------------------------------------------------------
 

@@ -6,8 +6,8 @@ through plain dicts for the catalog store.
 
 from __future__ import annotations
 
-import hashlib
 import math
+import zlib
 from typing import Any
 
 _GAMMA = 1.08  # relative accuracy ~4%: each bucket spans 8%, the estimate is its geometric middle
@@ -43,7 +43,7 @@ class LatencySketch:
             if seen > rank:
                 if i == 0:
                     return _MIN_S
-                return min(self.max, _MIN_S * _GAMMA ** (i - 0.5))
+                return min(self.max, _MIN_S * math.pow(_GAMMA, i - 0.5))
         return self.max
 
     def merge(self, other: LatencySketch) -> None:
@@ -85,8 +85,8 @@ class DecayedRate:
         self.value += n
 
     def rate(self, now: float) -> float:
-        v = self.value * 0.5 ** (max(0.0, now - self.t) / self.half_life)
-        return v * math.log(2) / self.half_life
+        v = self.value * math.pow(0.5, max(0.0, now - self.t) / self.half_life)
+        return float(v * math.log(2) / self.half_life)
 
     def merge(self, other: DecayedRate) -> None:
         t = max(self.t, other.t)
@@ -161,7 +161,9 @@ class Distinct:
         self.regs = bytearray(_HLL_M)
 
     def add(self, key: str) -> None:
-        h = int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+        # crc32 then a 64-bit multiplicative mix: stable across processes (unlike hash()) and cheap.
+        h = (zlib.crc32(key.encode("utf-8", "surrogatepass")) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 29
         idx = h & (_HLL_M - 1)
         w = h >> _HLL_P
         rank = (64 - _HLL_P) - w.bit_length() + 1

@@ -129,7 +129,8 @@ def _params(raw: Any, where: str) -> list[Param]:
         schema = p.get("schema")
         if not isinstance(schema, dict):
             content = p.get("content")
-            schema = next(iter(content.values()), {}).get("schema", {}) if isinstance(content, dict) else {}
+            first: Any = next(iter(content.values()), {}) if isinstance(content, dict) else {}
+            schema = first.get("schema", {}) if isinstance(first, dict) else {}
         out.append(Param(str(p["name"]), loc, bool(p.get("required")) or loc == "path", dict(schema or {})))
     return out
 
@@ -184,12 +185,25 @@ def load_spec(path: str | Path, base_path: str | None = None) -> ApiSpec:
 
 
 class _Seg:
-    __slots__ = ("lits", "ops", "params")
+    __slots__ = ("lits", "ops", "params", "patterns")
 
     def __init__(self) -> None:
         self.lits: dict[str, _Seg] = {}
         self.params: list[tuple[str, _Seg]] = []  # (parameter name, child)
+        self.patterns: dict[str, tuple[re.Pattern[str], _Seg]] = {}  # "{name}.{ext}" -> (regex, child)
         self.ops: dict[str, Operation] = {}
+
+
+def _segment_regex(seg: str) -> re.Pattern[str]:
+    """A segment mixing text and parameters (`{name}.{ext}`, `v{version}`) as a regex with named groups."""
+    out, pos = [], 0
+    for m in _PARAM.finditer(seg):
+        out.append(re.escape(seg[pos:m.start()]))
+        name = re.sub(r"\W", "_", m.group(1))
+        out.append(f"(?P<{name}>.+?)" if name.isidentifier() and f"(?P<{name}>" not in "".join(out) else "(?:.+?)")
+        pos = m.end()
+    out.append(re.escape(seg[pos:]))
+    return re.compile("".join(out))
 
 
 class Matcher:
@@ -210,6 +224,11 @@ class Matcher:
                         child = _Seg()
                         node.params.append((m.group(1), child))
                         node = child
+                elif "{" in seg:
+                    entry = node.patterns.get(seg)
+                    if entry is None:
+                        entry = node.patterns[seg] = (_segment_regex(seg), _Seg())
+                    node = entry[1]
                 else:
                     node = node.lits.setdefault(seg, _Seg())
             node.ops[op.method] = op
@@ -229,6 +248,16 @@ class Matcher:
             r = self._walk(child, segs, i + 1, params)
             if r is not None:
                 return r
+        for rx, child in node.patterns.values():
+            m = rx.fullmatch(seg)
+            if m is not None:
+                saved = dict(params)
+                params.update(m.groupdict())
+                r = self._walk(child, segs, i + 1, params)
+                if r is not None:
+                    return r
+                params.clear()
+                params.update(saved)
         for name, child in node.params:
             params[name] = seg
             r = self._walk(child, segs, i + 1, params)

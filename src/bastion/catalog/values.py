@@ -22,7 +22,7 @@ _DATE_TIME = re.compile(
 )
 _IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
 # Opaque ids: base64/base62 tokens (Mongo-style ids, nanoids, short hashes) mixing letters and digits.
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{10,}")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{10,}={0,2}")
 _VERSION = re.compile(r"v\d{1,3}(?:\.\d{1,3})?", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z]+(?:[_-][A-Za-z]+)?")
 _KEYWORD = re.compile(r"[A-Za-z]{1,24}(?:_[A-Za-z]{1,24})?")
@@ -73,8 +73,11 @@ def segment_kind(seg: str) -> str | None:
         return "hash"
     if "@" in seg and _EMAIL.fullmatch(seg):
         return "email"
-    if n >= 10 and _TOKEN.fullmatch(seg) and (_mixed(seg) or (n >= 16 and _random_case(seg))):
+    if n >= 10 and _TOKEN.fullmatch(seg) and (_mixed(seg) or (n >= 16 and _random_case(seg))
+                                              or (n >= 16 and _three_classes(seg))):
         return "token"
+    if n >= 6 and _TOKEN.fullmatch(seg + "____") and _numbered(seg):
+        return "token"  # business ids: INV-000123, user-12345, ORD-2024-000987
     return None
 
 
@@ -94,6 +97,16 @@ def _mixed(seg: str) -> bool:
                 if digits - tail >= 1 or digits >= 4:
                     return True
     return False
+
+
+def _three_classes(seg: str) -> bool:
+    """Upper case, lower case and digits in one long segment: random base64, not a route word."""
+    return any(c.isupper() for c in seg) and any(c.islower() for c in seg) and any(c.isdigit() for c in seg)
+
+
+def _numbered(seg: str) -> bool:
+    digits = sum(ch.isdigit() for ch in seg)
+    return digits >= 4 and digits * 10 >= len(seg) * 4
 
 
 def _random_case(seg: str) -> bool:

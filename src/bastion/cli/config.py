@@ -11,7 +11,9 @@ from bastion.cli.common import fail_problems
 from bastion.config import load_config
 from bastion.errors import ConfigError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Check a configuration file; print every setting with its default.")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Check a configuration file; print every setting with its default."
+)
 
 
 @app.command("check")
@@ -26,6 +28,12 @@ def check(
         config = load_config(file)
     except ConfigError as exc:
         fail_problems(exc.problems)
+    from bastion.store import check_store_url
+
+    try:
+        check_store_url(config.store.url)
+    except ConfigError as exc:
+        fail_problems([f"{file}: {p}" for p in exc.problems])
     if detectors:
         # What the gateway compiles at start-up (rule files, patterns) fails here, not in production.
         from bastion.engine import build_pipeline

@@ -36,7 +36,7 @@ def demo(
     from bastion.demo.run import demo_config, run_demo
     from bastion.demo.upstream import DemoUpstream
     from bastion.errors import ConfigError
-    from bastion.logs import configure_logging
+    from bastion.logs import configure_logging, unconfigure_logging
 
     base = load_or_exit(config_file) if config_file is not None else None
     upstream = DemoUpstream(port=upstream_port)
@@ -62,5 +62,7 @@ def demo(
     except KeyboardInterrupt:
         console.print("\nstopped")
         code = 0
+    finally:
+        unconfigure_logging()
     raise typer.Exit(code)
 

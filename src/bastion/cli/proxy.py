@@ -88,7 +88,7 @@ def proxy(
     config = load_or_exit(config_file, overrides)
     check_upstream(config.upstream.url)
 
-    from bastion.logs import configure_logging
+    from bastion.logs import configure_logging, unconfigure_logging
 
     configure_logging(config)
     try:
@@ -107,3 +107,5 @@ def proxy(
         pass
     except OSError as exc:
         fail(f"cannot serve on {config.server.listen}: {exc.strerror or exc}")
+    finally:
+        unconfigure_logging()

@@ -81,7 +81,7 @@ class ShopApp:
                 }
             )
             self._passwords[email] = _password_hash("wonderland" if i == 0 else f"pass-{first.lower()}-{i}")
-        self.products = [
+        self.products: list[dict[str, Any]] = [
             {"id": i + 1, "sku": f"SKU-{1000 + i * 7}", "name": name, "category": cat, "price": price,
              "currency": "EUR", "description": desc, "stock": rnd.randint(0, 120),
              "rating": round(rnd.uniform(3.2, 4.9), 1)}
@@ -89,7 +89,7 @@ class ShopApp:
         ]
         self.orders: list[dict[str, Any]] = []
         for i in range(30):
-            items = [
+            items: list[dict[str, Any]] = [
                 {"product_id": p["id"], "name": p["name"], "qty": rnd.randint(1, 3), "unit_price": p["price"]}
                 for p in rnd.sample(self.products, rnd.randint(1, 3))
             ]
@@ -247,7 +247,7 @@ class ShopApp:
 
     async def create_order(self, args: dict[str, str], body: bytes) -> tuple[int, Any]:
         data = orjson.loads(body or b"{}")
-        items = []
+        items: list[dict[str, Any]] = []
         for it in data.get("items", []):
             p = next((p for p in self.products if p["id"] == int(it["product_id"])), None)
             if p is None:

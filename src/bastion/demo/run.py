@@ -48,16 +48,20 @@ def curl_lines(gateway: str) -> list[tuple[str, str]]:
     ]
 
 
-def summary_table(results: Sequence[Result]) -> Table:
+def summary_table(results: Sequence[Result], width: int = 200) -> Table:
+    """One row per request; the `kind` column is left out on narrow terminals."""
+    wide = width >= 110
     table = Table(title="Bastion demo: what the gateway did", header_style="bold")
-    for col in ("#", "request", "kind", "status", "outcome", "why (rules, reason)"):
+    cols = ["#", "request", "kind", "status", "outcome", "why (rules, reason)"]
+    for col in cols if wide else [c for c in cols if c != "kind"]:
         table.add_column(col, overflow="fold" if col.startswith("why") else "ellipsis")
     for i, r in enumerate(results, 1):
-        good = r.blocked == r.step.attack
-        style = "green" if good else "red"
-        outcome = r.outcome
-        table.add_row(str(i), r.step.label, r.step.category, str(r.reply.status or "-"),
-                      f"[{style}]{outcome}[/]", r.why or "-")
+        style = "green" if r.blocked == r.step.attack else "red"
+        row = [str(i), r.step.label, r.step.category, str(r.reply.status or "-"), f"[{style}]{r.outcome}[/]",
+               r.why or "-"]
+        if not wide:
+            del row[2]
+        table.add_row(*row)
     return table
 
 
@@ -130,12 +134,14 @@ async def run_demo(config: BastionConfig, upstream: DemoUpstream, *, attack: boo
     try:
         gw = demo.gateway_url
         data_dir = Path(config.data_dir)
-        console.print(f"[bold]Bastion demo[/]  shop API: {upstream.url}   gateway ({config.mode} mode): [bold]{gw}[/]")
-        console.print(f"events: {data_dir / 'events.db'}  (bastion events list --data-dir {data_dir})")
+        console.print(f"[bold]Bastion demo[/] ({config.mode} mode)", highlight=False)
+        console.print(f"  gateway:  [bold]{gw}[/]  (send requests here)", highlight=False)
+        console.print(f"  shop API: {upstream.url}  (unprotected, for comparison)", highlight=False)
+        console.print(f"  events:   bastion events list --data-dir {data_dir}", highlight=False, soft_wrap=True)
         if attack:
             console.print("replaying a short mix of benign and attack traffic...")
             results = await demo.attack()
-            console.print(summary_table(results))
+            console.print(summary_table(results, console.width))
             console.print(score_line(results))
             return 0
         console.print("\nTry these (Ctrl-C to stop):")

@@ -50,6 +50,10 @@ class CatalogDetector:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.observe = False
+        if cfg.hold_responses:
+            # Front-ends only buffer a response's prefix when a detector hooks response_body.
+            self.response_body = _nothing
+
 
     def complete(self, ex: Exchange) -> None:
         self.learner.observe(ex)
@@ -81,15 +85,19 @@ class CatalogDetector:
             except Exception as exc:
                 log.warning("catalog: flush failed: %r", exc)
 
-    def _snapshot(self) -> tuple[list[tuple[str, str, str, int, float, bytes]], bool]:
+    async def _snapshot(self) -> tuple[list[tuple[str, str, str, int, float, bytes]], bool]:
+        """Serialise what changed, on the event loop (the learner is not thread-safe), yielding to
+        requests every few endpoints so a big catalog never stalls the gateway."""
         lr = self.learner
         replace_all = lr.structure_changed
+        lr.structure_changed = False
         rows = []
-        for ep in lr.endpoints():
+        for i, ep in enumerate(lr.endpoints()):
             if ep.dirty or replace_all:
                 rows.append((ep.host, ep.method, ep.template, ep.calls, ep.last_seen, orjson.dumps(ep.to_dict())))
                 ep.dirty = False
-        lr.structure_changed = False
+            if i % 32 == 31:
+                await asyncio.sleep(0)
         return rows, replace_all
 
     async def flush(self) -> int:
@@ -97,7 +105,7 @@ class CatalogDetector:
         if self.store is None:
             return 0
         async with self._lock:
-            rows, replace_all = self._snapshot()
+            rows, replace_all = await self._snapshot()
             if not rows and not replace_all:
                 await asyncio.to_thread(self.store.write, self.writer, [], replace_all=False, now=time.time())
                 return 0
@@ -116,6 +124,10 @@ class CatalogDetector:
             finally:
                 self.store.close()
                 self.store = None
+
+
+def _nothing(_ex: Exchange) -> None:
+    return None
 
 
 def make(config: BastionConfig, ctx: BuildContext) -> CatalogDetector | None:

@@ -11,7 +11,7 @@ Findings made here carry `risk=0`: a ban's own 403s must never feed the risk tha
 from __future__ import annotations
 
 from bastion.config import BastionConfig
-from bastion.decision import MANUAL_ORIGINS, Decision, DecisionAction, KeyKind
+from bastion.decision import MANUAL_ORIGINS, Decision, DecisionAction, KeyKind, strongest
 from bastion.detect.behaviour.core import BehaviourCore, get_core
 from bastion.engine.pipeline import Pipeline
 from bastion.engine.registry import BuildContext
@@ -19,7 +19,9 @@ from bastion.exchange import Exchange
 from bastion.verdict import Action, Finding, Severity
 
 _CHECKED = "decisions:ip"
-_SOFTWARE = ("fp", "tls")  # tag: the address was already checked at the connection phase
+_SOFTWARE = ("fp", "tls", "net")  # weak keys: their automatic decisions spare established users
+_STRONG = (KeyKind.API_KEY, KeyKind.USER, KeyKind.SESSION)
+_KINDS = {k.value: k for k in KeyKind}
 
 
 class DecisionsDetector:
@@ -48,9 +50,15 @@ class DecisionsDetector:
                 self._apply(ex, d)
                 if ex.allowlisted or d.action == DecisionAction.DENY:
                     return
-        if len(ex.keys) > 1:
-            keys = {k: v for k, v in ex.keys.items() if k != "ip" and k not in _SOFTWARE}
-            d = self.index.lookup(keys, now)
+        if len(ex.keys) > 1 and self.index.has_exact():
+            keys = ex.keys
+            d = None
+            for kind in _STRONG:
+                v = keys.get(kind.value)
+                if v:
+                    found = self.index.lookup_key(kind, v, now)
+                    if found is not None and (d is None or strongest((d, found)) is found):
+                        d = found
             if d is None:
                 d = self._software(ex, now)
             if d is not None:
@@ -64,7 +72,7 @@ class DecisionsDetector:
             v = ex.keys.get(kind)
             if not v:
                 continue
-            d = self.index.lookup_key(KeyKind(kind), v, now)
+            d = self.index.lookup_key(_KINDS[kind], v, now)
             if d is None:
                 continue
             if d.scope and d.scope != self.core.request_class(ex):

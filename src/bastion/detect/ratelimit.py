@@ -19,7 +19,7 @@ from bastion.config import BastionConfig
 from bastion.engine.registry import BuildContext
 from bastion.errors import ConfigError
 from bastion.exchange import Exchange
-from bastion.rulespec.compile import CompiledRule
+from bastion.rulespec.compile import CompiledRule, one
 from bastion.rulespec.loader import load_rules
 from bastion.rulespec.model import DistinctCounter, SumCounter
 from bastion.rulespec.units import format_duration
@@ -69,7 +69,7 @@ class RateLimitDetector:
             if rs:
                 self.by_phase[phase] = rs
                 setattr(self, _HOOKS[phase], self._hook(phase))
-        self._keys: dict[tuple[str, str], str] = {}
+        self._ops: dict[tuple[str, str, bool], Op] = {}
         self._scope_cache: dict[tuple[Phase, str, str, str, str, frozenset[str]], tuple[CompiledRule, ...]] = {}
 
     def _hook(self, phase: Phase) -> Any:
@@ -91,15 +91,22 @@ class RateLimitDetector:
             self._scope_cache[ck] = hit
         return hit
 
-    def _storage_key(self, rule_id: str, key: str) -> str:
-        """make_key, memoised: hashing is the costliest step of a counter op in memory."""
-        ck = (rule_id, key)
-        skey = self._keys.get(ck)
-        if skey is None:
-            if len(self._keys) >= _KEY_CACHE_MAX:
-                self._keys.clear()
-            skey = self._keys[ck] = make_key(self.prefix, rule_id, key)
-        return skey
+    def _op(self, r: CompiledRule, key: str, check: bool) -> Op:
+        """The op of rule `r` for `key`, memoised: a count rule's op never changes, and hashing
+        the key is the costliest step of a counter op in memory."""
+        ck = (r.id, key, check)
+        op = self._ops.get(ck)
+        if op is None:
+            if len(self._ops) >= _KEY_CACHE_MAX:
+                self._ops.clear()
+            skey = make_key(self.prefix, r.id, key)
+            if check:
+                op = Op(skey, Algo.COOLDOWN, r.limit, r.window, 0.0, "", skey + ":cd")
+            else:
+                op = Op(skey, r.algo, r.limit, r.window, 1.0, "", skey + ":cd" if r.cooldown else "",
+                        r.cooldown, r.consume)
+            self._ops[ck] = op
+        return op
 
     def run(self, ex: Exchange, phase: Phase) -> Awaitable[None] | None:
         cands = self._candidates(ex, phase)
@@ -111,29 +118,29 @@ class RateLimitDetector:
         aplan: Plan = []
         approx = self.approx is not None
         for r in cands:
-            if r.phase == phase and r.matches(ex):
+            if r.phase is phase and r.matches(ex):
                 key = r.key(ex)
                 if key is None:
                     continue
-                cost = r.cost(ex)
-                if cost is None or cost < 0 or math.isnan(cost):
-                    continue
-                member = ""
-                if r.member is not None:
-                    m = r.member(ex)
-                    if m is None:
+                op = self._op(r, key, False)
+                if r.member is not None or r.cost is not one:
+                    cost = r.cost(ex)
+                    if cost is None or cost < 0 or math.isnan(cost):
                         continue
-                    member = hash_value(m, r.id)
-                skey = self._storage_key(r.id, key)
-                op = Op(skey, r.algo, r.limit, r.window, cost, member, skey + ":cd" if r.cooldown else "",
-                        r.cooldown, r.consume)
+                    member = ""
+                    if r.member is not None:
+                        m = r.member(ex)
+                        if m is None:
+                            continue
+                        member = hash_value(m, r.id)
+                    op = Op(op.key, op.algo, op.limit, op.window, cost, member, op.block_key, op.cooldown,
+                            op.consume)
                 kind = _HIT
-            elif r.check_phase == phase:
+            elif r.check_phase is phase:
                 key = r.key(ex)
                 if key is None:
                     continue
-                skey = self._storage_key(r.id, key)
-                op = Op(skey, Algo.COOLDOWN, r.limit, r.window, 0.0, "", skey + ":cd")
+                op = self._op(r, key, True)
                 kind = _CHECK
             else:
                 continue

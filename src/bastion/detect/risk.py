@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from bastion.engine.registry import BuildContext
 
 _SILENT = frozenset({"decisions", "risk"})
-_DECIDABLE = frozenset({"ip", "fp", "tls"}) | STRONG_KINDS
+_DECIDABLE = frozenset({"ip", "fp", "tls", "net"}) | STRONG_KINDS
 HISTORY = 16
 
 
@@ -162,7 +162,7 @@ class RiskModel:
         ent.risk_t = now
         graph = self.core.graph
         out: list[Decision] = []
-        scope = software_scope(ent) if ent.id.startswith(("fp:", "tls:")) else ""
+        scope = software_scope(ent) if ent.id.startswith(("fp:", "tls:", "net:")) else ""
         ent.scope = scope
         for m in ent.members[:96]:
             kind, _, value = m.key.partition(":")
@@ -198,23 +198,37 @@ class RiskDetector:
     def request_headers(self, ex: Exchange) -> None:
         core = self.core
         now = self.clock.now()
-        ent = core.resolve(ex.keys) if ex.entity else None
-        if ent is None:
-            ent = core.observe(ex)
+        cur = core.current
+        if cur is not None and cur[0] is ex:
+            ent = cur[1]
+            core.current = None
+        else:
+            ent = (core.resolve(ex.keys) if ex.entity else None) or core.observe(ex)
         if ent.blocked_until > now:
             self._act(ex, Action.BLOCK, "access-denied", 403, ent, "entity blocked",
                       retry=int(ent.blocked_until - now + 0.999))
             return
         risk = self.model.current(ent, now)
-        fp = core.node("fp", ex.keys)
-        if (fp is not None and fp.entity is not ent and not core.graph.popular(fp)
-                and core.graph.follows_software(ent, ex.keys)
-                and software_scope(fp.entity) in ("", core.request_class(ex))):
-            if fp.entity.blocked_until > now:
-                self._act(ex, Action.BLOCK, "access-denied", 403, fp.entity, "client fingerprint blocked",
-                          retry=int(fp.entity.blocked_until - now + 0.999))
+        graph = core.graph
+        for kind in ("fp", "net"):
+            # weak keys (client software, network): their risk reaches only fresh anonymous
+            # requesters, and only the kind of request it is about (logins, lookups)
+            node = core.node(kind, ex.keys)
+            if node is None:
+                continue
+            other = node.entity
+            if other.risk <= 0.0 and other.blocked_until <= now:
+                continue  # the common case: nothing known against this software or network
+            if (other is ent or graph.popular(node)
+                    or not graph.follows_software(ent, ex.keys)
+                    or software_scope(node.entity) not in ("", core.request_class(ex))):
+                continue
+            if node.entity.blocked_until > now:
+                self._act(ex, Action.BLOCK, "access-denied", 403, node.entity,
+                          "client fingerprint blocked" if kind == "fp" else "network blocked",
+                          retry=int(node.entity.blocked_until - now + 0.999))
                 return
-            risk = max(risk, self.model.current(fp.entity, now))
+            risk = max(risk, self.model.current(node.entity, now))
         ex.risk = risk
         s = self.s
         if risk < s.watch:
@@ -264,8 +278,9 @@ class RiskDetector:
             self.model.feed(ex)
 
     def startup(self, pipeline: Pipeline) -> object:
-        if self not in pipeline.sinks:
-            pipeline.sinks.append(self)  # type: ignore[arg-type]
+        sinks: list[object] = pipeline.sinks  # type: ignore[assignment]  # duck-typed: exchange_done(ex)
+        if self not in sinks:
+            sinks.append(self)
         self._sink = True
         return self.core.start()
 

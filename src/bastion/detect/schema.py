@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,9 @@ FORMATS = {
     "uuid": r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z",
     "date": r"^\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])\Z",
 }
+
+_INTEGER = re.compile(r"-?[0-9]{1,40}")
+_NUMBER = re.compile(r"-?(?:[0-9]{1,40}(?:\.[0-9]{0,40})?|\.[0-9]{1,40})(?:[eE][-+]?[0-9]{1,3})?")
 
 R_UNKNOWN_ENDPOINT = "schema-unknown-endpoint"
 R_UNKNOWN_METHOD = "schema-unknown-method"
@@ -93,16 +97,11 @@ def coerce(text: str, types: tuple[str, ...]) -> Any:
     """A textual value (query, path, header, form) as the type the schema declares, when it reads as one."""
     if not types or "string" in types:
         return text
-    if "integer" in types:
-        try:
-            return int(text)
-        except ValueError:
-            pass
-    if "number" in types:
-        try:
-            return float(text) if text.strip().lower() not in ("nan", "inf", "-inf", "infinity") else text
-        except ValueError:
-            pass
+    # Plain ASCII numerals only: int() and float() would also take " 5", "1_000", "١٢" or "nan".
+    if "integer" in types and _INTEGER.fullmatch(text):
+        return int(text)
+    if "number" in types and _NUMBER.fullmatch(text):
+        return float(text)
     if "boolean" in types and text in ("true", "false"):
         return text == "true"
     if "null" in types and text in ("", "null"):
@@ -116,6 +115,7 @@ class _Check:
     types: tuple[str, ...]
     validate: Validator
     required: bool
+    items: tuple[str, ...] = ()  # item types of an array parameter (`?id=1&id=2` or `?id=1,2`)
 
 
 @dataclass(slots=True)
@@ -178,6 +178,9 @@ class SchemaDetector:
         where = f"paths.{op.template}.{op.method.lower()}"
         for p in op.params:
             chk = _Check(p.name, _types(p.schema), self._validator(p.schema, f"{where}.{p.name}", False), p.required)
+            items = p.schema.get("items")
+            if isinstance(items, dict):
+                chk.items = _types(items)
             if p.location == "path":
                 c.path.append(chk)
             elif p.location == "query":
@@ -249,17 +252,23 @@ class SchemaDetector:
             if raw is not None:
                 self._value(ex, chk, raw, "path", obs)
         if req.query or c.query:
-            seen: set[str] = set()
+            grouped: dict[str, list[str]] = {}
             for k, v in req.query_args():
+                grouped.setdefault(k, []).append(v)
+            for k, vals in grouped.items():
                 chk2 = c.query.get(k)
                 if chk2 is None:
-                    if self.cfg.unknown_params:
+                    base = k.split("[", 1)[0]  # deepObject style: filter[color]=red for `filter`
+                    if self.cfg.unknown_params and not (base != k and base in c.query):
                         self._find(ex, R_UNKNOWN_PARAM, obs, "query", k)
                     continue
-                seen.add(k)
-                self._value(ex, chk2, v, "query", obs)
+                if "array" in chk2.types:
+                    self._array(ex, chk2, vals if len(vals) > 1 else vals[0].split(","), obs)
+                elif "object" not in chk2.types:
+                    for v in vals:
+                        self._value(ex, chk2, v, "query", obs)
             for name, chk2 in c.query.items():
-                if chk2.required and name not in seen:
+                if chk2.required and name not in grouped and not any(k.startswith(name + "[") for k in grouped):
                     self._find(ex, R_MISSING, obs, "query", name)
         for chk in c.headers:
             hv = req.headers.get(chk.name)
@@ -267,6 +276,13 @@ class SchemaDetector:
                 self._find(ex, R_MISSING, obs, "header", chk.name)
             else:
                 self._value(ex, chk, hv, "header", obs)
+
+    def _array(self, ex: Exchange, chk: _Check, raws: list[str], obs: bool) -> None:
+        try:
+            chk.validate([coerce(v, chk.items) for v in raws])
+        except fastjsonschema.JsonSchemaValueException as exc:
+            rule = R_OVERSIZED if exc.rule in _OVERSIZE_RULES else R_TYPE
+            self._find(ex, rule, obs, "query", chk.name, evidence=str(exc.rule or ""))
 
     def _value(self, ex: Exchange, chk: _Check, raw: str, zone: str, obs: bool) -> None:
         limit = self.cfg.max_value_length
@@ -295,7 +311,7 @@ class SchemaDetector:
         if not c.bodies:
             return
         ct = req.content_type
-        entry = c.bodies.get(ct) or c.bodies.get(ct.split("/", 1)[0] + "/*")
+        entry = c.bodies.get(ct) or c.bodies.get(ct.split("/", 1)[0] + "/*") or c.bodies.get("*/*")
         if entry is None:
             if not c.any_body:
                 self._find(ex, R_CONTENT_TYPE, obs, "body", evidence=ct[:64])
@@ -322,7 +338,7 @@ class SchemaDetector:
         try:
             validate(doc)
         except fastjsonschema.JsonSchemaValueException as exc:
-            name = exc.name[5:] if exc.name.startswith("data.") else exc.name
+            name = _field(exc)
             if exc.rule in _EXTRA_RULES:
                 extra = _extra_keys(exc.value, exc.definition)
                 self._find(ex, R_EXTRA, obs, "body", name, evidence=",".join(extra)[:128],
@@ -356,7 +372,7 @@ class SchemaDetector:
             try:
                 validate(doc)
             except fastjsonschema.JsonSchemaValueException as exc:
-                name = exc.name[5:] if exc.name.startswith("data.") else exc.name
+                name = _field(exc)
                 if exc.rule in _EXTRA_RULES:
                     self._find(ex, R_RESP_UNDECLARED, c.observe, "response", name,
                                evidence=",".join(_extra_keys(exc.value, exc.definition))[:128])
@@ -365,6 +381,11 @@ class SchemaDetector:
             if kinds:
                 self._find(ex, R_RESP_SENSITIVE, c.observe, "response", evidence=",".join(kinds),
                            tags=("data-leak",))
+
+
+def _field(exc: fastjsonschema.JsonSchemaValueException) -> str:
+    name = str(exc.name or "")
+    return name[5:] if name.startswith("data.") else name
 
 
 def _accept(_doc: Any) -> Any:

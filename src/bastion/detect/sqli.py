@@ -24,6 +24,7 @@ context, and expects an already decoded value (URL/entity decoding is done by th
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 __all__ = ["SqliResult", "sqli_check", "tokenize"]
@@ -65,7 +66,8 @@ _STATEMENT_NEXT: dict[str, frozenset[str]] = {
     "begin": frozenset({"declare", "tran", "transaction", "exec", "execute", "insert", "update", "delete", "drop"}),
 }
 _LOGIC = {"and", "or", "xor", "&&", "||"}
-_COMPARE_WORDS = {"like", "rlike", "regexp", "is", "in", "between", "sounds", "glob", "match", "similar", "ilike"}
+_COMPARE_WORDS = {"like", "rlike", "regexp", "is", "in", "between", "sounds", "glob", "match", "similar", "ilike",
+                  "notnull", "isnull"}
 _OPERATOR_WORDS = {"div", "mod", "collate", "escape", "binary", "not", "interval", "against"}
 _UNARY = {"-", "+", "~", "!", "not", "binary"}
 _LITERAL_WORDS = {"null", "true", "false", "unknown", "current_user", "current_date", "current_time",
@@ -83,7 +85,7 @@ _DANGER = {
     "xp_cmdshell", "xp_dirtree", "xp_fileexist", "xp_regread", "sys_eval", "sys_exec", "randomblob",
     "dbms_pipe.receive_message", "dbms_lock.sleep", "utl_inaddr.get_host_address", "utl_inaddr.get_host_name",
     "utl_http.request", "dbms_xmlgen.getxml", "ctxsys.drithsx.sn", "pg_read_file", "pg_ls_dir", "lo_import",
-    "lo_export", "name_const", "geometrycollection", "multipoint", "polygon", "multipolygon",
+    "lo_export", "lo_get", "name_const", "geometrycollection", "multipoint", "polygon", "multipolygon",
     "linestring", "multilinestring", "exp", "gtid_subset", "json_keys", "st_latfromgeohash", "sqlite_version",
     "load_extension", "openrowset", "opendatasource", "master..xp_cmdshell", "dbms_java.runjava",
     "sp_oacreate", "sp_executesql", "sp_makewebtask", "sp_password", "xmltype", "pg_read_binary_file",
@@ -97,7 +99,8 @@ _FUNCTIONS = {
     "current_user", "session_user", "system_user", "user_name", "db_name", "host_name", "suser_sname",
     "@@version", "row", "exists", "bin", "oct", "conv", "to_char", "to_number", "unicode", "quotename",
     "getdate", "now", "sysdate", "curdate", "current_database", "current_schema", "pg_typeof", "typeof",
-    "connection_id", "last_insert_id", "found_rows", "row_count", "uuid", "decode", "encode", "utl_raw.cast_to_varchar2",
+    "connection_id", "last_insert_id", "found_rows", "row_count", "uuid", "decode", "encode",
+    "utl_raw.cast_to_varchar2",
     "bitand", "ascii_str", "soundex", "space", "repeat", "regexp_like", "regexp_substr", "json_extract",
     "char_length", "character_length", "octet_length", "bit_length", "format", "str", "iif", "choose", "power",
     "waitfor", "min", "max", "sum", "avg", "greatest", "least", "field", "find_in_set", "export_set",
@@ -105,7 +108,9 @@ _FUNCTIONS = {
     "sin", "cos", "tan", "cot", "asin", "acos", "atan", "atan2", "log", "ln", "log2", "log10", "sqrt", "sign",
     "degrees", "radians", "truncate", "coercibility", "collation", "charset", "benchmark", "object_id",
     "has_dbaccess", "is_srvrolemember", "is_member", "schema_name", "table_name", "col_name", "columnproperty",
-    "sqlite_master", "randomblob", "zeroblob", "quote", "printf", "glob", "instr", "char", "updatexml",
+    "unlikely", "likely", "likelihood", "json", "json_valid", "json_type", "json_array", "json_object",
+    "total_changes", "changes", "last_insert_rowid", "lo_get", "lo_put", "lo_from_bytea", "unistr",
+    "sqlite_master", "randomblob", "zeroblob", "quote", "printf", "glob", "updatexml",
 }
 _FUNCTIONS |= _DANGER
 
@@ -131,10 +136,12 @@ _TOKEN = re.compile(
      (?P<ws>[\s\x00-\x1f\x7f\xa0\u2000-\u200b\u3000]+)
     |(?P<vc>/\*!(?:\d{5,6})?)
     |(?P<cm>/\*.*?(?:\*/|\Z))
-    |(?P<dc>--(?!\d)[^\n]*\n?|(?<![\w.%&/=?:\-])\#(?!\d)[^\n]*\n?|%00.*)
+    |(?P<dc>--(?!\d)[^\n]*\n?|(?<![a-zA-Z_.%&/=?:\-])\#(?!\d)[^\n]*\n?|%00.*)
     |(?P<ce>\*/)
     |(?P<str>(?:[nNxXbBeE](?='))?'(?:[^'\\]|\\.|'')*'?|"(?:[^"\\]|\\.|"")*"?)
     |(?P<bt>`[^`]*`?|\[[\w .$-]{1,64}\])
+    |(?P<num0>0x[0-9a-fA-F]+(?![\w$])|0b[01]+(?![\w$]))
+    |(?P<dword>\d+(?:_[\w$]*|[a-zA-Z$][\w$]*)(?=[^\w$]|$))
     |(?P<num>0x[0-9a-fA-F]*|0b[01]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
     |(?P<var>@@?(?:[\w$.]+|`[^`]*`|'[^']*'|"[^"]*")?|\$\d+|\?)
     |(?P<word>[^\W\d][\w$]*(?:\.\.?(?:[^\W\d][\w$]*|\*))*)
@@ -166,11 +173,13 @@ def tokenize(s: str, pos: int = 0, limit: int = MAX_TOKENS) -> list[Token]:
     return list(_tokens(s, pos, limit))
 
 
-def _tokens(s: str, pos: int, limit: int):  # type: ignore[no-untyped-def]  # generator of Token
+def _tokens(s: str, pos: int, limit: int) -> Iterator[Token]:
     n = len(s)
     count = 0
+    steps = 0  # whitespace and inline comments count too: "/**/" * 4000 must not loop 4000 times
     match = _TOKEN.match
-    while pos < n and count < limit:
+    while pos < n and count < limit and steps < 4 * limit:
+        steps += 1
         m = match(s, pos)
         if m is None:  # pragma: no cover - the pattern ends with a catch-all
             return
@@ -196,8 +205,18 @@ def _tokens(s: str, pos: int, limit: int):  # type: ignore[no-untyped-def]  # ge
             yield ("s", text)
         elif kind == "bt":
             yield ("n", text)
-        elif kind == "num":
+        elif kind == "num" or kind == "num0":
             yield ("1", text)
+        elif kind == "dword":
+            # MySQL reads 0_3 and 1a as identifiers, but 1union / 1or as a number then a keyword
+            k = len(text) - len(text.lstrip("0123456789"))
+            if re.fullmatch(r"[eE]\d+", text[k:]):
+                yield ("1", text)
+            elif text[k:].lower() in _WORD_TYPE and text[k] != "_":
+                end = pos + k
+                yield ("1", text[:k])
+            else:
+                yield ("n", text)
         elif kind == "var":
             yield ("v", text)
         elif kind == "word":
@@ -209,9 +228,11 @@ def _tokens(s: str, pos: int, limit: int):  # type: ignore[no-untyped-def]  # ge
                     end = f.end()
                     low = low + " " + f.group().strip().lower()
             t = _WORD_TYPE.get(low)
-            if low in _FUNCTIONS or "." in low and low.rsplit(".", 1)[1] in _DANGER:
-                if _PAREN_AHEAD.match(s, end):
-                    t = "F" if (low in _DANGER or low.rsplit(".", 1)[-1] in _DANGER) else "f"
+            is_func = low in _FUNCTIONS or ("." in low and low.rsplit(".", 1)[1] in _DANGER)
+            if is_func and _PAREN_AHEAD.match(s, end):
+                t = "F" if (low in _DANGER or low.rsplit(".", 1)[-1] in _DANGER) else "f"
+            if t is None and end < n and s[end] == "(" and "." not in low:
+                t = "g"  # a call of a function we don't know (user-defined, another dialect): legal, not a sign
             if t is None:
                 if low.startswith(("union ",)):
                     t = "U"
@@ -241,12 +262,19 @@ def _tokens(s: str, pos: int, limit: int):  # type: ignore[no-untyped-def]  # ge
             yield ("X", text)
         count += 1
         pos = end
+        if kind == "word" and pos < n and s[pos] == "#" and _WORD_TYPE.get(text.lower(), "n") != "n":
+            # "union#junk\n select": MySQL starts a comment right after a keyword
+            nl = s.find("\n", pos)
+            if nl < 0:
+                yield ("C", s[pos:])
+                return
+            pos = nl + 1
 
 
 # --- the judge -------------------------------------------------------------------------------------
 
 _OPERAND = frozenset("1snv)")
-_EXPR_START = frozenset("1snvfF(")
+_EXPR_START = frozenset("1snvfFg(")
 _LITERAL = frozenset("1sv")
 
 
@@ -260,9 +288,15 @@ def _can_follow(prev: Token, tok: Token) -> bool:
     if p in _OPERAND:
         if t in "oc&),;UBW":
             return True
+        if t == "S" and tok[1] == "set":  # UPDATE t SET
+            return True
         if t == "k":
             return tok[1] not in ("case", "exists", "table", "database", "schema")
         return False
+    if p == "o" and prev[1] == "*" and t in ",)k&c":  # SELECT * FROM, COUNT(*)
+        return True
+    if p == "c" and prev[1] in ("in", "not in"):  # IN takes a parenthesized list or subquery
+        return t == "("
     if p in "oc&,":
         if t in _EXPR_START or (t == "o" and tok[1] in _UNARY):
             return True
@@ -270,13 +304,13 @@ def _can_follow(prev: Token, tok: Token) -> bool:
             return tok[1] in ("case", "exists", "distinct", "all", "any", "some", "binary", "interval")
         if p == "c" and t == "(":
             return True
-        return t == "c" and tok[1] in ("not",) or (p == "o" and prev[1] == "*" and t in ",)k")
+        return (t == "c" and tok[1] in ("not",)) or (p == "o" and prev[1] == "*" and t in ",)k")
     if p == "(":
         return t in _EXPR_START or t in "E)kU" or (t == "o" and tok[1] in _UNARY)
-    if p in "fF":
+    if p in "fFg":
         return t == "("
     if p == ";":
-        return t in "ESW(" or (t == "f" and tok[1] == "if")
+        return t in "ESW(;C" or (t == "f" and tok[1] == "if")
     if p == "U":
         return t in "E("
     if p == "E":
@@ -370,13 +404,13 @@ def _judge(toks: list[Token], start: int, first: int = 0) -> _Judge:
                 if after == "C" or (nxt[0] != "s" and after in ("", ")", "&", ";", "B", "U")):
                     j.logic_literal = True
         elif t == "c":
-            if after_logic:
+            if after_logic and nxt is not None:  # a whole comparison, not one cut off by prose
                 j.logic_cmp = True
-            if prv is not None and nxt is not None and _literalish(prv) and _literalish(nxt):
-                if prv[0] != "n" or (nxt[0] == "n" and prv[1] == nxt[1]):
-                    j.const_cmp = True
-                    if after_logic:
-                        j.logic_const = True
+            if (prv is not None and nxt is not None and _literalish(prv) and _literalish(nxt)
+                    and (prv[0] != "n" or (nxt[0] == "n" and prv[1] == nxt[1]))):
+                j.const_cmp = True
+                if after_logic:
+                    j.logic_const = True
             if i == first and nxt is not None and nxt[0] in _LITERAL:
                 j.first_cmp_literal = True
         elif t == "f":
@@ -388,13 +422,12 @@ def _judge(toks: list[Token], start: int, first: int = 0) -> _Judge:
         elif t == "B":
             if nxt is not None and (nxt[0] in "1nv(" or nxt[0] == "f"):
                 j.clause = True
-            elif text == "into" and nxt is not None and nxt[1] in ("outfile", "dumpfile") or (
+            elif (text == "into" and nxt is not None and nxt[1] in ("outfile", "dumpfile")) or (
                 text == "procedure" and nxt is not None and nxt[1] == "analyse"
             ):
                 j.danger = True
-        elif t == "E" and sub_depth:
-            if _strong_select(toks, i + 1, stop):
-                j.strong_subquery = True
+        elif t == "E" and sub_depth and _strong_select(toks, i + 1, stop):
+            j.strong_subquery = True
         if t in "fF" and after_logic:
             j.logic_func = True
     j.fp = j.fp[: max(stop, 1)]
@@ -412,8 +445,12 @@ def _plausible_statement(toks: list[Token], i: int, stop: int) -> bool:
         return _strong_select(toks, i + 1, stop)
     if t == "W":
         return nxt is not None and nxt[0] in "s1"
-    if t == "f" and text == "if":
-        return True
+    if t == "f" and text == "if":  # IF((1=1), ...): a constant condition or a subquery, not C's if (x == NULL)
+        for k in range(i + 1, min(stop, i + 14)):
+            if toks[k][0] == "E" or (toks[k][0] == "c" and toks[k - 1][0] in "1sv" and k + 1 < stop
+                                     and toks[k + 1][0] in "1sv"):
+                return True
+        return False
     if t == "S":
         allowed = _STATEMENT_NEXT.get(text)
         if text == "shutdown":
@@ -423,7 +460,9 @@ def _plausible_statement(toks: list[Token], i: int, stop: int) -> bool:
         if allowed is not None:
             return not allowed or nxt[1] in allowed
         if text in ("exec", "execute"):
-            return nxt[0] in "v(s" or nxt[1].startswith(("xp_", "sp_", "master.", "immediate", "dbms_", "sys."))
+            after = toks[i + 2][0] if i + 2 < stop else ""
+            return (nxt[0] in "vs" or (nxt[0] == "(" and after in ("s", "v"))
+                    or nxt[1].startswith(("xp_", "sp_", "master.", "immediate", "dbms_", "sys.")))
         if text == "if":  # T-SQL IF: a condition SQL-like enough ("if 1=1", "if (select ...)")
             if nxt[0] in "1v(":
                 return _has_type(toks, i + 1, stop, "c") or nxt[0] == "("
@@ -451,9 +490,7 @@ def _strong_select(toks: list[Token], i: int, stop: int) -> bool:
             return True
         if t == "k" and text in ("from",):
             saw_from = True
-        elif saw_from and t in "c;":
-            return True
-        elif t in ")C" and saw_from:
+        elif saw_from and t in "c;)C":
             return True
     return False
 
@@ -462,10 +499,12 @@ _INFO_FUNCTIONS = {"version", "database", "user", "current_user", "system_user",
                    "db_name", "user_name", "suser_sname", "current_database", "@@version", "coercibility",
                    "collation", "charset", "connection_id", "host_name", "sqlite_version"}
 
-_QUICK = re.compile(
-    r"['\"`;#()=<>|&@]|--|/\*|\b(?:or|and|xor|union|select|sleep|benchmark|waitfor|order|group|having|limit"
-    r"|procedure|into|insert|update|delete|drop|exec|execute|declare|like|rlike|regexp|not|div|mod|between)\b",
-    re.IGNORECASE,
+_SPECIAL_RE = re.compile(r"['\"`;#()=<>|&@,*/\-+!~^%]")
+# a value without any of _SPECIAL can only inject with keywords ("1 union select null", "1 or true")
+_QUICK_WORDS = re.compile(
+    r"\b(?:or|and|xor|union|order|group|having|waitfor|procedure|limit|div|like|select|exec|execute|declare"
+    r"|shutdown|drop|insert|delete|update|create|alter|truncate)\b",
+    re.I,
 )
 
 
@@ -474,8 +513,27 @@ def sqli_check(value: str) -> SqliResult | None:
     if not value or len(value) < 2:
         return None
     s = value[:MAX_SCAN]
-    if _QUICK.search(s) is None:
+    if _SPECIAL_RE.search(s) is None and _QUICK_WORDS.search(s) is None:
+        if _has_smart_quote(s):
+            return sqli_check(s.translate(_ASCII_QUOTES))
         return None
+    r0 = _check_all(s)
+    if r0 is None and _has_smart_quote(s):
+        # typographic quotes that a normalizing back-end (or a lenient database) reads as quotes
+        r0 = _check_all(s.translate(_ASCII_QUOTES))
+    return r0
+
+
+_SMART_QUOTES = frozenset("\u2018\u2019\u201c\u201d\u02bc\uff07\uff02")
+_ASCII_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u02bc": "'", "\uff07": "'",
+                               "\u201c": '"', "\u201d": '"', "\uff02": '"'})
+
+
+def _has_smart_quote(s: str) -> bool:
+    return any(q in s for q in _SMART_QUOTES)
+
+
+def _check_all(s: str) -> SqliResult | None:
     r = _check_none(s)
     if r is not None:
         return r
@@ -487,21 +545,54 @@ def sqli_check(value: str) -> SqliResult | None:
     return None
 
 
-_BREAKOUT = {
-    "'": re.compile(r"(?:[^'\\]|\\.|'')*'", re.DOTALL),
-    '"': re.compile(r'(?:[^"\\]|\\.|"")*"', re.DOTALL),
-}
+def _breakout(s: str, q: str) -> int:
+    """Index just past the first quote `q` that ends a literal opened before `s` (-1: none does).
+    A backslash-escaped quote (MySQL) or a doubled quote (standard SQL) does not end it."""
+    i = s.find(q)
+    n = len(s)
+    while i >= 0:
+        k = i
+        while k > 0 and s[k - 1] == "\\":
+            k -= 1
+        if (i - k) % 2 == 0:
+            if i + 1 < n and s[i + 1] == q:
+                i = s.find(q, i + 2)
+                continue
+            return i + 1
+        i = s.find(q, i + 1)
+    return -1
+
+
+def _collect(s: str, pos: int, toks: list[Token]) -> list[Token]:
+    """Append tokens of `s` from `pos` while each is a legal successor of the previous one; the first
+    illegal token is kept (so the judge sees where the SQL stops) and tokenizing stops there: prose is
+    rejected after a couple of tokens whatever its length."""
+    for tok in _tokens(s, pos, MAX_TOKENS):
+        ok = not toks or _can_follow(toks[-1], tok)
+        toks.append(tok)
+        if not ok:
+            break
+    return toks
 
 
 def _check_quoted(s: str, q: str, ctx: str) -> SqliResult | None:
-    m = _BREAKOUT[q].match(s)
-    if m is None:
+    end = _breakout(s, q)
+    first = s.find(q) + 1
+    if 0 < first != end and s[first - 2 : first] == "\\" + q:
+        # SQLite and standard SQL don't treat a backslash as an escape: admin\' or 1=1--
+        r = _judge_quoted(s, q, ctx, first)
+        if r is not None:
+            return r
+    if end < 0:
         return None
-    head = m.group()
-    toks: list[Token] = [("s", q + head)]
-    toks.extend(_tokens(s, m.end(), MAX_TOKENS))
-    if len(toks) < 2:
-        return None
+    return _judge_quoted(s, q, ctx, end)
+
+
+def _judge_quoted(s: str, q: str, ctx: str, end: int) -> SqliResult | None:
+    head = s[:end]
+    toks = _collect(s, end, [("s", q + head)])
+    if len(toks) < 2 or (len(toks) == 2 and not _can_follow(toks[0], toks[1])):
+        return None  # the quote is followed by a word: O'Brien, we'll
     j = _judge(toks, 0, 1)
     reason = _strong_reason(j, quoted=True)
     if reason is None and j.complete:
@@ -519,12 +610,13 @@ def _check_quoted(s: str, q: str, ctx: str) -> SqliResult | None:
             j.comment or (short_tail and toks[1][1] in _COMPARE_OPS)
         ):
             reason = "comparison"
-        elif ops >= 2 and short_tail and len(toks) >= 4 and ("c" in j.fp or "&" in j.fp) and (
-            j.fp.count("&") < ops
-        ):
+        elif (ops >= 2 and short_tail and len(toks) >= 4 and ("c" in j.fp or "&" in j.fp) and (
+            sum(1 for t in toks if t[0] == "&" and t[1].isalpha()) < ops  # not just words: "x" and "y"
+        )) or j.op_func or (j.subquery and second in "oc&("):
             reason = "expression"
-        elif j.op_func or (j.subquery and second in "oc&("):
-            reason = "expression"
+        elif (q == "'" and len(toks) == 3 and toks[1][1] in _ARITH and toks[2][1] == "'"
+              and _IDENT.fullmatch(head[:-1])):
+            reason = "arithmetic"  # '-'  '*'  '^': MySQL compares '' - '' = 0 with every non-numeric name
         elif j.clause and (j.comment or len(toks) <= 6):
             reason = "clause"
     if reason is None:
@@ -539,7 +631,7 @@ def _comment_ok(toks: list[Token], head: str) -> bool:
     if len(toks) > 2:
         # something SQL must happen between the quote and the comment ("x' or 1--", "x') --"),
         # not just words ("The 'Join' button ... `#cart`")
-        return any(t[0] in "oc&);BUESWfF" for t in toks[1:-1])
+        return any(t[0] in "oc);BUESWfF1v" for t in toks[1:-1])
     return _IDENT.fullmatch(head[:-1].strip()) is not None
 
 
@@ -559,32 +651,44 @@ def _strong_reason(j: _Judge, *, quoted: bool) -> str | None:
 
 
 def _check_none(s: str) -> SqliResult | None:
-    toks = list(_tokens(s, 0, MAX_TOKENS))
-    if len(toks) < 2:
+    toks = list(_tokens(s, 0, 1))
+    if not toks:
         return None
     first = toks[0]
     if first[0] == "E" or first[0] == "S":
-        return _check_statement(toks)
-    if not (first[0] in _EXPR_START or first[0] in "U&" or (first[0] == "o" and first[1] in _UNARY)
+        return _check_statement(_collect(s, 0, []), s)
+    toks = _collect(s, 0, [])
+    if len(toks) < 2 or (len(toks) == 2 and not _can_follow(toks[0], toks[1])):
+        return None  # one token of SQL, then prose: "Please select ..."
+    if not (first[0] in _EXPR_START or first[0] in "U&;)" or (first[0] == "o" and first[1] in _UNARY)
             or first[1] in ("case", "exists")):
         return None
     j = _judge(toks, 0)
     reason = _strong_reason(j, quoted=False)
     if reason is None and j.complete:
-        if j.comment and len(toks) > 2 and (
+        if j.clause and (j.const_cmp or "f" in j.fp or "F" in j.fp):
+            reason = "clause"
+        elif j.comment and len(toks) > 2 and (
             j.close_paren or j.clause or j.const_cmp or (j.logic and (j.logic_cmp or j.logic_literal))
         ):
             reason = "comment-truncation"
         elif j.logic and j.logic_literal and j.comment:
             reason = "boolean"
+        elif _bare_tautology(toks):
+            reason = "tautology"
+        elif j.logic and j.const_cmp and (j.logic_literal or j.logic_cmp):
+            reason = "tautology"  # 1=1 or 1 / 1 or x=x: the WHERE clause no longer depends on the row
         elif j.strong_subquery and first[0] in "(1":
             reason = "subquery"
         elif j.clause and j.comment:
             reason = "clause"
         elif j.close_paren and j.logic and (j.logic_cmp or j.logic_literal):
             reason = "boolean"
-        elif first[0] == "f" and s.rstrip().endswith(")") and "k" not in j.fp and (
-            j.fp.count("f") >= 2 or "v" in j.fp or first[1] in _INFO_FUNCTIONS
+        elif first[0] == "f" and "k" not in j.fp[:4] and (
+            j.fp.count("f") >= 2
+            or "v" in j.fp
+            or j.subquery
+            or (first[1] in _INFO_FUNCTIONS and j.fp[1:3] == ["(", ")"])
         ):
             reason = "function-call"
     if reason is None:
@@ -592,14 +696,62 @@ def _check_none(s: str) -> SqliResult | None:
     return SqliResult("".join(j.fp), "none", reason)
 
 
-def _check_statement(toks: list[Token]) -> SqliResult | None:
+def _check_statement(toks: list[Token], s: str) -> SqliResult | None:
     """A value that is a whole statement (the application runs it, or it follows a stacked ';')."""
+    if _statement_shape(list(_tokens(s, 0, 8))):
+        return SqliResult("".join(t[0] for t in toks), "none", "statement")
     if not _plausible_statement(toks, 0, len(toks)):
         return None
     j = _judge(toks, 0)
     reason = _strong_reason(j, quoted=False)
-    if reason is None and j.complete and len(toks) >= 4:
+    if reason is None and ((j.complete and len(toks) >= 4) or (j.strong_subquery and "k" in j.fp)):
         reason = "statement"
     if reason is None:
         return None
     return SqliResult("".join(j.fp), "none", reason)
+
+
+_END = ("", ";", "C")
+_ARITH = {"-", "+", "*", "/", "%", "^", "&", "|", "||", "&&", "div", "mod", "xor"}
+_ALWAYS_TRUE = {"=", "like", "<=>", ">=", "<=", "is", "glob", "regexp", "rlike"}
+_ALWAYS_FALSE = {"!=", "<>", "is not", "not like", "not regexp", "not rlike"}
+
+
+def _bare_tautology(toks: list[Token]) -> bool:
+    """The whole value is a constant condition: 1=1, 'a'='a', 42 like 42, 11!=1, 9999 or true."""
+    core = [t for t in toks if t[0] != "C"]
+    if len(core) == 3 and core[0][0] in "1s" and core[2][0] in "1s" and core[1][0] == "c":
+        op = core[1][1]
+        same = core[0][1].strip("'\"") == core[2][1].strip("'\"")
+        return (same and op in _ALWAYS_TRUE) or (not same and op in _ALWAYS_FALSE)
+    return len(core) == 3 and core[0][0] == "1" and core[1][0] == "&" and core[2][1] in ("true", "not false")
+
+
+def _statement_shape(toks: list[Token]) -> bool:
+    """Statement openings that prose does not produce: `create table t (`, `drop table t;`,
+    `insert into t values`, `delete from t where`, `update t set c =`, `exec xp_...`, `declare @v`."""
+    w = [t[1] for t in toks] + ["", "", "", "", ""]
+    k = [t[0] for t in toks] + ["", "", "", "", ""]
+    v0, v1, v2, v3 = w[0], w[1], w[2], w[3]
+    if v0 == "create" and v1 in ("table", "function", "procedure", "trigger", "view"):
+        return (k[2] in "nsg" and v3 in ("(", "as", "returns", "before", "after", "on")) or k[2] == "g"
+    if v0 == "drop" and v1 in ("table", "database", "view", "function", "procedure", "user", "index", "schema"):
+        return k[2] in "nk" and (k[3] in _END or (v2 == "if" and v3 == "exists"))
+    if v0 == "alter" and v1 in ("table", "user", "database", "login"):
+        return k[2] == "n" and v3 in ("add", "drop", "change", "modify", "rename", "alter", "with", "set", "identified")
+    if v0 == "insert" and v1 == "into":
+        return k[2] in "ng" and (v3 in ("values", "select", "(", "set") or k[2] == "g")
+    if v0 == "delete" and v1 == "from":
+        return k[2] == "n" and (v3 in ("where", ";") or k[3] == "C" or (v3 == "" and k[2] == "n" and "_" in v2))
+    if v0 == "update":
+        return k[1] == "n" and v2 == "set" and k[3] == "n" and w[4] == "="
+    if v0 == "truncate" and v1 == "table":
+        return k[2] == "n"
+    if v0 in ("exec", "execute"):
+        return (k[1] == "v" or (v1 == "(" and k[2] in "sv") or v1 == "immediate"
+                or v1.startswith(("xp_", "sp_", "master.", "dbms_", "sys.")))
+    if v0 == "declare":
+        return k[1] == "v"
+    if v0 == "shutdown":
+        return k[1] in _END or v1 == "with"
+    return False

@@ -160,12 +160,13 @@ class BastionMiddleware:
         """The Exchange for a scope, and the scope headers with a valid X-Request-Id in them."""
         raw_headers: list[tuple[bytes, bytes]] = list(scope.get("headers") or ())
         headers = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw_headers])
-        rid = headers.get("x-request-id")
-        if not valid_request_id(rid):
-            rid = new_request_id()
-            raw_headers = [(k, v) for k, v in raw_headers if k.lower() != b"x-request-id"]
+        sent_id = headers.get("x-request-id")
+        rid = sent_id if sent_id is not None and valid_request_id(sent_id) else new_request_id()
+        if rid is not sent_id:
+            # The application sees the id Bastion uses, never a client's unusable one.
+            if sent_id is not None:
+                raw_headers = [(k, v) for k, v in raw_headers if k.lower() != b"x-request-id"]
             raw_headers.append((b"x-request-id", rid.encode()))
-        assert rid is not None
         # raw_path is the path as sent (still percent-encoded); servers that omit it give only the
         # decoded path, which is re-encoded so detectors always see one form.
         raw_path = scope.get("raw_path")
@@ -183,11 +184,12 @@ class BastionMiddleware:
         peer = scope.get("client")
         # No peer address means a Unix socket (or an in-process transport): only local processes
         # reach it, so it is loopback for trust purposes.
-        peer_ip = str(peer[0]) if peer else "127.0.0.1"
+        peer_ip = str(peer[0]) if peer and peer[0] else "127.0.0.1"
         peer_port = int(peer[1]) if peer and len(peer) > 1 and peer[1] else 0
-        addr = parse_ip(peer_ip)
-        if addr is not None:
-            peer_ip = str(addr)
+        if ":" in peer_ip:  # IPv6, maybe an IPv4-mapped one (::ffff:192.0.2.1): normalize
+            addr = parse_ip(peer_ip)
+            if addr is not None:
+                peer_ip = str(addr)
         ip = peer_ip
         if self.trusted and self.trusted.contains(peer_ip):
             chain = forwarded_for_chain(headers.get_all("x-forwarded-for"), headers.get_all("forwarded"))
@@ -293,15 +295,21 @@ class _HTTPFlow:
                 # error is the consequence (a ClientDisconnect) and nobody is left to report it to.
                 log.debug("app raised after Bastion answered: %r", exc)
                 return
-            if not self.response_started and ex.response is None:
-                ex.response = Response(status=500, headers=Headers())
+            if not self.response_started:
+                # Nothing reached the client yet: answer as for any upstream failure (problem+json
+                # with the request id, no traceback), then let the server log the exception.
+                self.hold = False
+                await self._answer(Verdict(Action.ALLOW, status=500, reason="upstream-error",
+                                           title="Internal Server Error"), record=False)
             raise
         finally:
-            if self.hold and self.held_start is not None and not self.answered:
-                # The app ended without finishing its body: release what it did send.
-                self.hold = False
-                await self._release(final=True)
-            self._complete()
+            try:
+                if self.hold and self.held_start is not None and not self.answered:
+                    # The app ended without finishing its body: release what it did send.
+                    self.hold = False
+                    await self._release(final=True)
+            finally:
+                self._complete()
 
     # --- request body ----------------------------------------------------------------------
 
@@ -359,10 +367,10 @@ class _HTTPFlow:
     # --- response -----------------------------------------------------------------------------
 
     def _should_hold(self, status: int, headers: Headers) -> bool:
-        ctype = (headers.get("content-type") or "").lower()
-        if ctype.startswith(STREAMING_TYPES):
+        if not (self.mw.wants_response_body or (self.mw.scrub_errors and status >= 500)):
             return False
-        return self.mw.wants_response_body or (self.mw.scrub_errors and status >= 500)
+        ctype = (headers.get("content-type") or "").lower()
+        return not ctype.startswith(STREAMING_TYPES)
 
     async def _send(self, message: Message) -> None:
         kind = message.get("type")
@@ -398,8 +406,9 @@ class _HTTPFlow:
         raw: list[tuple[bytes, bytes]] = list(message.get("headers") or ())
         if self.mw.strip_banners:
             raw = [(k, v) for k, v in raw if k.lower() not in BANNER_HEADERS_BYTES]
-        if not any(k.lower() == b"x-request-id" for k, _ in raw):
-            raw.append((b"x-request-id", ex.id.encode("latin-1", "replace")))
+        # One id per exchange, the one in Bastion's events: an app-set X-Request-Id is replaced.
+        raw = [(k, v) for k, v in raw if k.lower() != b"x-request-id"]
+        raw.append((b"x-request-id", ex.id.encode("latin-1", "replace")))
         ex.response = Response(
             status=status, headers=Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw])
         )
@@ -449,11 +458,11 @@ class _HTTPFlow:
         if final and (not held or held[-1].get("more_body", False)):
             await self.send({"type": "http.response.body", "body": b""})
 
-    async def _answer(self, verdict: Verdict) -> None:
+    async def _answer(self, verdict: Verdict, record: bool = True) -> None:
         ex = self.ex
         assert ex is not None
         status, headers, body = self.mw.problem(ex, verdict)
-        if ex.verdict is None or not ex.verdict.blocks:
+        if record and (ex.verdict is None or not ex.verdict.blocks):
             ex.verdict = verdict
         self.answered = True
         self.hold = False

@@ -86,6 +86,19 @@ def _alternation(patterns: list[str], *, path: bool = True, flags: int = 0) -> r
     return re.compile("(?:" + "|".join(glob_regex(p, path=path) for p in patterns) + r")\Z", flags)
 
 
+def _route_alternation(templates: list[str]) -> re.Pattern[str] | None:
+    """Route templates match the catalog's route (`/users/{id}` itself) or, before the catalog
+    has named the route, any path of that shape (`{id}` is one path segment)."""
+    if not templates:
+        return None
+    alts = []
+    for t in templates:
+        alts.append(re.escape(t))
+        shape = re.sub(r"\{[^/{}]*\}", "\x00", t)
+        alts.append(glob_regex(shape).replace("\x00", "[^/]+"))
+    return re.compile("(?:" + "|".join(alts) + r")\Z")
+
+
 def compile_scope(scope: Scope, groups: dict[str, list[str]]) -> Pred:
     preds: list[Pred] = []
     if scope.methods:
@@ -95,7 +108,7 @@ def compile_scope(scope: Scope, groups: dict[str, list[str]]) -> Pred:
     if sites is not None:
         preds.append(lambda ex: sites.match(ex.site) is not None)
     paths = _alternation(scope.paths)
-    routes = _alternation(scope.routes)
+    routes = _route_alternation(scope.routes)
     resolve_path = resolve("path").get
     if paths is not None or routes is not None:
         def where(ex: Exchange) -> bool:
@@ -103,7 +116,9 @@ def compile_scope(scope: Scope, groups: dict[str, list[str]]) -> Pred:
             assert isinstance(p, str)
             if paths is not None and paths.match(p):
                 return True
-            return routes is not None and (routes.match(ex.route or p) is not None)
+            if routes is None:
+                return False
+            return routes.match(p) is not None or (bool(ex.route) and routes.match(ex.route) is not None)
 
         preds.append(where)
     if scope.groups:
@@ -406,5 +421,9 @@ def compile_rule(spec: RuleSpec, groups: dict[str, list[str]] | None = None) -> 
     )
 
 
-def _one(ex: Exchange) -> float:
+def one(ex: Exchange) -> float:
+    """The cost of a plain count (the detector recognises it to skip per-request work)."""
     return 1.0
+
+
+_one = one

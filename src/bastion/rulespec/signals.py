@@ -88,7 +88,7 @@ BASE: dict[str, Signal] = {
         Signal("findings.tags", _finding_tags, Phase.COMPLETE, Kind.SET, "tags of other detectors' findings"),
         Signal("findings.rules", _finding_rules, Phase.COMPLETE, Kind.SET, "rule ids of other findings"),
         Signal("score", lambda ex: float(ex.score), Phase.COMPLETE, Kind.NUMBER, "anomaly score of the exchange"),
-        Signal("risk", lambda ex: ex.risk, Phase.REQUEST_BODY, Kind.NUMBER, "the entity's current risk"),
+        Signal("risk", lambda ex: ex.risk, Phase.REQUEST_HEADERS, Kind.NUMBER, "the entity's current risk"),
         Signal("tags", lambda ex: frozenset(ex.tags), Phase.COMPLETE, Kind.SET, "tags set on the exchange"),
     )
 }

@@ -9,11 +9,13 @@ bounded amount of memory; an evicted counter restarts from zero, which fails ope
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from urllib.parse import parse_qs, urlsplit
 
 from bastion.state.base import Algo, Op, Outcome
 from bastion.state.strategies import STRATEGIES, State, ttl_of
 
+DEFAULT_MAX_KEYS = 250_000  # about 90 MB of counters (~350 bytes per key, measured)
 _SWEEP_EVERY = 256  # ops between two incremental sweeps
 _SWEEP_BATCH = 64  # expired entries dropped per sweep at most
 
@@ -34,11 +36,12 @@ class MemoryStorage:
     def __init__(self, url: str = "memory://", max_keys: int | None = None) -> None:
         self.url = url
         opts = parse_qs(urlsplit(url).query)
-        self.max_keys = max_keys or int(opts.get("max_keys", ["1000000"])[0])
+        self.max_keys = max_keys or int(opts.get("max_keys", [str(DEFAULT_MAX_KEYS)])[0])
         if self.max_keys < 1:
             raise ValueError("memory:// max_keys must be at least 1")
-        # Insertion order is recency order: a touched entry is moved to the end.
-        self._table: dict[str, _Entry] = {}
+        # Recency order: a touched entry is moved to the end, so the least recently used is first.
+        # (An OrderedDict, not a dict: popping a plain dict's first key is O(n) after many deletes.)
+        self._table: OrderedDict[str, _Entry] = OrderedDict()
         self._ops = 0
         self.evictions = 0
 
@@ -67,18 +70,18 @@ class MemoryStorage:
                 out.append(Outcome(False, 0.0, op.limit))
                 continue
             key = op.key
-            entry = table.pop(key, None)
+            entry = table.get(key)
             if entry is None:
                 state, outcome = STRATEGIES[op.algo](None, now, op)
-                entry = _Entry(state, now + ttl_of(op))
+                table[key] = _Entry(state, now + ttl_of(op))
             else:
                 state, outcome = STRATEGIES[op.algo](entry.state if entry.expires > now else None, now, op)
                 entry.state = state
                 entry.expires = now + (2 * op.window if op.algo == Algo.SLIDING_WINDOW else op.window)
-            table[key] = entry
+                table.move_to_end(key)
             if outcome.exceeded and op.cooldown > 0 and op.block_key:
-                table.pop(op.block_key, None)
                 table[op.block_key] = _Entry(None, now + op.cooldown)
+                table.move_to_end(op.block_key)
                 outcome.cooling = op.cooldown
                 outcome.reset = max(outcome.reset, op.cooldown)
                 outcome.newly = True
@@ -87,10 +90,9 @@ class MemoryStorage:
         if self._ops >= _SWEEP_EVERY:
             self._ops = 0
             self._sweep(now)
-        if len(table) > self.max_keys:
-            while len(table) > self.max_keys:
-                del table[next(iter(table))]
-                self.evictions += 1
+        while len(table) > self.max_keys:
+            table.popitem(last=False)
+            self.evictions += 1
         return out
 
     def _sweep(self, now: float) -> None:

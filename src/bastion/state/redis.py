@@ -16,8 +16,8 @@ import hashlib
 from importlib import resources
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from bastion.state.base import Op, Outcome, StorageError
-from bastion.state.resp import ReplyError, RespClient
+from bastion.state.base import Algo, Op, Outcome, StorageError
+from bastion.state.resp import ReplyError, RespClient, encode_ascii
 
 
 def load_script(name: str) -> bytes:
@@ -25,7 +25,10 @@ def load_script(name: str) -> bytes:
 
 
 def _num(x: float) -> str:
-    return repr(float(x)) if x != int(x) else str(int(x))
+    return str(int(x)) if x == int(x) else repr(float(x))
+
+
+_ALGO_ARG = {a: str(int(a)) for a in Algo}
 
 
 class RedisStorage:
@@ -63,14 +66,14 @@ class RedisStorage:
     async def hit(self, ops: list[Op], now: float) -> list[Outcome]:
         if not ops:
             return []
-        args: list[bytes | str | int | float] = ["EVALSHA", self.sha, 2 * len(ops)]
+        args = ["EVALSHA", self.sha, str(2 * len(ops))]
         for op in ops:
             args.append(op.key)
             args.append(op.block_key or "-")
         args.append(repr(now))
         for op in ops:
             args += (
-                int(op.algo),
+                _ALGO_ARG[op.algo],
                 _num(op.limit),
                 _num(op.window),
                 _num(op.cost),
@@ -80,12 +83,11 @@ class RedisStorage:
             )
         self.calls += 1
         try:
-            reply = await self.client.call(*args)
+            reply = await self.client.call_raw(encode_ascii(args))
         except ReplyError as exc:
             if "NOSCRIPT" not in str(exc):
                 raise
-            args[0], args[1] = "EVAL", self.script
-            reply = await self.client.call(*args)
+            reply = await self.client.call("EVAL", self.script, *args[2:])
         if not isinstance(reply, bytes):
             raise StorageError(f"unexpected reply from the counter script: {type(reply).__name__}")
         return [_outcome(part) for part in reply.split(b";")]

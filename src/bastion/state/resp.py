@@ -45,6 +45,12 @@ def encode(args: tuple[bytes | str | int | float, ...]) -> bytes:
     return b"".join(parts)
 
 
+def encode_ascii(args: list[str]) -> bytes:
+    """RESP for arguments known to be ASCII (hashed keys, numbers, rule ids): about 3x faster
+    than `encode`, which matters on the per-request path."""
+    return ("*%d\r\n" % len(args) + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)).encode()
+
+
 def parse(buf: bytes | bytearray, pos: int) -> tuple[object, int]:
     """Parse one RESP2 reply starting at `pos`; return (value, next position) or raise _Incomplete."""
     end = buf.find(b"\r\n", pos)
@@ -161,6 +167,12 @@ class RespClient:
         if self._transport is None or self._transport.is_closing():
             await self._connect()
         return await self._send(encode(args))
+
+    async def call_raw(self, data: bytes) -> object:
+        """Send one command already encoded as RESP (see `encode_ascii`) and await its reply."""
+        if self._transport is None or self._transport.is_closing():
+            await self._connect()
+        return await self._send(data)
 
     async def _send(self, data: bytes) -> object:
         loop = asyncio.get_running_loop()

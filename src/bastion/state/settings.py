@@ -20,6 +20,13 @@ class StateConfig(BaseModel):
     )
     sync_interval: float = Field(0.1, gt=0, le=10, description="seconds between syncs of approximate rules")
 
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not v.isascii() or any(c.isspace() for c in v) or len(v) > 64:
+            raise ValueError("prefix must be at most 64 printable ASCII characters")
+        return v
+
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:

@@ -36,7 +36,11 @@ def sliding_window(state: State, now: float, op: Op) -> tuple[State, Outcome]:
         cur += op.cost
         est += op.cost
     reset = _sliding_retry(prev, cur, elapsed, w, op.limit, op.cost) if exceeded else w - elapsed
-    return [float(idx), prev, cur], Outcome(exceeded, est, max(0.0, op.limit - est), reset)
+    out = Outcome(exceeded, est, max(0.0, op.limit - est), reset)
+    if isinstance(state, list):
+        state[0], state[1], state[2] = float(idx), prev, cur
+        return state, out
+    return [float(idx), prev, cur], out
 
 
 def _sliding_retry(prev: float, cur: float, elapsed: float, w: float, limit: float, cost: float) -> float:
@@ -61,7 +65,11 @@ def token_bucket(state: State, now: float, op: Op) -> tuple[State, Outcome]:
     if not exceeded:
         tokens -= op.cost
     reset = (op.cost - tokens) / rate if exceeded else (op.limit - tokens) / rate
-    return [tokens, now], Outcome(exceeded, op.limit - tokens, max(0.0, tokens), reset)
+    out = Outcome(exceeded, op.limit - tokens, max(0.0, tokens), reset)
+    if isinstance(state, list):
+        state[0], state[1] = tokens, now
+        return state, out
+    return [tokens, now], out
 
 
 def fixed_window(state: State, now: float, op: Op) -> tuple[State, Outcome]:
@@ -72,7 +80,11 @@ def fixed_window(state: State, now: float, op: Op) -> tuple[State, Outcome]:
     exceeded = cur + op.cost > op.limit
     if not exceeded or op.consume:
         cur += op.cost
-    return [float(idx), cur], Outcome(exceeded, cur, max(0.0, op.limit - cur), (idx + 1) * w - now)
+    out = Outcome(exceeded, cur, max(0.0, op.limit - cur), (idx + 1) * w - now)
+    if isinstance(state, list):
+        state[0], state[1] = float(idx), cur
+        return state, out
+    return [float(idx), cur], out
 
 
 def distinct(state: State, now: float, op: Op) -> tuple[State, Outcome]:

@@ -66,22 +66,26 @@ def _sqlite_file(url: str) -> Path:
     return Path(rest)
 
 
+def check_store_url(url: str) -> None:
+    """Fail at start-up, not in the writer thread, on a store URL that can never work."""
+    if url and not url.startswith(("sqlite:", "postgresql://", "postgres://")):
+        raise ConfigError([f"store.url: unsupported event store {url.split(':', 1)[0]!r} (use sqlite or postgresql)"])
+
+
 def open_store(config: BastionConfig, *, url: str | None = None, create: bool = True) -> EventStore:
     """Open the store the config names. `create=False` (readers) fails instead of creating a
     fresh SQLite file, so `bastion events list` on the wrong directory says so."""
     url = config.store.url if url is None else url
-    if not url or url.startswith("sqlite:"):
-        from bastion.store.sqlite import SQLiteStore
-
-        path = sqlite_path(config) if not url else _sqlite_file(url)
-        if not create and not path.exists():
-            raise FileNotFoundError(str(path))
-        return SQLiteStore(path)
+    check_store_url(url)
     if url.startswith(("postgresql://", "postgres://")):
         from bastion.store.postgres import PostgresStore
 
         return PostgresStore(url)
-    raise ConfigError([f"store.url: unsupported event store {url.split(':', 1)[0]!r} (use sqlite or postgresql)"])
+    from bastion.store.sqlite import SQLiteStore
 
+    path = _sqlite_file(url) if url else sqlite_path(config)
+    if not create and not path.exists():
+        raise FileNotFoundError(str(path))
+    return SQLiteStore(path)
 
-__all__ = ["EventStore", "open_store", "sqlite_path"]
+__all__ = ["EventStore", "check_store_url", "open_store", "sqlite_path"]

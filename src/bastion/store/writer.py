@@ -24,7 +24,7 @@ from bastion.engine import ExchangeSink
 from bastion.events import Event, event_from_exchange, is_notable
 from bastion.exchange import Exchange
 from bastion.logs import log_event
-from bastion.store import EventStore, open_store
+from bastion.store import EventStore, check_store_url, open_store
 
 log = logging.getLogger("bastion.store")
 
@@ -83,6 +83,8 @@ class EventWriter(ExchangeSink):
     @classmethod
     def from_config(cls, config: BastionConfig, *, with_store: bool = True) -> EventWriter:
         sc = config.store
+        if with_store:
+            check_store_url(sc.url)
         return cls(
             (lambda: open_store(config)) if with_store else None,
             mode=config.mode,
@@ -100,7 +102,10 @@ class EventWriter(ExchangeSink):
             self.submit(event_from_exchange(ex, self.mode))
 
     def submit(self, event: Event) -> bool:
-        """Queue an event; False (and counted) when the queue is full. Never blocks."""
+        """Queue an event; False (and counted) when the queue is full or the writer closed. Never blocks."""
+        if self._stop.is_set():
+            self.stats.dropped += 1
+            return False
         if self._thread is None:
             self.start()
         try:

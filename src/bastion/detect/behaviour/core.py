@@ -47,7 +47,19 @@ class BehaviourCore:
         self.login_methods = frozenset(m.upper() for m in lg.methods)
         self.risk = RiskModel(self)
         self._started = False
+        self.current: tuple[Exchange, Entity] | None = None
+        self.store.on_revoke.append(self._revoked)
         self.load_config_decisions()
+
+    def _revoked(self, d: Decision) -> None:
+        """An operator lifted a decision: lift the entity's ban and forget the risk behind it."""
+        kind = "ip" if d.kind == KeyKind.IP else d.kind.value
+        node = self.graph.nodes.get(f"{kind}:{d.value}")
+        if node is not None and d.origin in (Origin.RISK, Origin.ADMIN, Origin.SCENARIO):
+            ent = node.entity
+            ent.blocked_until = 0.0
+            ent.risk = 0.0
+            ent.risk_t = self.clock.now()
 
     def load_config_decisions(self) -> None:
         now = self.clock.now()
@@ -69,6 +81,8 @@ class BehaviourCore:
         ex.keys.update(keys)
         res = self.graph.observe(keys, self.clock.now())
         ex.entity = res.entity.id
+        # the risk detector runs next in the same synchronous pass: hand it the entity directly
+        self.current = (ex, res.entity)
         return res.entity
 
     def resolve(self, keys: dict[str, str]) -> Entity | None:

@@ -28,7 +28,7 @@ class Decayed:
     def value(self, now: float, half_life: float) -> float:
         if self.v <= 0.0 or now <= self.t:
             return self.v
-        return self.v * 0.5 ** ((now - self.t) / half_life)
+        return float(self.v * 0.5 ** ((now - self.t) / half_life))
 
 
 class Distinct:

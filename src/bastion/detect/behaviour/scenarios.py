@@ -34,7 +34,7 @@ import orjson
 
 from bastion.detect.behaviour.counters import Decayed, Distinct, Track, Tracks
 from bastion.detect.behaviour.settings import ScenarioSettings
-from bastion.entity import Node, hash_key
+from bastion.entity import ESTABLISHED, hash_key
 from bastion.exchange import Exchange
 from bastion.verdict import Finding, Severity
 
@@ -100,26 +100,29 @@ class _Templates:
 
 
 class Activity:
-    """What every request of a subject updates: distinct resources, volume, when it last made a GET."""
+    """What every request of a subject updates: distinct resources, request rate, when it last made a GET."""
 
-    __slots__ = ("bytes", "clean", "last", "last_get", "paths", "slow_paths", "total")
+    __slots__ = ("clean", "failed", "last", "last_get", "paths", "slow_paths", "total")
 
     def __init__(self) -> None:
         self.paths = Distinct()
         self.slow_paths: Distinct | None = None
         self.total = Decayed()
-        self.bytes = Decayed()
         self.last_get = -1e18
         self.clean = False
+        self.failed = False
         self.last = 0.0
 
 
 class Baseline:
-    """Population baseline of per-subject counts: how many subjects ever reached 2**k (log buckets)."""
+    """Population baseline of per-subject counts: how many subjects ever reached 2**k (log buckets).
+    The percentile is recomputed at most every few seconds (it moves slowly)."""
 
     def __init__(self) -> None:
         self.reached = [0.0] * 24
         self.last_decay = 0.0
+        self._p99 = 0.0
+        self._at = -1e18
 
     def crossed(self, count: int) -> None:
         if count > 0 and count & (count - 1) == 0:  # a power of two: one more subject reached it
@@ -128,16 +131,21 @@ class Baseline:
                 self.reached[k] += 1
 
     def p99(self, now: float) -> float:
+        if now - self._at < 5.0:
+            return self._p99
+        self._at = now
         if now - self.last_decay > 3600.0:  # follow the population as it changes
             self.last_decay = now
             self.reached = [x / 2 for x in self.reached]
         base = self.reached[0]
-        if base < 50:
-            return 0.0
-        for k, n in enumerate(self.reached):
-            if n <= base * 0.01:
-                return float(2**k)
-        return float(2 ** len(self.reached))
+        self._p99 = 0.0
+        if base >= 50:
+            self._p99 = float(2 ** len(self.reached))
+            for k, n in enumerate(self.reached):
+                if n <= base * 0.01:
+                    self._p99 = float(2**k)
+                    break
+        return self._p99
 
 
 class EndpointPressure:
@@ -196,7 +204,6 @@ class BehaviourDetector:
             self.tracks[name] = Tracks(idle=longest)
         self.fired: dict[str, int] = {}
         self.pressure: dict[str, EndpointPressure] = {}
-        self.fp_outcomes: dict[str, tuple[Decayed, Decayed]] = {}
 
     def _all(self) -> Iterable[ScenarioSettings]:
         return (getattr(self.sc, n) for n in ScenariosNames)
@@ -219,12 +226,14 @@ class BehaviourDetector:
         ent = self.core.resolve(keys)
         if ent is not None and ent.id != subjects[0][0] and not ent.id.startswith("ip:"):
             subjects.append((ent.id, False))
-        fp = keys.get("fp")
-        fp_node = graph.nodes.get(f"fp:{fp}") if fp else None
-        if fp_node is not None:
-            self._fp_outcome(fp_node, resp.status, now)
-        if fp_node is not None and not graph.popular(fp_node):
-            subjects.append((fp_node.key, True))
+        weak_nodes = []
+        for kind in ("fp", "net"):
+            v = keys.get(kind)
+            node = graph.nodes.get(f"{kind}:{v}") if v else None
+            if node is not None:
+                weak_nodes.append(node)
+                if not graph.popular(node):
+                    subjects.append((node.key, True))
         req = ex.request
         method = req.method.upper()
         path = req.path.lower()
@@ -236,36 +245,50 @@ class BehaviourDetector:
         acts = [self._activity(s, now) for s, _ in subjects]
         clean_get = method == "GET" and 200 <= status < 300 and not is_login and "{ident}" not in template
         for (subj, weak), act in zip(subjects, acts, strict=True):
-            act.total.add(now, 60.0)
-            act.bytes.add(now, self.sc.scraping.window, float(resp.body_size or len(resp.body)))
+            if not weak:
+                act.total.add(now, 60.0)
             if method == "POST" and (is_login or (self.seq_re is not None and self.seq_re.search(path))):
                 self._sequence(ex, subj, weak, act, now)
             if method == "GET":
                 act.last_get = now
             if not weak:
                 self._scraping(ex, subj, act, req.target.lower(), now)
-            if clean_get and not act.clean and not weak:
+            if weak or not weak_nodes or not subj.startswith("ip:"):
+                continue
+            # Popularity of the client software (and network), counted in addresses: those browsing
+            # normally with it (shared) and those that only ever failed with it (bad). A browser used
+            # by many people is popular even while one scanner hammers with the same headers.
+            if clean_get and not act.clean:
                 act.clean = True
-                if fp_node is not None:
-                    # one more address browsing normally with this client software: popularity
-                    fp_node.shared += 1
+                for node in weak_nodes:
+                    node.shared += 1
+                    if act.failed:
+                        node.bad -= 1
+            elif status >= 400 and not act.clean and not act.failed:
+                act.failed = True
+                for node in weak_nodes:
+                    node.bad += 1
 
         if status in SCAN_STATUSES or (status == 401 and not is_login):
             for (subj, weak), act in zip(subjects, acts, strict=True):
-                self._scanning(ex, subj, weak, act, path, now)
+                if not weak:  # a fingerprint is never blamed for scanning: scanners are per source
+                    self._scanning(ex, subj, weak, act, path, now)
 
-        if ent is not None and 200 <= status < 400 and not is_login and "{ident}" not in template and \
-                not (req.query and any(k.lower() in IDENT_PARAMS for k, _ in req.query_args())):
-            ent.good += 1
+        idents = [] if is_login else self._identifiers(ex, template)
+        if ent is not None and 200 <= status < 400 and not is_login and not idents:
+            ent.good += 1  # a normal answer: the entity has a history of its own (see follows_software)
         if is_login:
             self._login(ex, subjects, status, template, now)
         else:
-            idents = self._identifiers(ex, template)
             if idents:
                 miss = self._missed(ex)
                 hot = self._pressure("lookup:" + template, now, miss)
+                # under pressure, a fresh anonymous requester (no normal history, no key) gets less
+                # benefit of the doubt: rotating enumerators spend only a few requests per address
+                fresh = hot and (ent is None or ent.good < ESTABLISHED) and not (
+                    keys.get("api_key") or keys.get("user") or keys.get("session"))
                 for subj, weak in subjects:
-                    self._enumeration(ex, subj, weak, template, idents, miss, hot, now)
+                    self._enumeration(ex, subj, weak, template, idents, miss, hot, now, fresh)
             if obj_id and method in ("GET", "PUT", "PATCH", "DELETE"):
                 for subj, weak in subjects:
                     if not weak:
@@ -294,17 +317,6 @@ class BehaviourDetector:
             tags=("behaviour", scenario, f"subject={subject}"),
             risk=s.risk if risk is None else risk,
         ))
-
-    def _fp_outcome(self, node: Node, status: int, now: float) -> None:
-        # the share of a fingerprint's recent requests the API refused or failed (>= 400)
-        o = self.fp_outcomes.get(node.key)
-        if o is None:
-            if len(self.fp_outcomes) > 200_000:
-                self.fp_outcomes.clear()
-            o = self.fp_outcomes[node.key] = (Decayed(), Decayed())
-        total = o[0].add(now, 900.0)
-        bad = o[1].add(now, 900.0, 1.0 if status >= 400 else 0.0)
-        node.bad = bad / total if total >= 5.0 else 0.0
 
     def _activity(self, subject: str, now: float) -> Activity:
         a = self.activity.get(subject)
@@ -381,8 +393,15 @@ class BehaviourDetector:
         account = self._account(ex)
         tr = self.tracks
         hot = self._pressure("login:" + template, now, failed)
-        bf_limit = _lowered(sc.brute_force.threshold, hot)
-        st_limit = _lowered(sc.stuffing.threshold, hot)
+        keys = ex.keys
+        ent = self.core.resolve(keys)
+        established = ent is not None and ent.good >= ESTABLISHED
+        fresh = not established and not (keys.get("api_key") or keys.get("user") or keys.get("session"))
+        # Under a (distributed) attack on the login, each source gets less benefit of the doubt; a
+        # fresh anonymous one (no normal request before, no key) the least. A user who mistypes
+        # three times, or tries two spellings of their name, stays under the lowered limits.
+        bf_limit = _lowered(sc.brute_force.threshold, hot, floor=3.0 if fresh else 4.0)
+        st_limit = _lowered(sc.stuffing.threshold, hot, floor=2.0 if fresh else 3.0)
         for subj, weak in subjects:
             t = tr["brute_force"].get(subj, now)
             attempts = t.total.add(now, sc.brute_force.window)
@@ -425,7 +444,7 @@ class BehaviourDetector:
                     self._fire(ex, "ato_success", ato, t, subj, now, f"login succeeded after {fails:.0f} failures",
                                f"{fails:.1f} recent failures")
         aa = sc.account_attack
-        if failed and account and aa.enabled:
+        if failed and account and aa.enabled and not established:
             a = tr["account_attack"].get("acct:" + account, now)
             fails = a.bad.add(now, aa.window)
             sources = a.fast.add(subjects[0][0], now, aa.window, 64)
@@ -485,7 +504,7 @@ class BehaviourDetector:
         return False
 
     def _enumeration(self, ex: Exchange, subj: str, weak: bool, template: str, idents: list[str], miss: bool,
-                     hot: bool, now: float) -> None:
+                     hot: bool, now: float, fresh: bool = False) -> None:
         s = self.sc.enumeration
         if not s.enabled:
             return
@@ -497,7 +516,7 @@ class BehaviourDetector:
         for v in idents:
             n = t.fast.add(hash_key(v), now, s.window, int(s.threshold * 3) + 1)
         need = max(s.min_share, 0.6) if weak else s.min_share
-        limit = _lowered(s.threshold, hot, factor=4.0, floor=3.0)
+        limit = 2.0 if fresh and not weak else _lowered(s.threshold, hot, factor=4.0, floor=3.0)
         if (n >= limit and share >= need) or (n >= 3 * s.threshold and not weak):
             self._fire(ex, "enumeration", s, t, subj, now, f"{n} distinct identifiers looked up on {template}"[:200],
                        f"{n} identifiers, miss share {share:.2f}")

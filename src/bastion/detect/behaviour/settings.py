@@ -62,7 +62,9 @@ class LoginSettings(_Section):
     failure_statuses: list[int] = Field(default_factory=lambda: [401, 403])
     failure_body_markers: list[str] = Field(
         default_factory=lambda: ["invalid credentials", "invalid password", "incorrect password",
-                                 "login failed", "authentication failed", "wrong password"],
+                                 "login failed", "authentication failed", "wrong password",
+                                 '"success":false', '"success": false', '"authenticated":false',
+                                 '"authenticated": false', "invalid username or password"],
         description="response body substrings (lower-case) that mean failure even with a 200",
     )
     account_fields: list[str] = Field(
@@ -124,8 +126,8 @@ class DecisionsSettings(_Section):
 
 class BehaviourConfig(_Section):
     enabled: bool = True
-    entity: EntitySettings = Field(default_factory=EntitySettings)
-    risk: RiskSettings = Field(default_factory=RiskSettings)
-    login: LoginSettings = Field(default_factory=LoginSettings)
-    scenarios: ScenariosSettings = Field(default_factory=ScenariosSettings)
-    decisions: DecisionsSettings = Field(default_factory=DecisionsSettings)
+    entity: EntitySettings = Field(default_factory=lambda: EntitySettings.model_validate({}))
+    risk: RiskSettings = Field(default_factory=lambda: RiskSettings.model_validate({}))
+    login: LoginSettings = Field(default_factory=lambda: LoginSettings.model_validate({}))
+    scenarios: ScenariosSettings = Field(default_factory=lambda: ScenariosSettings.model_validate({}))
+    decisions: DecisionsSettings = Field(default_factory=lambda: DecisionsSettings.model_validate({}))

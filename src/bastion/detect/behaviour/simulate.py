@@ -20,7 +20,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -174,7 +173,9 @@ class Actor:
 class Generator:
     """Builds the population: benign users of several habits and attackers of each kind."""
 
-    def __init__(self, shop: Shop, rng: random.Random, start: float, duration: float) -> None:
+    def __init__(self, shop: Shop, rng: random.Random, start: float, duration: float,
+                 same_software: bool = False) -> None:
+        self.same_software = same_software  # every client sends the same headers: no fingerprint helps
         self.shop = shop
         self.rng = rng
         self.start = start
@@ -192,13 +193,16 @@ class Generator:
         r = self.rng
         if r.random() < 0.08:
             # an API integration: a plain HTTP library with an API key, the same tools attackers use
-            a = Actor(f"benign-{i}", "benign", ip or self.ip(), list(r.choice(TOOLS)))
+            a = Actor(f"benign-{i}", "benign", ip or self.ip(),
+                      list(BROWSERS[0] if self.same_software else r.choice(TOOLS)))
             key = f"k{r.getrandbits(48):x}"
             self.shop.api_keys[key] = r.choice(list(self.shop.users))
             a.extra.append(("X-API-Key", key))
             a.script = self._integration_script(a)
             return a
         a = Actor(f"benign-{i}", "benign", ip or self.ip(), r.choice(BROWSERS[:3] if r.random() < 0.85 else BROWSERS))
+        if self.same_software:
+            a.profile = list(BROWSERS[0])
         a.script = self._benign_script(a)
         return a
 
@@ -267,6 +271,8 @@ class Generator:
         """A tool's headers with per-attacker variations (versions, languages, an extra header), so
         that different attackers do not share one fingerprint by accident of the generator."""
         r = self.rng
+        if self.same_software:
+            return list(BROWSERS[0])
         if r.random() < 0.2:
             return list(r.choice(BROWSERS))  # a perfect copy of a real browser's headers
         prof = list(r.choice(TOOLS))
@@ -477,7 +483,7 @@ def build_population(gen: Generator, benign: int, attackers: int, nat_share: flo
 
 async def run_simulation(benign: int = 400, attackers: int = 6, hours: float = 24.0, seed: int = 7,
                          config: BastionConfig | None = None, only: set[str] | None = None,
-                         nat_share: float = 0.1) -> Report:
+                         nat_share: float = 0.1, same_software: bool = False) -> Report:
     rng = random.Random(seed)
     clock = ManualClock(1_700_000_000.0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -487,7 +493,7 @@ async def run_simulation(benign: int = 400, attackers: int = 6, hours: float = 2
         pipeline = build_pipeline(cfg, clock=clock, only=only)
         await pipeline.startup()
         shop = Shop(rng)
-        gen = Generator(shop, rng, clock.now(), hours * 3600.0)
+        gen = Generator(shop, rng, clock.now(), hours * 3600.0, same_software=same_software)
         actors = build_population(gen, benign, attackers, nat_share)
         heap: list[tuple[float, int, int, Req]] = []
         seq = 0
@@ -552,4 +558,3 @@ def main(benign: int = 400, attackers: int = 6, hours: float = 24.0, seed: int =
 
 if __name__ == "__main__":  # pragma: no cover
     main()
-    _ = Path

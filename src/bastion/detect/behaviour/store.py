@@ -18,7 +18,7 @@ import fcntl
 import logging
 import os
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +35,28 @@ class DecisionStore:
     def __init__(self) -> None:
         self.index = DecisionIndex()
         self._tasks: set[asyncio.Task[Any]] = set()
+        # called with each decision revoked here or elsewhere (the CLI, another instance), so that
+        # local state derived from it (an entity's ban) is lifted too
+        self.on_revoke: list[Callable[[Decision], None]] = []
 
     def add(self, d: Decision) -> None:
         self.index.add(d)
         self._changed("add", d)
 
     def delete(self, decision_id: str) -> Decision | None:
-        d = self.index.remove(decision_id)
+        d = self._revoke(decision_id)
         if d is not None:
             self._changed("delete", d)
+        return d
+
+    def _revoke(self, decision_id: str) -> Decision | None:
+        d = self.index.remove(decision_id)
+        if d is not None:
+            for fn in self.on_revoke:
+                try:
+                    fn(d)
+                except Exception as exc:
+                    log.warning("revoke listener failed: %r", exc)
         return d
 
     def list(self, now: float) -> list[Decision]:
@@ -173,7 +186,7 @@ class MemoryStore(DecisionStore):
 
     def _stat(self) -> float:
         try:
-            return os.stat(self.path).st_mtime_ns if self.path else 0.0  # type: ignore[arg-type]
+            return float(os.stat(self.path).st_mtime_ns) if self.path else 0.0
         except OSError:
             return 0.0
 
@@ -185,7 +198,7 @@ class MemoryStore(DecisionStore):
         for d in list(self.index):
             # gone from the file (deleted by the CLI or another worker): forget it here too
             if d.origin != Origin.CONFIG and d.id not in ids and d.id not in self._pending_add:
-                self.index.remove(d.id)
+                self._revoke(d.id)
         for d in stored:
             if d.id not in self._pending_del:
                 cur = self.index.by_id.get(d.id)
@@ -295,7 +308,7 @@ class RedisStore(DecisionStore):
             if head[:1] == b"+":
                 self.index.add(Decision.from_dict(orjson.loads(body)))
             elif head[:1] == b"-":
-                self.index.remove(body.decode(errors="replace"))
+                self._revoke(body.decode(errors="replace"))
         except (ValueError, orjson.JSONDecodeError) as exc:
             log.warning("bad decision message: %r", exc)
 

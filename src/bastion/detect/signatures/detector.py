@@ -26,7 +26,7 @@ from bastion.detect.signatures.zones import (
     response_values,
 )
 from bastion.exchange import Exchange
-from bastion.verdict import Finding, Phase, Severity
+from bastion.verdict import Finding, Severity
 
 log = logging.getLogger("bastion.signatures")
 

@@ -2,13 +2,14 @@
 
 How a phase is matched:
 1. The distinct views (raw, decode, sql, ...) of every value are joined with newlines into one
-   buffer and scanned once. Patterns are compiled with SINGLEMATCH (one callback per pattern at
-   most: a hostile value repeating a keyword costs nothing extra) and MULTILINE (so ^/$ hold at
-   value boundaries). Patterns hyperscan refuses (lookarounds, backreferences) are compiled with
-   PREFILTER, which over-approximates them.
+   buffer and scanned once, with MULTILINE (so ^/$ hold at value boundaries). Each match event
+   names the value it ended in, so a rule is only confirmed on the values it may match; past
+   MAX_EVENTS events (a hostile value repeating a keyword) the scan stops and every rule is
+   checked on every value instead. Patterns hyperscan refuses (lookarounds, backreferences) are
+   compiled with PREFILTER, which over-approximates them.
 2. The hyperscan hit is only a candidate. Each candidate rule is confirmed with Python `re` on
-   the rule's own views of the values in the rule's zones (starting with the value the hit ended
-   in), then by the rule's `unless` patterns and its confirm step. This pass also names the value.
+   the rule's own views of the candidate values in the rule's zones, then by the rule's `unless`
+   patterns and its confirm step. This pass also names the value.
 
 Since the buffer holds every view of every value and newlines never join two values for `.`,
 the scan is a superset of the per-value `re` search, and step 2 makes the result exact.
@@ -18,10 +19,15 @@ Without hyperscan (no wheel for the platform) every rule is a candidate: same re
 from __future__ import annotations
 
 import bisect
+import hashlib
+import itertools
 import logging
+import os
 import re
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from bastion.detect.signatures.confirm import Confirm
 from bastion.detect.signatures.rules import Rule
@@ -33,12 +39,55 @@ log = logging.getLogger("bastion.signatures")
 try:  # pragma: no cover - depends on the platform
     import hyperscan as _hs
 except ImportError:  # pragma: no cover
-    _hs = None
+    _hs = None  # type: ignore[assignment]
 
 HYPERSCAN_AVAILABLE = _hs is not None
 
+# Match events per scan before giving up on per-value attribution (a value repeating a keyword
+# thousands of times must cost thousands of C-level matches at most, not Python callbacks).
+MAX_EVENTS = 512
+
 # Compiled databases by (expressions, flags). Scanning from one thread (the event loop) only.
 _DB_CACHE: dict[tuple[tuple[bytes, ...], tuple[int, ...]], object] = {}
+
+
+
+def _cache_path(key: tuple[tuple[bytes, ...], tuple[int, ...]]) -> Path | None:
+    """Where a compiled database for `key` is kept between runs (compiling takes seconds)."""
+    if os.environ.get("BASTION_HS_CACHE") == "off":
+        return None
+    root = Path(os.environ.get("BASTION_HS_CACHE") or Path(tempfile.gettempdir()) / "bastion-hs-cache")
+    h = hashlib.sha256()
+    h.update(str(getattr(_hs, "__version__", "")).encode())
+    for e, f in zip(*key, strict=True):
+        h.update(e + b"\x00" + str(f).encode() + b"\x00")
+    return root / f"{h.hexdigest()[:32]}.hsdb"
+
+
+def _load_serialized(key: tuple[tuple[bytes, ...], tuple[int, ...]]) -> object | None:
+    path = _cache_path(key)
+    if path is None or _hs is None:
+        return None
+    try:
+        db = _hs.loadb(path.read_bytes(), mode=_hs.HS_MODE_BLOCK)
+        db.scratch = _hs.Scratch(db)  # a deserialized database comes without scratch space
+        return db
+    except (OSError, TypeError, ValueError, AttributeError, _hs.error):
+        return None
+
+
+def _store_serialized(key: tuple[tuple[bytes, ...], tuple[int, ...]], db: object) -> None:
+    path = _cache_path(key)
+    if path is None or _hs is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(_hs.dumpb(db))  # type: ignore[arg-type]
+        os.replace(tmp, path)  # atomic: concurrent workers never read half a file
+    except (OSError, TypeError, ValueError, _hs.error) as exc:
+        log.debug("cannot cache the compiled signature database: %s", exc)
+
 
 Excluded = Callable[["CompiledRule", Value], bool]
 
@@ -54,7 +103,7 @@ def hyperscan_form(pattern: str) -> tuple[str, bool]:
     they become open repeats (a superset: `re` applies the bound when confirming).
     Backreferences and lookarounds are prefilter-only in hyperscan.
     """
-    widened = _BOUNDED.sub(lambda m: m.group(0) if int(m.group(2)) < 16 else "{%s,}" % m.group(1), pattern)
+    widened = _BOUNDED.sub(lambda m: m.group(0) if int(m.group(2)) < 16 else f"{{{m.group(1)},}}", pattern)
     return widened, bool(_NEEDS_PREFILTER.search(pattern))
 
 
@@ -101,6 +150,21 @@ class Hit:
     evidence: str
 
 
+_UNBOUNDED = re.compile(r"(?<!\\)(\[(?:\\.|[^\]\\])+\]|\.|\\[a-zA-Z()\[\]{}.*+?|/-])([*+])")
+
+
+def bounded(pattern: str, limit: int = 64) -> str:
+    """The pattern for Python `re`, with every repeated single atom (`[^x]*`, `.*`, `\\s+`, `\\(*`)
+    capped at `limit` characters.
+
+    An open repeat after a prefix that occurs everywhere in a hostile value (`((((...` against
+    `[(]\\s*\\(*\\s*sleep`, `<a <a <a ...` against `<[a-z][^>]*on\\w+=`) makes backtracking
+    quadratic; a cap keeps it linear. Decoding collapses long whitespace runs, so the cap is no
+    padding evasion. Hyperscan keeps the open form: its scan stays a superset of what `re` confirms.
+    """
+    return _UNBOUNDED.sub(lambda m: f"{m.group(1)}{{{0 if m.group(2) == '*' else 1},{limit}}}", pattern)
+
+
 def compile_rule(rule: Rule, index: int, confirm: Confirm | None, observe: bool = False) -> CompiledRule:
     flags = re.ASCII | (re.IGNORECASE if rule.caseless else 0)
     zones, headers = set(), set()
@@ -113,7 +177,7 @@ def compile_rule(rule: Rule, index: int, confirm: Confirm | None, observe: bool 
     return CompiledRule(
         rule=rule,
         index=index,
-        regexes=tuple(re.compile(p, flags) for p in rule.patterns),
+        regexes=tuple(re.compile(bounded(p), flags) for p in rule.patterns),
         unless=tuple(re.compile(p, flags) for p in rule.unless),
         views=tuple(rule.transforms),
         zones=frozenset(zones),
@@ -121,6 +185,13 @@ def compile_rule(rule: Rule, index: int, confirm: Confirm | None, observe: bool 
         confirm=confirm,
         observe=observe,
     )
+
+
+def _encode(text: str) -> bytes:
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate from %uD800 that surrogateescape cannot carry
+        return text.encode("utf-8", "replace")
 
 
 class Matcher:
@@ -146,7 +217,7 @@ class Matcher:
         assert _hs is not None
         exprs: list[bytes] = []
         flags: list[int] = []
-        base = _hs.HS_FLAG_SINGLEMATCH | _hs.HS_FLAG_MULTILINE
+        base = _hs.HS_FLAG_MULTILINE
         for i, cr in enumerate(self.rules):
             f = base | (_hs.HS_FLAG_CASELESS if cr.rule.caseless else 0)
             for p in cr.rule.patterns:
@@ -181,64 +252,95 @@ class Matcher:
         key = (tuple(exprs), tuple(flags))
         db = _DB_CACHE.get(key)
         if db is None:
+            db = _load_serialized(key)
+        if db is None:
             db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
             db.compile(expressions=exprs, ids=list(range(len(exprs))), elements=len(exprs), flags=flags)
-            if len(_DB_CACHE) >= 16:
-                _DB_CACHE.pop(next(iter(_DB_CACHE)))
-            _DB_CACHE[key] = db
+            if len(exprs) > 1:
+                _store_serialized(key, db)
+        if len(_DB_CACHE) >= 16:
+            _DB_CACHE.pop(next(iter(_DB_CACHE)))
+        _DB_CACHE[key] = db
         return db
 
     # --- per request ---------------------------------------------------------------------------
 
-    def candidates(self, values: Sequence[Value]) -> list[tuple[int, int]]:
-        """(rule index, hinted value index) for every rule hyperscan saw somewhere; sorted by rule."""
+    def candidates(self, values: Sequence[Value]) -> list[tuple[int, list[int] | None]]:
+        """(rule index, indices of the values it may match) for every rule hyperscan saw, by rule.
+
+        None instead of a list means "any value": no hyperscan, or a value so hostile that it
+        produced more than MAX_EVENTS match events (then every rule is checked on every value,
+        which is slower but bounded by the `re` checks, never by the attacker's repetitions).
+        """
         if self._db is None:
-            return [(i, -1) for i in range(len(self.rules))]
-        chunks: list[bytes] = []
-        ends: list[int] = []
+            return [(i, None) for i in range(len(self.rules))]
+        texts: list[str] = []
         owners: list[int] = []
-        pos = 0
         views = self.views
         for vi, v in enumerate(values):
-            seen: list[str] = []
+            if v.plain:  # every view is the raw value
+                texts.append(v.views["raw"])
+                owners.append(vi)
+                continue
+            seen: set[str] = set()
             for name in views:
                 text = v.view(name)
-                if text in seen:
-                    continue
-                seen.append(text)
-                try:
-                    b = text.encode("utf-8", "surrogateescape")
-                except UnicodeEncodeError:
-                    b = text.encode("utf-8", "replace")
-                chunks.append(b)
-                pos += len(b)
-                ends.append(pos)
-                owners.append(vi)
-                pos += 1  # the newline separator
-        if not chunks:
+                if text not in seen:
+                    seen.add(text)
+                    texts.append(text)
+                    owners.append(vi)
+        if not texts:
             return []
-        found: dict[int, int] = {}
+        joined = "\n".join(texts)
+        if joined.isascii():
+            data = joined.encode("ascii")
+            lengths = list(map(len, texts))
+        else:
+            encoded = [_encode(t) for t in texts]
+            data = b"\n".join(encoded)
+            lengths = list(map(len, encoded))
+        # End offset (exclusive) of each chunk in `data`, built only when a match needs it.
+        ends: list[int] = []
+
+        def chunk_of(to: int) -> int:
+            if not ends:
+                ends.extend(e + i for i, e in enumerate(itertools.accumulate(lengths)))
+            k = bisect.bisect_left(ends, to)
+            return owners[k if k < len(owners) else -1]
+
+        found: dict[int, list[int]] = {}
         pattern_rule = self._pattern_rule
+        events = [0]
 
-        def on_match(pid: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
+        def on_match(pid: int, _from: int, to: int, _flags: int, _ctx: object) -> bool | None:
+            events[0] += 1
+            if events[0] > MAX_EVENTS:
+                return True  # stop scanning; the caller falls back to checking everything
             ri = pattern_rule[pid]
-            if ri not in found:
-                k = bisect.bisect_left(ends, to)
-                found[ri] = owners[k] if k < len(owners) else -1
+            vi = chunk_of(to)
+            seen_values = found.get(ri)
+            if seen_values is None:
+                found[ri] = [vi]
+            elif vi not in seen_values:
+                seen_values.append(vi)
+            return None
 
-        self._db.scan(b"\n".join(chunks), match_event_handler=on_match)  # type: ignore[attr-defined]
+        try:
+            self._db.scan(data, match_event_handler=on_match)  # type: ignore[attr-defined]
+        except _hs.ScanTerminated:
+            pass  # on_match stopped the scan: too many events
+        if events[0] > MAX_EVENTS:
+            return [(i, None) for i in range(len(self.rules))]
         return sorted(found.items())
 
     def match(self, values: Sequence[Value], excluded: Excluded | None = None) -> list[Hit]:
-        """At most one hit per rule: the first value (hinted value first) the rule confirms on."""
+        """At most one hit per rule: the first candidate value the rule confirms on."""
         if not values or not self.rules:
             return []
         hits: list[Hit] = []
-        for ri, hint in self.candidates(values):
+        for ri, where in self.candidates(values):
             cr = self.rules[ri]
-            order: Sequence[Value] = values
-            if hint >= 0:
-                order = [values[hint], *values[:hint], *values[hint + 1 :]]
+            order: Sequence[Value] = values if where is None else [values[i] for i in where]
             for v in order:
                 if not cr.wants(v):
                     continue

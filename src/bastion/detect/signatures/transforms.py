@@ -24,6 +24,7 @@ from urllib.parse import unquote_to_bytes
 
 # Bytes that mean "there may be something encoded here".
 _DECODE_TRIGGERS = ("%", "&", "\\", "\x00")
+_WS_RUN = re.compile(r"\s{16,}")
 
 _PCT_U = re.compile(r"%u([0-9a-fA-F]{4})")
 _PCT = re.compile(r"%[0-9a-fA-F]{2}")
@@ -67,7 +68,7 @@ def _js_unescape(m: re.Match[str]) -> str:
 
 def decode(s: str) -> str:
     """Repeated decoding until the value stops changing (at most 4 rounds: enough for triple encoding)."""
-    if s.isascii() and not any(t in s for t in _DECODE_TRIGGERS):
+    if s.isascii() and not any(t in s for t in _DECODE_TRIGGERS) and not _WS_RUN.search(s):
         return s
     for _ in range(4):
         before = s
@@ -83,6 +84,8 @@ def decode(s: str) -> str:
             break
     if "\x00" in s:
         s = s.replace("\x00", "")
+    if _WS_RUN.search(s):
+        s = _WS_RUN.sub(" ", s)  # padding between keywords must not outrun the matchers' bounds
     return s
 
 

@@ -11,7 +11,8 @@ Zone groups (what rules select):
     cookies     cookie values (cookie names go to arg_names)
     headers     request header values, minus the transport/negotiation ones (SKIP_HEADERS)
     filenames   multipart file names
-    body        the raw body text (XXE needs the DOCTYPE, which no parsed value holds)
+    body        the raw text of an XML or unparsable body (XXE needs the DOCTYPE, which no parsed
+                value holds); JSON, form and multipart bodies are inspected field by field
     response    the response body text (leak rules)
 """
 
@@ -49,22 +50,30 @@ MAX_DEPTH = 64
 _B64 = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
 
 
+# A value without any of these has every view equal to itself (no transform changes it): the
+# common case, checked with one regex search instead of one call per view.
+_TRANSFORMABLE = re.compile(r"[%&\\\x00'\"$^]|/[*./]|\*/|[^\x00-\x7f]|\s{16}")
+
+
 class Value:
     """One inspected value and its transformation views (each computed once, on first use)."""
 
-    __slots__ = ("name", "source", "views", "zone")
+    __slots__ = ("name", "plain", "source", "views", "zone")
 
     def __init__(self, zone: str, source: str, name: str, raw: str) -> None:
         self.zone = zone
         self.source = source
         self.name = name
         self.views: dict[str, str] = {"raw": raw}
+        self.plain = _TRANSFORMABLE.search(raw) is None
 
     @property
     def raw(self) -> str:
         return self.views["raw"]
 
     def view(self, name: str) -> str:
+        if self.plain:
+            return self.views["raw"]
         v = self.views.get(name)
         if v is None:
             base, fn = VIEWS[name]
@@ -184,19 +193,22 @@ def request_body_values(req: Request, opts: ZoneOptions) -> list[Value]:
         return []
     c = Collector(opts)
     text = _text(body)
-    c.add("body", "body", "", text)
-    ct = (req.headers.get("content-type") or "").lower()
+    ct_raw = req.headers.get("content-type") or ""
+    ct = ct_raw.lower()
     parsed = False
     stripped = text.lstrip()
     if "json" in ct or (stripped[:1] in ("{", "[") and "form" not in ct and "xml" not in ct):
         parsed = _json(c, body)
     if not parsed and "multipart/" in ct:
-        parsed = _multipart(c, body, ct, opts)
-    if not parsed and ("xml" in ct or stripped.startswith("<?xml")):
+        parsed = _multipart(c, body, ct_raw, opts)
+    if not parsed and ("xml" in ct or stripped.startswith("<?xml") or stripped.startswith("<!")):
+        # The raw text too: a DOCTYPE (XXE) lives in no parsed value.
+        c.add("body", "body", "", text)
         parsed = _xml(c, text)
     if not parsed and ("x-www-form-urlencoded" in ct or (not ct and "=" in text and " " not in text)):
         parsed = _form(c, text)
     if not parsed:
+        c.add("body", "body", "", text)
         c.add("args", "body", "", text)
     return c.finish()
 
@@ -246,7 +258,7 @@ _DISPOSITION_PARAM = re.compile(r'(\w+)\*?=(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))', r
 
 
 def _multipart(c: Collector, body: bytes, ct: str, opts: ZoneOptions) -> bool:
-    m = re.search(r'boundary="?([^";,]+)"?', ct)
+    m = re.search(r'boundary="?([^";,]+)"?', ct, re.IGNORECASE)  # the boundary keeps its case
     if not m:
         return False
     delim = b"--" + m.group(1).strip().encode("latin-1", "replace")

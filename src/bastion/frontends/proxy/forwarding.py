@@ -12,6 +12,7 @@ appended to, so the API behind Bastion can believe `X-Forwarded-For` / `Forwarde
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -130,6 +131,9 @@ def forwarding_headers(
     return out
 
 
+# Only hosts made of host characters go into a quoted-string: never let a header value break it.
+_PLAIN_HOST = re.compile(r"[A-Za-z0-9._:\[\]-]{1,255}")
+
+
 def _plain_host(host: str) -> bool:
-    # Only hosts made of host characters go into a quoted-string: never let a header value break it.
-    return len(host) <= 255 and all(c.isalnum() or c in "-._:[]" for c in host)
+    return _PLAIN_HOST.fullmatch(host) is not None

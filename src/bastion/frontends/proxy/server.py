@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import socket
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -79,6 +80,34 @@ class _Refuse(Exception):
 
 class _Stop(Exception):
     """Raised inside parser callbacks when the connection no longer reads requests."""
+
+
+_HEADER_ITEMS = Headers.__dict__["items"]  # the slot descriptor RawHeaders stores decoded items in
+
+
+class RawHeaders(Headers):
+    """Headers kept as received (bytes) and decoded on first use: a response nobody inspects costs
+    no decoding."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._raw: list[tuple[bytes, bytes]] | None = raw
+        self._index = None
+
+    @property  # type: ignore[override]
+    def items(self) -> list[tuple[str, str]]:
+        raw = self._raw
+        if raw is not None:
+            self._raw = None
+            _HEADER_ITEMS.__set__(self, [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw])
+        items: list[tuple[str, str]] = _HEADER_ITEMS.__get__(self)
+        return items
+
+    @items.setter
+    def items(self, value: list[tuple[str, str]]) -> None:
+        self._raw = None
+        _HEADER_ITEMS.__set__(self, value)
 
 
 class _Req:
@@ -202,6 +231,8 @@ class ProxyServer:
         self._sweeper: asyncio.TimerHandle | None = None
         self._tick = min(1.0, max(0.02, min(to.header, to.body, to.idle, to.upstream_response) / 4))
         self._closing = False
+        self._rid_prefix = secrets.token_hex(4)
+        self._rid = 0
         self._drained: asyncio.Event | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -254,6 +285,13 @@ class ProxyServer:
                 pass
         await self.pipeline.drain()
 
+    def next_request_id(self) -> str:
+        """A unique request id: a random per-worker prefix and a counter (no syscall per request)."""
+        self._rid += 1
+        if self._rid > 0xFFFFFFFF:
+            self._rid_prefix, self._rid = secrets.token_hex(4), 1
+        return f"{self._rid_prefix}{self._rid:08x}"
+
     def _sweep(self) -> None:
         """Enforce every connection's deadlines: one timer per worker, not one per request."""
         loop = asyncio.get_running_loop()
@@ -277,6 +315,8 @@ class ClientConnection(asyncio.Protocol):
         "closing",
         "conn_checked",
         "dead",
+        "fwd_block",
+        "fwd_host",
         "hdr_bytes",
         "hdrs",
         "head_bytes",
@@ -284,6 +324,7 @@ class ClientConnection(asyncio.Protocol):
         "lingered",
         "loop",
         "other",
+        "out",
         "parser",
         "paused",
         "peer_ip",
@@ -324,6 +365,9 @@ class ClientConnection(asyncio.Protocol):
         self.up_deadline = 0.0
         self.wr = 0.0
         self.lingered = 0
+        self.fwd_host = ""
+        self.fwd_block = b""
+        self.out: list[bytes] = []
         self.peer_ip = ""
         self.peer_port = 0
         self.client = Client(peer_ip="")
@@ -331,8 +375,8 @@ class ClientConnection(asyncio.Protocol):
     # --- asyncio.Protocol ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but have the same interface.
+        self.transport = transport  # type: ignore[assignment]
         s = self.s
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
@@ -392,10 +436,25 @@ class ClientConnection(asyncio.Protocol):
                 self._refuse_parse(_Refuse(rule, 400, "bad-request", message))
 
     def eof_received(self) -> bool | None:
-        # A client half-close after its last request: answer what is owed, then close. A half-close
-        # in the middle of a request leaves it incomplete: nothing more can be answered.
-        if self.queue and not self.dead and self.reading is None and not self.in_head:
+        """The client half-closed: answer the complete requests it is owed, then close.
+
+        A request cut off mid-head is dropped; one cut off mid-body can never be answered (its
+        body will not arrive), which ends the connection if it is the active one.
+        """
+        if self.tunnel is not None:
+            return None
+        partial = self.reading
+        if partial is not None:
+            if self.queue and self.queue[0] is partial:
+                return None
+            if partial in self.queue:
+                self.queue.remove(partial)
+            self.reading = None
+        self.in_head = False
+        self._set_rd(RD_NONE, 0.0)
+        if self.queue:
             self.closing = True
+            self.dead = True
             return True
         return None
 
@@ -456,30 +515,34 @@ class ClientConnection(asyncio.Protocol):
             raise _Refuse("limits-uri-length", 414, "uri-too-long", "request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.in_head:
-            return  # chunked trailers: not forwarded
-        hdrs = self.hdrs
-        hdrs.append((name, value))
-        s = self.s
-        self.hdr_bytes += len(name) + len(value) + 4
-        if len(hdrs) > s.max_header_count:
-            raise _Refuse("limits-header-count", 431, "headers-too-large", "too many header fields")
-        if self.hdr_bytes > s.max_header_bytes:
-            raise _Refuse("limits-header-bytes", 431, "headers-too-large", "request header fields too large")
-        if len(value) > s.max_header_value:
-            raise _Refuse("limits-header-value", 431, "headers-too-large", "header field value too long")
+        # Limits are checked once the head is complete (the head's total size is bounded while it
+        # is read, in data_received); chunked trailers arrive after it and are not forwarded.
+        if self.in_head:
+            self.hdrs.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.in_head = False
-        self.other += self.hdr_bytes + sum(map(len, self.url)) + 16
         s = self.s
+        hdrs = self.hdrs
+        if len(hdrs) > s.max_header_count:
+            raise _Refuse("limits-header-count", 431, "headers-too-large", "too many header fields")
+        total = 0
+        max_value = s.max_header_value
+        for name, value in hdrs:
+            n = len(value)
+            if n > max_value:
+                raise _Refuse("limits-header-value", 431, "headers-too-large", "header field value too long")
+            total += len(name) + n + 4
+        if total > s.max_header_bytes:
+            raise _Refuse("limits-header-bytes", 431, "headers-too-large", "request header fields too large")
+        self.hdr_bytes = total
+        self.other += total + sum(map(len, self.url)) + 16
         parser = self.parser
         method = parser.get_method().decode("ascii")
         version = parser.get_http_version()
         url = self.url[0] if len(self.url) == 1 else b"".join(self.url)
         target = url.decode("latin-1")
         fwd: list[bytes] = []
-        hdrs = self.hdrs
         str_items: list[tuple[str, str]] = []
         host_count = 0
         length = -1
@@ -492,14 +555,15 @@ class ClientConnection(asyncio.Protocol):
         xfp: str | None = None
         rid: str | None = None
         rewritten = h.REQUEST_REWRITTEN
+        host = ""
         for name, value in hdrs:
-            sname = name.decode("latin-1")
             svalue = value.decode("latin-1")
-            str_items.append((sname, svalue))
+            str_items.append((name.decode("latin-1"), svalue))
             low = name.lower()
             if low not in rewritten:
                 if low == b"host":
                     host_count += 1
+                    host = svalue.strip()
                 fwd.append(b"%b: %b\r\n" % (name, value))
                 continue
             if low == b"content-length":
@@ -533,7 +597,7 @@ class ClientConnection(asyncio.Protocol):
                 client = Client(peer_ip=client.peer_ip, peer_port=client.peer_port, ip=ip, tls=client.tls,
                                 tls_version=client.tls_version, sni=client.sni)
         headers = Headers(str_items)
-        ex = s.pipeline.new_exchange(client, method, target, headers, version, rid)
+        ex = s.pipeline.new_exchange(client, method, target, headers, version, rid or s.next_request_id())
         req = _Req(ex, method)
         req.version = version
         req.keep_alive = parser.should_keep_alive()
@@ -574,7 +638,6 @@ class ClientConnection(asyncio.Protocol):
                 raise refusal
             req.expect_continue = version == "1.1"
         # The head forwarded upstream: request line, surviving fields, framing, forwarding chain.
-        host = headers.get("host") or ""
         if host_count == 0:
             fwd.append(b"Host: %b\r\n" % s.target.host_header)
         if req.websocket:
@@ -583,8 +646,13 @@ class ClientConnection(asyncio.Protocol):
             fwd.append(b"Transfer-Encoding: chunked\r\n")
         elif length >= 0:
             fwd.append(b"Content-Length: %d\r\n" % length)
-        for name, value in forwarding_headers(self.peer_ip, client.ip, s.scheme, host, peer_trusted, xff, fwded, xfp):
-            fwd.append(b"%b: %b\r\n" % (name, value))
+        if peer_trusted:
+            fwd.append(self._forwarding_block(client.ip, host, True, xff, fwded, xfp))
+        else:  # the same for every request of this connection to this Host: computed once
+            if host != self.fwd_host or not self.fwd_block:
+                self.fwd_host = host
+                self.fwd_block = self._forwarding_block(client.ip, host, False, xff, fwded, xfp)
+            fwd.append(self.fwd_block)
         fwd.append(b"X-Request-Id: %b\r\n\r\n" % ex.id.encode("latin-1"))
         req.head = b"%b %b%b HTTP/1.1\r\n%b" % (method.encode("ascii"), s.target.prefix, url, b"".join(fwd))
         if req.has_body:
@@ -595,6 +663,11 @@ class ClientConnection(asyncio.Protocol):
             self._start(req)
         elif len(self.queue) >= s.max_pipelined:
             self._pause(PAUSE_PIPELINE)
+
+    def _forwarding_block(self, client_ip: str, host: str, trusted: bool, xff: list[str], fwded: list[str],
+                          xfp: str | None) -> bytes:
+        lines = forwarding_headers(self.peer_ip, client_ip, self.s.scheme, host, trusted, xff, fwded, xfp)
+        return b"".join(b"%b: %b\r\n" % (name, value) for name, value in lines)
 
     def on_body(self, data: bytes) -> None:
         req = self.reading
@@ -711,7 +784,7 @@ class ClientConnection(asyncio.Protocol):
             req.st = Q_WAIT_BODY
             if req.expect_continue and not req.ended and self.transport is not None:
                 req.expect_continue = False
-                self.transport.write(h.CONTINUE_100)
+                self._write(h.CONTINUE_100)
             self._maybe_inspect_body(req)
         else:
             self._forward(req)
@@ -741,7 +814,7 @@ class ClientConnection(asyncio.Protocol):
     def _forward(self, req: _Req) -> None:
         if req.expect_continue and not req.ended and self.transport is not None:
             req.expect_continue = False
-            self.transport.write(h.CONTINUE_100)
+            self._write(h.CONTINUE_100)
         conn = self.s.pool.get_idle()
         if conn is not None:
             self._send(req, conn)
@@ -810,11 +883,7 @@ class ClientConnection(asyncio.Protocol):
         status = conn.status
         self.up_deadline = self.loop.time() + s.t_upstream
         ex = req.ex
-        ex.response = Response(
-            status=status,
-            headers=Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in conn.headers]),
-            reason=conn.reason.decode("latin-1"),
-        )
+        ex.response = Response(status=status, headers=RawHeaders(conn.headers), reason=conn.reason.decode("latin-1"))
         if status == 101:
             if req.websocket:
                 self._switch_tunnel(req, conn)
@@ -828,7 +897,7 @@ class ClientConnection(asyncio.Protocol):
         for name, value in conn.headers:
             low = name.lower()
             if low in rewritten or low in banners:
-                if low == b"connection":
+                if low == b"connection" and value.lower() not in (b"keep-alive", b"close"):
                     conn_values = (conn_values or []) + [value]
                 continue
             lines.append(b"%b: %b\r\n" % (name, value))
@@ -907,12 +976,13 @@ class ClientConnection(asyncio.Protocol):
         self._resume_up(req, 2)
         if req.resp_ended and self.queue and self.queue[0] is req and req.st != Q_DONE:
             self._response_done(req)
+        self._flush()
 
     def _write_head(self, req: _Req) -> None:
         req.rs = R_STREAM
         lines = req.resp_head
         # A dead parser (upgrade, framing error) ends the connection once nothing else is owed.
-        close = (not req.keep_alive or self.closing or req.framing == F_CLOSE or not req.ended or req.websocket
+        close = (not req.keep_alive or self._last_owed() or req.framing == F_CLOSE or not req.ended or req.websocket
                  or (self.dead and len(self.queue) <= 1))
         req.resp_close = close
         if close:
@@ -921,17 +991,15 @@ class ClientConnection(asyncio.Protocol):
             lines.append(b"Connection: keep-alive\r\n\r\n")
         else:
             lines.append(b"\r\n")
-        if self.transport is not None:
-            self.transport.write(b"".join(lines))
+        self.out.append(b"".join(lines))
 
     def _write_body(self, req: _Req, data: bytes) -> None:
-        t = self.transport
-        if t is None or not data:
+        if not data:
             return
         if req.framing == F_CHUNKED:
-            t.write(h.chunk(data))
+            self.out.append(h.chunk(data))
         elif req.framing != F_NONE:
-            t.write(data)
+            self.out.append(data)
 
     def up_body(self, data: bytes) -> None:
         if not self.queue:
@@ -985,6 +1053,21 @@ class ClientConnection(asyncio.Protocol):
         self._upstream_failed(req, 502, detail)
 
     def up_tunnel(self, data: bytes) -> None:
+        self._write(data)
+
+    def up_flush(self) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write what the relayed response produced, as one write (one syscall) per upstream read."""
+        out = self.out
+        if out:
+            self.out = []
+            if self.transport is not None:
+                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _write(self, data: bytes) -> None:
+        self._flush()
         if self.transport is not None:
             self.transport.write(data)
 
@@ -997,8 +1080,8 @@ class ClientConnection(asyncio.Protocol):
     # --- ends of exchanges -----------------------------------------------------------------
 
     def _response_done(self, req: _Req) -> None:
-        if self.transport is not None and req.framing == F_CHUNKED:
-            self.transport.write(h.CHUNKED_END)
+        if req.framing == F_CHUNKED:
+            self.out.append(h.CHUNKED_END)
         conn = req.up
         req.up = None
         self.up_deadline = 0.0
@@ -1016,7 +1099,7 @@ class ClientConnection(asyncio.Protocol):
             self.queue.popleft()
         if self.transport is None:
             return
-        if close or self.closing:
+        if close or (self.closing and not self.queue):
             self.close(linger=not req.ended or self.dead)
             return
         if self.paused & PAUSE_PIPELINE and len(self.queue) < self.s.max_pipelined:
@@ -1025,6 +1108,10 @@ class ClientConnection(asyncio.Protocol):
             self._start(self.queue[0])
         elif not self.in_head and self.reading is None:
             self._set_rd(RD_IDLE, self.s.t_idle)
+
+    def _last_owed(self) -> bool:
+        """Whether the active response is the last this closing connection owes."""
+        return self.closing and len(self.queue) <= 1
 
     def _complete(self, ex: Exchange) -> None:
         try:
@@ -1037,7 +1124,7 @@ class ClientConnection(asyncio.Protocol):
         status = v.status if v.status >= 400 else 403
         reason = v.reason or "request-blocked"
         title = v.title or problem_for(reason, status)[1]
-        close = v.close or not req.ended or not req.keep_alive or self.closing or req.rs != R_NONE
+        close = v.close or not req.ended or not req.keep_alive or self._last_owed() or req.rs != R_NONE
         if req.up is not None:
             conn, req.up = req.up, None
             if req.resp_ended and req.ended:
@@ -1053,7 +1140,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _replace_response(self, req: _Req, status: int, body: bytes) -> None:
         """Send a scrubbed upstream error: same status, a problem+json body, nothing upstream-made."""
-        close = not req.ended or not req.keep_alive or self.closing or not req.resp_ended
+        close = not req.ended or not req.keep_alive or self._last_owed() or not req.resp_ended
         if req.up is not None:
             conn, req.up = req.up, None
             if req.resp_ended and req.ended:
@@ -1070,8 +1157,7 @@ class ClientConnection(asyncio.Protocol):
         if self.s.hsts:
             head.append(self.s.hsts)
         head.append(b"Connection: close\r\n\r\n" if close else b"\r\n")
-        if self.transport is not None:
-            self.transport.write(b"".join(head) + (b"" if req.method == "HEAD" else body))
+        self._write(b"".join(head) + (b"" if req.method == "HEAD" else body))
         req.rs = R_STREAM
         self._finish(req, close)
 
@@ -1091,11 +1177,10 @@ class ClientConnection(asyncio.Protocol):
             headers=Headers([("Content-Type", "application/problem+json")]),
             from_bastion=True,
         )
-        if self.transport is not None:
-            self.transport.write(
-                h.problem_response(status, reason, title, ex.id, close=close, retry_after=retry_after,
-                                   headers=headers, hsts=self.s.hsts, head_only=req.method == "HEAD")
-            )
+        self._write(
+            h.problem_response(status, reason, title, ex.id, close=close, retry_after=retry_after,
+                               headers=headers, hsts=self.s.hsts, head_only=req.method == "HEAD")
+        )
         req.rs = R_STREAM
 
     def _upstream_failed(self, req: _Req, status: int, detail: str) -> None:
@@ -1109,7 +1194,7 @@ class ClientConnection(asyncio.Protocol):
             self.abort()
             return
         reason = "gateway-timeout" if status == 504 else "bad-gateway"
-        close = not req.ended or not req.keep_alive or self.closing
+        close = not req.ended or not req.keep_alive or self._last_owed()
         self._write_problem(req, status, reason, problem_for(reason, status)[1], close)
         self._finish(req, close)
 
@@ -1227,8 +1312,7 @@ class ClientConnection(asyncio.Protocol):
                 continue
             lines.append(b"%b: %b\r\n" % (name, value))
         lines.append(b"X-Request-Id: %b\r\n\r\n" % req.ex.id.encode("latin-1"))
-        assert self.transport is not None
-        self.transport.write(b"".join(lines))
+        self._write(b"".join(lines))
         req.up = None
         self.tunnel = conn
         self.up_deadline = 0.0
@@ -1304,6 +1388,7 @@ class ClientConnection(asyncio.Protocol):
     # --- closing ----------------------------------------------------------------------------
 
     def close(self, linger: bool = False) -> None:
+        self._flush()
         t = self.transport
         if t is None:
             return

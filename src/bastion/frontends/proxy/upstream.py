@@ -26,6 +26,7 @@ class UpstreamHandler(Protocol):
     def up_done(self, conn: UpstreamConnection) -> None: ...
     def up_lost(self, conn: UpstreamConnection, exc: BaseException | None) -> None: ...
     def up_tunnel(self, data: bytes) -> None: ...
+    def up_flush(self) -> None: ...
     def up_pause(self) -> None: ...
     def up_resume(self) -> None: ...
 
@@ -83,8 +84,8 @@ class UpstreamConnection(asyncio.Protocol):
     # --- asyncio.Protocol ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but have the same interface.
+        self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         handler = self.handler
@@ -97,9 +98,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.got_bytes = True
         try:
             self.parser.feed_data(data)
+            handler.up_flush()  # everything this read produced goes out in one write
         except httptools.HttpParserUpgrade as exc:
             # 101 Switching Protocols: what follows the head belongs to the tunnel.
             offset = int(exc.args[0]) if exc.args else len(data)
+            handler.up_flush()
             if self.upgrade and self.handler is not None:
                 self.tunnel = True
                 if offset < len(data):
@@ -126,6 +129,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.done = True
             self.keep_alive = False
             handler.up_done(self)
+            handler.up_flush()
         elif not self.done:
             handler.up_lost(self, exc)
 
@@ -151,19 +155,20 @@ class UpstreamConnection(asyncio.Protocol):
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.in_head:
-            return  # trailers of a chunked body: dropped (RFC 9110 section 6.5.1 allows it)
-        self.headers.append((name, value))
-        n = len(name)
-        if n == 14 and name.lower() == b"content-length":
-            self.has_length = True
-        elif n == 17 and name.lower() == b"transfer-encoding":
-            self.chunked = True
-        elif n == 7 and name.lower() == b"upgrade":
-            self.upgrade = True
+        # Trailers of a chunked body arrive after the head: dropped (RFC 9110 section 6.5.1 allows it).
+        if self.in_head:
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        for name, _ in self.headers:
+            n = len(name)
+            if n == 14 and name.lower() == b"content-length":
+                self.has_length = True
+            elif n == 17 and name.lower() == b"transfer-encoding":
+                self.chunked = True
+            elif n == 7 and name.lower() == b"upgrade":
+                self.upgrade = True
         parser = self.parser
         status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:

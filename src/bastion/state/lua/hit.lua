@@ -11,6 +11,7 @@ local now = tonumber(ARGV[1])
 local out = {}
 local nops = #KEYS / 2
 
+-- Full precision where it matters (timestamps); plain numbers (14 digits) elsewhere.
 local function fmt(x)
   return string.format("%.17g", x)
 end
@@ -40,12 +41,16 @@ for i = 1, nops do
   elseif algo == 1 or algo == 3 then
     local idx = math.floor(now / w)
     local elapsed = now - idx * w
-    local st = redis.call("HMGET", key, "i", "p", "c")
-    local si, prev, cur = tonumber(st[1]), 0, 0
+    -- State: one string "window-index prev cur" set with its expiry in the same call.
+    local st = redis.call("GET", key)
+    local si, sp, sc
+    if st then si, sp, sc = string.match(st, "^(%S+) (%S+) (%S+)$") end
+    si = tonumber(si)
+    local prev, cur = 0, 0
     if si == idx then
-      prev, cur = tonumber(st[2]) or 0, tonumber(st[3]) or 0
+      prev, cur = tonumber(sp) or 0, tonumber(sc) or 0
     elseif si == idx - 1 then
-      prev = tonumber(st[3]) or 0
+      prev = tonumber(sc) or 0
     end
     if algo == 3 then prev = 0 end
     local est = prev * (1 - elapsed / w) + cur
@@ -68,21 +73,20 @@ for i = 1, nops do
       reset = w - elapsed
     end
     count, remaining = est, math.max(0, limit - est)
-    redis.call("HSET", key, "i", idx, "p", fmt(prev), "c", fmt(cur))
-    redis.call("PEXPIRE", key, math.ceil((algo == 1 and 2 or 1) * w * 1000))
+    redis.call("SET", key, idx .. " " .. prev .. " " .. cur, "PX", math.ceil((algo == 1 and 2 or 1) * w * 1000))
   elseif algo == 2 then
     local rate = limit / w
-    local st = redis.call("HMGET", key, "t", "ts")
+    local st = redis.call("GET", key)
     local tokens = limit
-    if st[1] then
-      tokens = math.min(limit, tonumber(st[1]) + math.max(0, now - tonumber(st[2])) * rate)
+    if st then
+      local t, ts = string.match(st, "^(%S+) (%S+)$")
+      if t then tokens = math.min(limit, tonumber(t) + math.max(0, now - tonumber(ts)) * rate) end
     end
     exceeded = tokens < cost
     if not exceeded then tokens = tokens - cost end
     if exceeded then reset = (cost - tokens) / rate else reset = (limit - tokens) / rate end
     count, remaining = limit - tokens, math.max(0, tokens)
-    redis.call("HSET", key, "t", fmt(tokens), "ts", fmt(now))
-    redis.call("PEXPIRE", key, math.ceil(w * 1000))
+    redis.call("SET", key, fmt(tokens) .. " " .. fmt(now), "PX", math.ceil(w * 1000))
   elseif algo == 4 then
     redis.call("ZREMRANGEBYSCORE", key, "-inf", fmt(now - w))
     local n = redis.call("ZCARD", key)
@@ -112,7 +116,7 @@ for i = 1, nops do
     cooling, newly = cooldown, true
     reset = math.max(reset, cooldown)
   end
-  out[i] = (exceeded and "1" or "0") .. "," .. fmt(count) .. "," .. fmt(remaining) .. "," .. fmt(reset)
-    .. "," .. fmt(cooling) .. "," .. (newly and "1" or "0")
+  out[i] = (exceeded and "1" or "0") .. "," .. count .. "," .. remaining .. "," .. reset
+    .. "," .. cooling .. "," .. (newly and "1" or "0")
 end
 return table.concat(out, ";")

@@ -1,0 +1,155 @@
+"""Small HTTP syntax helpers shared by the protocol checks: tokens, media types, percent-decoding,
+JSON well-formedness, charsets, and masking of hostile values for evidence.
+
+Pure functions over str/bytes; the ones called per request with repeating inputs (media types,
+charsets) are memoized with bounded caches.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import json
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+import orjson
+
+# RFC 9110 section 5.6.2 token.
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def mask(value: str, limit: int = 48) -> str:
+    """A short, printable rendering of a hostile value for operators (control characters escaped)."""
+    out = value[:limit].encode("unicode_escape", "backslashreplace").decode("ascii")
+    if len(out) > limit or len(value) > limit:
+        return out[:limit] + "..."
+    return out
+
+
+def percent_decode(value: str, rounds: int = 3) -> str:
+    """Percent-decode repeatedly (double encoding %250d hides CR from a single-decoding filter)."""
+    for _ in range(rounds):
+        if "%" not in value:
+            break
+        decoded = unquote(value, errors="surrogateescape")
+        if decoded == value:
+            break
+        value = decoded
+    return value
+
+
+def is_token(s: str) -> bool:
+    return _TOKEN_RE.fullmatch(s) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class MediaType:
+    type: str  # "application/json", lowercased
+    params: dict[str, str]
+    valid: bool
+    charsets: int = 0
+
+
+@functools.lru_cache(maxsize=512)  # clients send a handful of distinct Content-Types
+def parse_media_type(value: str) -> MediaType:
+    """A lenient RFC 9110 §8.3.1 media-type parser that reports whether the value was well formed."""
+    head, _, rest = value.partition(";")
+    mtype = head.strip().lower()
+    t, slash, sub = mtype.partition("/")
+    valid = bool(slash) and is_token(t) and is_token(sub)
+    params: dict[str, str] = {}
+    charsets = 0
+    while rest:
+        rest = rest.lstrip(" \t;")
+        if not rest:
+            break
+        name, eq, rest = rest.partition("=")
+        name = name.strip().lower()
+        if not eq or not is_token(name):
+            valid = False
+            rest = rest.partition(";")[2]
+            continue
+        rest = rest.lstrip(" \t")
+        if rest.startswith('"'):
+            end = rest.find('"', 1)
+            while end > 0 and rest[end - 1] == "\\":
+                end = rest.find('"', end + 1)
+            if end < 0:
+                valid, val, rest = False, rest[1:], ""
+            else:
+                val, rest = rest[1:end], rest[end + 1 :]
+                if rest.strip(" \t") and not rest.lstrip(" \t").startswith(";"):
+                    valid = False
+                rest = rest.partition(";")[2]
+        else:
+            val, _, rest = rest.partition(";")
+            val = val.strip(" \t")
+            if not is_token(val):
+                valid = False
+        if name == "charset":
+            charsets += 1
+        params[name] = val
+    return MediaType(mtype, params, valid, charsets)
+
+
+def is_json_type(mtype: str) -> bool:
+    return mtype == "application/json" or mtype.endswith("+json") or mtype == "text/json"
+
+
+def is_xml_type(mtype: str) -> bool:
+    return mtype in ("application/xml", "text/xml") or mtype.endswith("+xml")
+
+
+def json_ok(body: bytes, charset: str) -> bool:
+    if body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]
+    if not body.strip():
+        return True  # an empty document: nothing to mismatch
+    if charset.startswith("utf-16"):
+        try:
+            body = body.decode(charset).encode()
+        except (UnicodeDecodeError, LookupError):
+            return False
+    try:
+        orjson.loads(body)
+        return True
+    except orjson.JSONDecodeError:
+        pass
+    # Lenient fallbacks for odd-but-benign producers: NaN/Infinity (Python's json), and JSON lines
+    # sent as application/json (bulk APIs).
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    try:
+        json.loads(text)
+        return True
+    except (ValueError, RecursionError):
+        pass
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if len(lines) < 2:
+        return False
+    try:
+        for ln in lines:
+            orjson.loads(ln)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=256)
+def known_codec(charset: str) -> bool:
+    try:
+        codecs.lookup(charset.strip())
+    except (LookupError, ValueError):
+        return False
+    return True
+
+
+def first_byte(body: bytes) -> bytes:
+    if body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]
+    stripped = body.lstrip(b" \t\r\n")
+    return stripped[:1]

@@ -1,0 +1,95 @@
+"""Logins: brute force, credential stuffing (one source, distributed), account attack, ATO indicators."""
+
+from __future__ import annotations
+
+from behaviour_helpers import CHROME, TOOL, Harness
+
+LOGIN = "/api/v1/login"
+
+
+def creds(user: str, pw: str = "x") -> dict[str, str]:
+    return {"username": user, "password": pw}
+
+
+async def test_brute_force_on_one_account() -> None:
+    h = await Harness().start()
+    sent = [await h.send("127.31.0.1", "POST", LOGIN, body=creds("alice", f"p{i}"), status=401) for i in range(30)]
+    first = next(i for i, s in enumerate(sent) if s.blocked)
+    assert first <= 10
+    await h.stop()
+
+
+async def test_stuffing_from_one_address() -> None:
+    h = await Harness().start()
+    sent = [await h.send("127.31.0.2", "POST", "/auth/token", body=creds(f"u{i}@x.test"), status=403)
+            for i in range(30)]
+    first = next(i for i, s in enumerate(sent) if s.blocked)
+    assert first <= 6
+    await h.stop()
+
+
+async def test_distributed_stuffing_shares_a_fingerprint() -> None:
+    h = await Harness().start()
+    blocked = []
+    for i in range(120):
+        ip = f"127.31.{1 + i % 60}.{7 + i // 60}"  # 60 addresses, two attempts each, round robin
+        s = await h.send(ip, "POST", "/signin", body=creds(f"leak{i}@x.test"), status=401, advance=0.2)
+        blocked.append(s.blocked)
+    assert any(blocked[:20]), "the shared tool fingerprint should be blocked early"
+    assert sum(blocked) > 80
+    await h.stop()
+
+
+async def test_benign_mistypes_and_login_are_fine() -> None:
+    h = await Harness().start()
+    for u in range(30):
+        ip = f"127.32.0.{u + 1}"
+        await h.send(ip, "GET", "/login", headers=CHROME)
+        for _ in range(u % 3):  # up to two mistypes
+            s = await h.send(ip, "POST", LOGIN, body=creds(f"user{u}", "oops"), status=401, headers=CHROME)
+            assert not s.blocked
+        s = await h.send(ip, "POST", LOGIN, body=creds(f"user{u}", "right"), status=200, headers=CHROME)
+        assert not s.blocked and s.ex.risk < h.core.settings.risk.throttle
+    await h.stop()
+
+
+async def test_success_after_many_failures_is_an_ato_indicator() -> None:
+    h = await Harness({"behaviour": {"scenarios": {"brute_force": {"threshold": 50, "window": 600}}}}).start()
+    for i in range(6):
+        await h.send("127.31.0.3", "GET", "/login", headers=CHROME)
+        await h.send("127.31.0.3", "POST", LOGIN, body=creds("bob", f"p{i}"), status=401, headers=CHROME)
+    s = await h.send("127.31.0.3", "POST", LOGIN, body=creds("bob", "right"), status=200, headers=CHROME)
+    assert "bhv-ato-success" in s.rules()
+    await h.stop()
+
+
+async def test_one_account_failing_from_many_addresses_adds_risk_to_each() -> None:
+    h = await Harness().start()
+    rules: list[str] = []
+    for i in range(15):
+        software = [*CHROME[:3], ("Accept-Language", f"l{i}")]  # many different clients
+        s = await h.send(f"127.33.{i}.1", "POST", LOGIN, body=creds("victim"), status=401, headers=software)
+        rules += s.rules()
+    assert "bhv-account-attack" in rules
+    await h.stop()
+
+
+async def test_stolen_session_from_many_networks() -> None:
+    h = await Harness().start()
+    sent = []
+    for i in range(20):
+        sent.append(await h.send(f"127.34.{i}.9", "GET", "/api/profile", headers=[*TOOL, ("Cookie", "sid=stolen")]))
+    first = next(i for i, s in enumerate(sent) if s.blocked)
+    assert first <= 6
+    assert any("bhv-token-spread" in s.rules() for s in sent)
+    # the owner's session is revoked everywhere: the decision is on the session key
+    assert (await h.send("127.35.0.1", "GET", "/api/profile", headers=[*CHROME, ("Cookie", "sid=stolen")])).blocked
+    await h.stop()
+
+
+async def test_login_failure_by_body_marker() -> None:
+    h = await Harness().start()
+    sent = [await h.send("127.31.0.9", "POST", LOGIN, body=creds(f"m{i}"), status=200,
+                         resp_body=b'{"error":"Invalid credentials"}') for i in range(12)]
+    assert any(s.blocked for s in sent)
+    await h.stop()

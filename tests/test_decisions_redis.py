@@ -1,0 +1,115 @@
+"""Two gateway instances sharing decisions through Redis: one decides, both enforce at once."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+from typer.testing import CliRunner
+
+from bastion.cli import app
+from bastion.decision import Decision, DecisionAction, KeyKind, Origin
+from behaviour_helpers import Harness
+
+REDIS_URL = "redis://127.0.0.1:6379/13"
+
+
+def _redis_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+pytestmark = [pytest.mark.redis,
+              pytest.mark.skipif(not _redis_up(), reason="needs Redis on 127.0.0.1:6379 (db 13)")]
+
+
+@pytest.fixture
+def prefix() -> object:
+    p = f"test-h7-{uuid.uuid4().hex[:8]}:decisions"
+    yield p
+    r = redis.Redis.from_url(REDIS_URL)
+    r.delete(p)
+    r.close()
+
+
+async def instance(prefix: str) -> Harness:
+    h = Harness({"behaviour": {"decisions": {"url": REDIS_URL, "prefix": prefix}}})
+    return await h.start()
+
+
+async def wait_for(pred: object, seconds: float = 3.0) -> bool:
+    for _ in range(int(seconds / 0.01)):
+        if pred():  # type: ignore[operator]
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+async def test_risk_block_on_one_instance_is_enforced_by_the_other(prefix: str) -> None:
+    a, b = await instance(prefix), await instance(prefix)
+    try:
+        ip = "127.80.0.1"
+        assert not (await b.send(ip, target="/x")).blocked
+        # instance A sees a scanner and bans it
+        for i in range(30):
+            s = await a.send(ip, target=f"/scan{i}", status=404, advance=0.2)
+            if s.blocked:
+                break
+        assert s.blocked
+        await a.core.store.flush()
+        assert await wait_for(lambda: b.core.store.index.lookup_ip(ip, b.clock.now()) is not None)
+        sb = await b.send(ip, target="/innocent")  # B never saw the scan
+        assert sb.blocked and sb.status == 403
+        # revoked on B: A stops enforcing too
+        for d in list(b.core.store.index):
+            b.core.store.delete(d.id)
+        await b.core.store.flush()
+        assert await wait_for(lambda: a.core.store.index.lookup_ip(ip, a.clock.now()) is None)
+        assert not (await a.send(ip, target="/y")).blocked
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_admin_decision_from_the_cli_reaches_running_instances(prefix: str, tmp_path: Path) -> None:
+    a, b = await instance(prefix), await instance(prefix)
+    cfg = tmp_path / "bastion.yaml"
+    cfg.write_text(f"data_dir: {tmp_path}\nbehaviour:\n  decisions:\n    url: {REDIS_URL}\n    prefix: '{prefix}'\n")
+    try:
+        runner = CliRunner()
+        res = runner.invoke(app, ["decisions", "add", "127.82.0.0/16", "--config", str(cfg), "--duration", "10m"])
+        assert res.exit_code == 0, res.output
+        assert await wait_for(lambda: a.core.store.index.lookup_ip("127.82.3.4", 0.0) is not None)
+        assert await wait_for(lambda: b.core.store.index.lookup_ip("127.82.3.4", 0.0) is not None)
+        assert (await a.send("127.82.3.4")).blocked and (await b.send("127.82.9.9")).blocked
+        listed = runner.invoke(app, ["decisions", "list", "--config", str(cfg), "--json"])
+        assert "127.82.0.0/16" in listed.output
+        did = orjson.loads(listed.output.splitlines()[0])["id"]
+        assert runner.invoke(app, ["decisions", "delete", did, "--config", str(cfg)]).exit_code == 0
+        assert await wait_for(lambda: b.core.store.index.lookup_ip("127.82.3.4", 0.0) is None)
+        assert not (await b.send("127.82.3.4")).blocked
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_late_instance_loads_existing_decisions(prefix: str) -> None:
+    a = await instance(prefix)
+    try:
+        a.core.store.add(Decision(KeyKind.IP, "127.83.0.1", DecisionAction.DENY, Origin.ADMIN))
+        await a.core.store.flush()
+        c = await instance(prefix)
+        try:
+            assert (await c.send("127.83.0.1")).blocked
+        finally:
+            await c.stop()
+    finally:
+        await a.stop()

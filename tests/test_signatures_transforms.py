@@ -1,0 +1,76 @@
+"""Views of a value: each decoding an evasion relies on."""
+
+from __future__ import annotations
+
+import pytest
+
+from bastion.detect.signatures.transforms import cmd, decode, jndi, path, sql, url_decode
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("%3Cscript%3E", "<script>"),
+        ("%253Cscript%253E", "<script>"),  # double encoding
+        ("%25253Cscript%25253E", "<script>"),  # triple
+        ("%u003cscript%u003e", "<script>"),  # IIS %u
+        ("..%c0%af..%c0%afetc", "../../etc"),  # overlong UTF-8 slash
+        ("&lt;img src=x&gt;", "<img src=x>"),
+        ("&#x3c;svg&#62;", "<svg>"),
+        ("\\u003cscript\\u003e", "<script>"),
+        ("\\x3cscript\\x3e", "<script>"),
+        ("\uff1cscript\uff1e", "<script>"),  # full-width forms
+        ("a\x00b", "ab"),
+        ("plain text", "plain text"),
+    ],
+)
+def test_decode(raw: str, expected: str) -> None:
+    assert decode(raw) == expected
+
+
+def test_decode_leaves_unicode_text_alone() -> None:
+    s = "Привет, 你好 🌍 café"
+    assert decode(s) == s
+
+
+def test_url_decode_keeps_invalid_sequences() -> None:
+    assert url_decode("100% sure %zz") == "100% sure %zz"
+
+
+def test_sql_opens_comments() -> None:
+    assert "union select" in " ".join(sql("union/**/select").split())
+    assert "union" in sql("/*!50000union*/ select").lower()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("c'a't /e't'c/passwd", "cat /etc/passwd"),
+        ('c""at /etc/passwd', "cat /etc/passwd"),
+        ("c\\at /etc/passwd", "cat /etc/passwd"),
+        ("cat${IFS}/etc/passwd", "cat /etc/passwd"),
+        ("ca$@t /etc/passwd", "cat /etc/passwd"),
+        ("c^m^d", "cmd"),
+    ],
+)
+def test_cmd(raw: str, expected: str) -> None:
+    assert cmd(raw) == expected
+
+
+def test_path() -> None:
+    assert path("..\\..\\windows") == "../../windows"
+    assert path("/a/./b//c") == "/a/b/c"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "${${lower:j}ndi:ldap://x/a}",
+        "${${::-j}${::-n}${::-d}${::-i}:ldap://x/a}",
+        "${${env:NOPE:-j}ndi:ldap://x/a}",
+        "${${upper:j}${upper:n}di:ldap://x/a}",
+        "${${date:'j'}ndi:ldap://x/a}",
+    ],
+)
+def test_jndi_lookups_are_evaluated(raw: str) -> None:
+    assert jndi(raw).lower().startswith("${jndi:")

@@ -1,0 +1,108 @@
+"""Zones: values extracted where they live, with their names."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from bastion.detect.signatures.zones import (
+    ZoneOptions,
+    maybe_base64,
+    request_body_values,
+    request_head_values,
+    response_values,
+)
+from bastion.exchange import Headers, Request
+
+
+def req(target: str = "/", headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> Request:
+    return Request("POST", target, Headers(headers or []), body=body)
+
+
+def labels(values) -> set[tuple[str, str, str]]:
+    return {(v.zone, v.label, v.raw) for v in values}
+
+
+def test_head_values_name_every_place() -> None:
+    r = req("/api/items?q=hello&tags=a&tags=b", [("Host", "x"), ("User-Agent", "ua/1"),
+                                                  ("Cookie", "sid=abc; theme=dark"), ("Accept", "*/*"),
+                                                  ("X-Custom", "v")])
+    got = labels(request_head_values(r, ZoneOptions()))
+    assert ("path", "path", "/api/items") in got
+    assert ("args", "query:q", "hello") in got
+    assert ("args", "query:tags", "b") in got  # duplicates kept (parameter pollution)
+    assert ("arg_names", "query:q", "q") in got
+    assert ("cookies", "cookie:sid", "abc") in got
+    assert ("headers", "header:user-agent", "ua/1") in got
+    assert ("headers", "header:x-custom", "v") in got
+    assert not any(lbl == "header:accept" or lbl == "header:host" for _, lbl, _ in got)
+
+
+def test_json_values_carry_their_path() -> None:
+    body = json.dumps({"user": {"name": "O'Brien", "tags": ["a", "b"], "age": 3}, "note": "hi"}).encode()
+    got = labels(request_body_values(req(headers=[("Content-Type", "application/json")], body=body), ZoneOptions()))
+    assert ("args", "json:user.name", "O'Brien") in got
+    assert ("args", "json:user.tags", "b") in got
+    assert ("arg_names", "json:user.name", "name") in got
+    assert ("args", "json:note", "hi") in got
+    assert not any(raw == "3" for _, _, raw in got if _ == "args")  # numbers carry no injection
+
+
+def test_deep_json_does_not_recurse_forever() -> None:
+    body = ("[" * 5000 + "]" * 5000).encode()
+    vals = request_body_values(req(headers=[("Content-Type", "application/json")], body=body), ZoneOptions())
+    assert vals  # parsed or inspected raw, never a crash
+
+
+def test_form_and_unknown_bodies() -> None:
+    got = labels(request_body_values(req(headers=[("Content-Type", "application/x-www-form-urlencoded")],
+                                         body=b"a=1+2&b=%3Cx%3E"), ZoneOptions()))
+    assert ("args", "form:a", "1 2") in got and ("args", "form:b", "<x>") in got
+    got = labels(request_body_values(req(headers=[("Content-Type", "text/plain")], body=b"free text"), ZoneOptions()))
+    assert ("args", "body", "free text") in got
+
+
+def test_multipart_fields_and_filenames() -> None:
+    body = (b"--XyZ\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nhello\r\n"
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"shell.php\"\r\n"
+            b"Content-Type: application/octet-stream\r\n\r\n<?php system($_GET['c']); ?>\r\n--XyZ--\r\n")
+    got = labels(request_body_values(req(headers=[("Content-Type", "multipart/form-data; boundary=XyZ")], body=body),
+                                     ZoneOptions()))
+    assert ("args", "multipart:title", "hello") in got
+    assert ("filenames", "multipart:file", "shell.php") in got
+    assert not any("system" in raw for z, _, raw in got if z == "args")  # file bytes not inspected by default
+    opts = ZoneOptions(multipart_file_content=True)
+    body2 = body.replace(b"application/octet-stream", b"text/plain")
+    got2 = labels(request_body_values(req(headers=[("Content-Type", "multipart/form-data; boundary=XyZ")],
+                                          body=body2), opts))
+    assert any("system" in raw for z, _, raw in got2 if z == "args")
+
+
+def test_xml_text_and_attributes() -> None:
+    body = b'<?xml version="1.0"?><root><a probe="x1">text one</a><![CDATA[cdata here]]></root>'
+    got = labels(request_body_values(req(headers=[("Content-Type", "application/xml")], body=body), ZoneOptions()))
+    assert ("args", "xml:a@probe", "x1") in got
+    assert ("args", "xml:text", "text one") in got
+    assert ("args", "xml:cdata", "cdata here") in got
+    assert any(z == "body" for z, _, _ in got)  # the raw body too, for XXE
+
+
+def test_base64_values_are_decoded_when_text() -> None:
+    enc = base64.b64encode(b"' OR 1=1 -- and more text").decode()
+    assert maybe_base64(enc) == "' OR 1=1 -- and more text"
+    assert maybe_base64("administratorpassword") is None  # a word, not an encoding
+    assert maybe_base64(base64.b64encode(bytes(range(256))).decode()) is None  # binary
+    got = labels(request_head_values(req(f"/?t={enc}"), ZoneOptions()))
+    assert ("args", "query:t(base64)", "' OR 1=1 -- and more text") in got
+
+
+def test_value_cap_keeps_the_rest_as_one_value() -> None:
+    target = "/?" + "&".join(f"k{i}=v{i}" for i in range(100))
+    vals = request_head_values(req(target), ZoneOptions(max_values=20))
+    assert len(vals) == 21
+    assert vals[-1].name == "(overflow)" and "v99" in vals[-1].raw
+
+
+def test_binary_responses_are_skipped() -> None:
+    assert response_values(b"\x89PNG...", "image/png") == []
+    assert response_values(b"<html>", "text/html")[0].raw == "<html>"

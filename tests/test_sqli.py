@@ -1,0 +1,259 @@
+"""bastion.detect.sqli: the tokenizer, the judge, must-match / must-not-match, and libinjection's data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote_plus
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bastion.detect.sqli import SqliResult, sqli_check, tokenize
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "libinjection"
+
+MUST_MATCH = [
+    # tautologies and boolean logic after a quote breakout
+    "' OR '1'='1",
+    "' or 1=1--",
+    "admin' or '1'='1'#",
+    '" OR "" = "',
+    "') or ('x')=('x",
+    "1' AND 5906=5906 AND 'SEhd'='SEhd",
+    "' AND SUBSTRING((SELECT password FROM users LIMIT 1),1,1)='a",
+    "x' or 'a'='a",
+    "'='",
+    # numeric context
+    "1 or 1=1",
+    "1) or (1=1",
+    "1 AND 5906=5906",
+    "1 AND (SELECT 1 FROM users)",
+    "-5815' OR 3963=3963#",
+    # comments cutting the query
+    "admin'--",
+    "admin' #",
+    "admin'/*",
+    "1' ORDER BY 3--+",
+    # UNION
+    "1 union select 1,2,3",
+    "-1' UNION ALL SELECT NULL,NULL--",
+    "1/**/UNION/**/SELECT/**/1,2,3",
+    "1/*!50000UNION*//*!50000SELECT*/1,2,3",
+    "-1 union# comment\n (select id from users limit 1,1)",
+    "' AND 1=0 UNION SELECT username, password FROM users--",
+    # stacked queries
+    "1; DROP TABLE users",
+    "'; exec master..xp_cmdshell 'dir'--",
+    "1'; DELETE FROM users WHERE 1=1--",
+    "'; UPDATE users SET password='x' WHERE username='admin'--",
+    ";waitfor delay '0:0:5'--",
+    # time-based and error-based
+    "' and sleep(5)#",
+    "1 or pg_sleep(5)--",
+    "' || pg_sleep(10)--",
+    "1' waitfor delay '0:0:5'--",
+    "1' AND BENCHMARK(5000000,MD5(1))#",
+    "1 and extractvalue(1,concat(0x7e,version()))",
+    "1 AND (SELECT * FROM (SELECT(SLEEP(5)))bAKL)",
+    "IF(1=1,SLEEP(5),0)",
+    "sleep(5)",
+    "' INTO OUTFILE '/var/www/html/shell.php'--",
+    # expressions and subqueries inside a string
+    "1'||(select version())||'",
+    "'||(SELECT '' FROM dual)||'",
+    "ascii(substr((select user()),1,1))>100",
+    # constant conditions, MySQL string arithmetic, whole statements, other dialects
+    "1=1",
+    "11!=1",
+    "9999 or /*+hint*/ true",
+    "'-'",
+    "1'||'asd'||'",
+    "z'or email notnull--",
+    "admin@example.com'and unlikely (id)--",
+    "admin\\' and( likelihood (id,.0));'",
+    "declare @s varchar(8000)",
+    " exec xp_cmdshell",
+    "CREATE FUNCTION hello (s CHAR(20)) RETURNS CHAR(50)",
+    "SELECT 6229 FROM(SELECT COUNT(*),CONCAT(0x717a786a71,(SELECT (CASE",
+    "\u2018 OR \u20181\u2018=\u20181",
+    "0_3 union select 1,2",
+]
+
+MUST_NOT_MATCH = [
+    "Please select your drop-off location",
+    "O'Brien",
+    "Let's meet at 1 or 2",
+    "john.o'reilly@example.com",
+    "I'd like to drop the table from my order, and select a new one",
+    "The union selected a new leader; members will vote or abstain",
+    "Rock 'n' roll",
+    "It's 5'11\" tall",
+    "He said \"hello\" and 'goodbye'",
+    "Where is George? Order by Friday, group by size.",
+    "1 or 2",
+    "price>10 and price<20",
+    "status=active and priority>2",
+    "Don't forget: sleep well; drop by tomorrow",
+    "Mary's and John's",
+    "Q&A: is it true? yes -- mostly",
+    "The \"drop\" command deletes; the 'select' command reads",
+    "ORDER #1234 'shipped'",
+    "we're ~50% done; update later",
+    "Call me at +1 (555) 010-9999 or 555-0101",
+    "if (x == 1) { return y; }",
+    "I can't login - says 'invalid user' or 'password'",
+    "Sleep(8) isn't a thing in real life, you need actual rest :)",
+    "How do I join the group? The 'Join' button is greyed out.\n\nUse `document.querySelector('#cart')`",
+    "> \"Or\" and \"and\" are conjunctions.\n\nSo are *but*, *nor*, *for*, *so*, and *yet*.",
+    "See https://example.com/page.html#section-2 or the FAQ",
+    "eSnugdfOt7Yc!'#",
+    "The query `SELECT id, name FROM users WHERE created_at > ?` is slow",
+    "If the lock argument is given and not None, it must be a Lock",
+    "user (POSIX only)",
+    "if(WIN32 AND NOT MSVC)",
+    "apt and aptitude\n----------------",
+    "* The \"rev-parse --parseopt\" mode allows '=' and other special characters",
+    "BLUE BROWN -BABY -TODDLER -CCBCUSTOMDRESSES' -SHOES",
+    "My username is admin -- I forgot the password (it had a ' and a # in it).\n\nIn Go: `x != nil`",
+    "2+2=4",
+    "apples and oranges(fresh)",
+    "Create table of contents",
+    "Delete from my cart please",
+    "exec(compile(source, 'x', 'exec'))",
+    "It\u2019s John\u2019s car or Mary\u2019s",
+    "name eq 'O''Brien' and age gt 30",
+    "title:(drop OR select) AND -union",
+    "The rug is 6' x 9' (not 5' x 8') -- please exchange it or refund.",
+    "",
+    "a",
+    "請選擇您的送貨地址 — спасибо — 🚀",
+]
+
+
+@pytest.mark.parametrize("value", MUST_MATCH)
+def test_must_match(value: str) -> None:
+    result = sqli_check(value)
+    assert isinstance(result, SqliResult), value
+    assert result.context in ("none", "single", "double")
+    assert result.reason and result.fingerprint
+
+
+@pytest.mark.parametrize("value", MUST_NOT_MATCH)
+def test_must_not_match(value: str) -> None:
+    assert sqli_check(value) is None
+
+
+def test_context_and_reason_are_reported() -> None:
+    r = sqli_check("x' or 'a'='a")
+    assert r is not None and r.context == "single" and r.reason == "tautology"
+    r = sqli_check('x" or "a"="a')
+    assert r is not None and r.context == "double"
+    r = sqli_check("1 union select 1,2")
+    assert r is not None and r.context == "none" and r.reason == "union-select"
+    r = sqli_check("1; drop table users")
+    assert r is not None and r.reason == "stacked-query"
+
+
+def test_tokenizer_types() -> None:
+    toks = tokenize("1 UNION ALL SELECT @@version, 'a''b', 0x41 -- x")
+    assert [t for t, _ in toks] == ["1", "U", "E", "v", ",", "s", ",", "1", "C"]
+    assert toks[1][1] == "union all"
+    assert [t for t, _ in tokenize("sleep(5) or count(*)")] == ["F", "(", "1", ")", "&", "f", "(", "o", ")"]
+    # a function name not followed by '(' is a bareword; MySQL versioned comments are code
+    assert tokenize("sleep well")[0][0] == "n"
+    assert [t for t, _ in tokenize("/*!50000union*/ select")] == ["U", "E"]
+    # '#' is a comment only where MySQL would see one, not in URL fragments or '#1'
+    assert tokenize("page.html#x")[-1][0] != "C"
+    assert tokenize("1 #x")[-1][0] == "C"
+
+
+def test_escaped_quotes_do_not_break_out() -> None:
+    # MySQL reads \' as a quote inside the string, SQLite and standard SQL end the string there:
+    # both readings are tried, so this is an injection for the second kind of database
+    r0 = sqli_check("O\\' or 1=1")
+    assert r0 is not None and r0.context == "single"
+    assert sqli_check("it\\'s fine") is None
+    assert sqli_check("it''s or 1=1 fine") is None  # '' is a quote inside the string
+    r = sqli_check("O\\' x' or 1=1--")  # the first unescaped quote is the breakout
+    assert r is not None and r.context == "single"
+
+
+def test_long_prose_is_cheap_and_quiet() -> None:
+    prose = "Please select your drop-off location; we'll union the orders (O'Brien's too) and drop you a note. " * 40
+    assert sqli_check(prose) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_never_raises(value: str) -> None:
+    r = sqli_check(value)
+    assert r is None or isinstance(r, SqliResult)
+
+
+def _lines(path: Path) -> list[str]:
+    out = []
+    for raw in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
+        line = raw.rstrip()
+        if line and not line.startswith("#"):
+            out.append(unquote_plus(line, errors="surrogateescape"))
+    return out
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="libinjection corpus not present (../shared/corpora/libinjection)")
+def test_libinjection_sqli_samples_detection_rate() -> None:
+    lines: list[str] = []
+    for f in sorted((CORPUS / "data").glob("sqli-*.txt")):
+        lines += _lines(f)
+    hits = sum(1 for v in lines if sqli_check(v) is not None)
+    assert hits / len(lines) >= 0.95, f"{hits}/{len(lines)}"
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="libinjection corpus not present (../shared/corpora/libinjection)")
+def test_libinjection_false_positives_rate() -> None:
+    lines = _lines(CORPUS / "data" / "false_positives.txt")
+    flagged = [v for v in lines if sqli_check(v) is not None]
+    assert len(flagged) / len(lines) <= 0.01, flagged
+
+
+def test_adversarial_values_stay_linear() -> None:
+    import time
+
+    for value in ("'" * 8000, "/**/" * 2000, "#\n" * 4000, "(" * 8000, "1 or " * 1600, "\\'" * 4000):
+        t0 = time.perf_counter()
+        sqli_check(value)
+        assert time.perf_counter() - t0 < 1.0, value[:20]
+
+
+def _benign_values() -> list[str]:
+    import json
+    from urllib.parse import parse_qsl
+
+    path = Path(__file__).parent / "data" / "benign_requests.jsonl"
+    out: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        req = json.loads(line)
+        if "?" in req["target"]:
+            out += [v for kv in parse_qsl(req["target"].split("?", 1)[1]) for v in kv]
+        body, ct = req["body"], req["content_type"]
+        if "json" in ct:
+            stack = [json.loads(body)]
+            while stack:
+                o = stack.pop()
+                if isinstance(o, dict):
+                    out += [str(k) for k in o]
+                    stack += list(o.values())
+                elif isinstance(o, list):
+                    stack += o
+                elif isinstance(o, str):
+                    out.append(o)
+        elif "urlencoded" in ct:
+            out += [v for kv in parse_qsl(body) for v in kv]
+    return out
+
+
+def test_benign_corpus_values_pass() -> None:
+    values = _benign_values()
+    assert len(values) > 10_000
+    flagged = [v for v in values if sqli_check(v) is not None]
+    assert len(flagged) <= len(values) // 1000, flagged[:5]
