@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,7 +32,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gateway_load import UPSTREAM, free_port, wait_port  # noqa: E402
+from gateway_load import UPSTREAM, free_port, spawn, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,6 +115,11 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p * len(xs)))] * 1000
 
 
+def start_wrk(port: int, args: argparse.Namespace) -> subprocess.Popen[str]:
+    return subprocess.Popen(["wrk", "-t1", f"-c{args.wrk_connections}", f"-d{max(1, int(args.seconds))}s",
+                             "--timeout", "2s", f"http://127.0.0.1:{port}/hello"], stdout=subprocess.PIPE, text=True)
+
+
 async def flood(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-h6-flood-"))
     cfg = yaml.safe_load((ROOT / "examples" / "per-ip-limit.yaml").read_text())
@@ -125,13 +128,13 @@ async def flood(args: argparse.Namespace) -> None:
     up_port, gw_port = free_port(), free_port()
     procs = []
     try:
-        up = subprocess.Popen([sys.executable, "-c", UPSTREAM, str(up_port)])
+        up = spawn([sys.executable, "-c", UPSTREAM, str(up_port)])
         procs.append(up)
-        gw = subprocess.Popen(
+        gw = spawn(
             [sys.executable, "-c", "from bastion.cli import main; main()", "proxy", "--upstream",
              f"http://127.0.0.1:{up_port}", "--listen", f"127.0.0.1:{gw_port}", "--config", str(tmp / "flood.yaml"),
              "--data-dir", str(tmp)],
-            stdout=subprocess.DEVNULL, stderr=(tmp / "gateway.log").open("wb"), env=dict(os.environ))
+            tmp / "gateway.log")
         procs.append(gw)
         wait_port(up_port, up)
         wait_port(gw_port, gw, log=tmp / "gateway.log")
@@ -146,9 +149,7 @@ async def flood(args: argparse.Namespace) -> None:
         if shutil.which("wrk"):
             # The bulk of the flood from one address, in C: the Python flooders alone would use
             # more CPU than the gateway they flood.
-            wrk = subprocess.Popen(["wrk", "-t1", f"-c{args.wrk_connections}", f"-d{max(1, int(args.seconds))}s",
-                                    "--timeout", "2s", f"http://127.0.0.1:{gw_port}/hello"],
-                                   stdout=subprocess.PIPE, text=True)
+            wrk = start_wrk(gw_port, args)
         tasks = [flooder(gw_port, ips[i % 300], until, stats, lat) for i in range(args.connections)]
         tasks.append(polite(gw_port, until, 0.6, probe))
         await asyncio.gather(*tasks)

@@ -60,6 +60,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def spawn(args: list[str], log: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start a process; its stderr goes to `log` (a file: a pipe nobody reads would stall it)."""
+    err = log.open("wb") if log is not None else None
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ))
+
+
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0, log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -102,18 +108,17 @@ async def gateway_ratio(redis_url: str, seconds: float, rules: list[dict]) -> No
     up_port = free_port()
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        up = subprocess.Popen([sys.executable, "-c", UPSTREAM, str(up_port)])
+        up = spawn([sys.executable, "-c", UPSTREAM, str(up_port)])
         procs.append(up)
         wait_port(up_port, up)
         ports = {}
         for name in ("none", "rules"):
             port = free_port()
-            p = subprocess.Popen(
+            p = spawn(
                 [sys.executable, "-c", "from bastion.cli import main; main()", "proxy", "--upstream",
                  f"http://127.0.0.1:{up_port}", "--listen", f"127.0.0.1:{port}", "--config", str(tmp / f"{name}.yaml"),
                  "--data-dir", str(tmp / name)],
-                # Logs to a file, never a pipe nobody reads: a full pipe would stall the gateway.
-                stdout=subprocess.DEVNULL, stderr=(tmp / f"{name}.log").open("wb"), env=dict(os.environ),
+                tmp / f"{name}.log",
             )
             procs.append(p)
             wait_port(port, p, log=tmp / f"{name}.log")

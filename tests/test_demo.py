@@ -178,3 +178,19 @@ def test_interactive_demo_serves_until_interrupted(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_observe_mode_demo_refuses_only_broken_http(tmp_path: Path) -> None:
+    up = DemoUpstream()
+    up.start()
+    demo = Demo(demo_config(up.url, port=0, data_dir=tmp_path, mode="observe"), up)
+    await demo.start()
+    try:
+        results = await demo.attack()
+    finally:
+        await demo.stop()
+    for r in results:
+        assert not r.reply.error, r.step.label
+        if r.blocked:  # only what cannot be forwarded safely (framing, sizes) is refused in observe mode
+            assert r.step.category in ("smuggling", "oversized") and r.reply.status in (400, 413, 414, 431)
+    assert all(e.event.mode == "observe" for e in results if e.event is not None)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import pytest
 
 from bastion.detect.httpsyntax import (
+    NOT_JSON,
     first_byte,
     is_json_type,
     is_token,
     is_xml_type,
     json_ok,
+    json_strings,
     known_codec,
     mask,
+    parse_json,
     parse_media_type,
     percent_decode,
 )
@@ -63,3 +66,13 @@ def test_known_codec_and_first_byte():
     assert known_codec("utf-8") and known_codec("Shift_JIS") and known_codec("koi8-r")
     assert not known_codec("garbage") and not known_codec("utf-88") and not known_codec("")
     assert first_byte(b"\xef\xbb\xbf \r\n {") == b"{" and first_byte(b"") == b""
+
+
+def test_parse_json_and_strings():
+    assert parse_json(b"not json") is NOT_JSON and parse_json(b"  ") is None
+    assert parse_json(b'{"a": 1}\n{"b": 2}') == [{"a": 1}, {"b": 2}]
+    doc = parse_json(b'{"a": ["x", {"b": "y", "n": 1}], "c": null}')
+    assert sorted(json_strings(doc)) == [("a", "a"), ("a", "x"), ("b", "b"), ("b", "y"), ("c", "c"), ("n", "n")]
+    deep = parse_json(b"[" * 500 + b'"z"' + b"]" * 500)
+    assert ("", "z") in list(json_strings(deep))  # no recursion limit on nesting
+    assert len(list(json_strings(list(range(50_000)), budget=100))) == 0  # bounded work

@@ -20,14 +20,6 @@ from proxy_helpers import (
 )
 
 
-@pytest.fixture
-def event_loop_policy():
-    """These tests run on uvloop, as production does (test_proxy_protocol runs on plain asyncio)."""
-    import uvloop
-
-    return uvloop.EventLoopPolicy()
-
-
 async def test_benign_get_passes_byte_for_byte_except_banners():
     async with upstream_server() as up, gateway(make_config(up.url), only=set()) as gw:
         direct = await request(up.port, get("/hello"))

@@ -43,6 +43,7 @@ async def _tls_get(port: int, ctx: ssl.SSLContext, path: str = "/echo"):
         writer.close()
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
 async def test_tls_termination_with_hsts(pki):
     async with upstream_server() as up:
         cfg = make_config(up.url, server={"tls": {"cert": str(pki["cert"]), "key": str(pki["key"]), "hsts": True}})

@@ -15,13 +15,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from proxy_helpers import get, read_response, request, upstream_server
-from state_backends import REDIS_URL, redis_up, wipe
 
 from bastion.clock import ManualClock
 from bastion.config import BastionConfig, load_config
 from bastion.frontends.proxy.server import ProxyServer
 from bastion.runtime import Runtime
+from proxy_helpers import get, read_response, request, upstream_server
+from state_backends import REDIS_URL, redis_up, wipe
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 T0 = 1_700_000_000.0
@@ -124,11 +124,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
+def _spawn_proxy(upstream: str, port: int, conf: Path, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", "from bastion.cli import main; main()", "proxy", "--upstream", upstream,
+         "--listen", f"127.0.0.1:{port}", "--config", str(conf), "--state", REDIS_URL,
+         "--data-dir", str(log.parent / f"d{port}")],
+        # A file, not a pipe: nobody reads a pipe here, and a full one stalls the gateway.
+        stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=env,
+    )
+
+
+def _exited(proc: subprocess.Popen[bytes], log: Path) -> str:
+    return f"bastion proxy exited: {log.read_text(errors='replace')[-3000:]}"
+
+
+async def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"bastion proxy exited: {log.read_text(errors='replace')[-3000:]}")
+            raise AssertionError(_exited(proc, log))
         try:
             _, w = await asyncio.open_connection("127.0.0.1", port)
             w.close()
@@ -167,16 +181,7 @@ async def test_two_proxy_processes_share_one_limit(tmp_path):
     async with upstream_server() as up:
         ports = [_free_port(), _free_port()]
         env = dict(os.environ, BASTION_DATA_DIR=str(tmp_path))
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-c", "from bastion.cli import main; main()", "proxy", "--upstream", up.url, "--listen",
-                 f"127.0.0.1:{port}", "--config", str(conf), "--state", REDIS_URL, "--data-dir",
-                 str(tmp_path / f"d{port}")],
-                # A file, not a pipe: nobody reads a pipe here, and a full one stalls the gateway.
-                stdout=subprocess.DEVNULL, stderr=(tmp_path / f"gw{port}.log").open("wb"), env=env,
-            )
-            for port in ports
-        ]
+        procs = [_spawn_proxy(up.url, port, conf, tmp_path / f"gw{port}.log", env) for port in ports]
         try:
             for port, proc in zip(ports, procs, strict=True):
                 await _wait_listening(port, proc, tmp_path / f"gw{port}.log")

@@ -292,6 +292,9 @@ class EntityGraph:
         self.merges = 0
         self.refused = 0
         self._last_sweep = 0.0
+        from bastion.detect.behaviour.counters import Sweeper  # a tiny helper, shared
+
+        self._sweeper = Sweeper()
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -360,8 +363,8 @@ class EntityGraph:
             ent = ipn.entity
         else:
             ent = self.node("entity:anonymous", now).entity
-        if now - self._last_sweep > 60.0:
-            self.sweep(now)
+        cutoff = now - self.limits.idle_ttl
+        self._sweeper.step(self.nodes, now, lambda n: n.seen < cutoff, self._drop)
         return Resolved(ent, nodes)
 
     @staticmethod

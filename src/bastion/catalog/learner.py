@@ -162,7 +162,12 @@ class Learner:
         now = ex.started
         ep.calls += 1
         ep.dirty = True
-        ep.seen(now)
+        if now > ep.last_seen:
+            ep.last_seen = now
+        elif now < ep.first_seen or not ep.first_seen:
+            ep.seen(now)
+        if not ep.first_seen:
+            ep.first_seen = now
         ep.rate.add(now)
         if status >= 400:
             ep.errors += 1

@@ -17,15 +17,16 @@ MAX_DEPTH = 8
 MAX_ITEMS = 50  # array elements walked per array
 MAX_TEXT = 64 * 1024
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}")
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{0,}")
-_PRIVATE_KEY = re.compile(r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED )?PRIVATE KEY-----")
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}", re.ASCII)
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{0,}", re.ASCII)
+_PRIVATE_KEY = re.compile(r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED )?PRIVATE KEY-----", re.ASCII)
 _PW_HASH = re.compile(
     r"\$2[abxy]?\$\d{2}\$[./A-Za-z0-9]{53}"
     r"|\$argon2(?:id|i|d)\$[^\s\"']{20,}"
     r"|\$pbkdf2[-_a-z0-9]*\$[^\s\"']{20,}"
     r"|\$(?:1|5|6)\$[./A-Za-z0-9]{1,16}\$[./A-Za-z0-9]{22,86}"
-    r"|\$scrypt\$[^\s\"']{20,}"
+    r"|\$scrypt\$[^\s\"']{20,}",
+    re.ASCII,
 )
 _API_KEY = re.compile(
     r"(?:AKIA|ASIA)[0-9A-Z]{16}"
@@ -35,26 +36,28 @@ _API_KEY = re.compile(
     r"|xox[abprs]-[A-Za-z0-9-]{10,}"
     r"|AIza[0-9A-Za-z_-]{35}"
     r"|glpat-[A-Za-z0-9_-]{20}"
-    r"|SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}"
+    r"|SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}",
+    re.ASCII,
 )
-_CARD = re.compile(r"(?<![\d.])(?:\d[ -]?){12,18}\d(?![\d.])")
-_SSN = re.compile(r"(?<![\d-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\d-])")
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b")
+_CARD = re.compile(r"(?<![\d.])(?:\d[ -]?){12,18}\d(?![\d.])", re.ASCII)
+_SSN = re.compile(r"(?<![\d-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\d-])", re.ASCII)
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b", re.ASCII)
 _PHONE_STRICT = re.compile(
     r"(?<![\w+])(?:\+[1-9]\d{0,2}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){1,3}"
-    r"|\(\d{3}\) ?\d{3}[-. ]\d{4}|\d{3}[-.]\d{3}[-.]\d{4})(?![\w-])"
+    r"|\(\d{3}\) ?\d{3}[-. ]\d{4}|\d{3}[-.]\d{3}[-.]\d{4})(?![\w-])",
+    re.ASCII,
 )
-_PHONE_LOOSE = re.compile(r"\+?[\d ().-]{7,20}")
-_TOKEN = re.compile(r"[A-Za-z0-9_\-./+=]{20,}")
-_DIGIT = re.compile(r"\d")
-_SEVEN_DIGITS = re.compile(r"\d(?:\D{0,3}\d){6}")  # seven digits, a few separators apart at most
+_PHONE_LOOSE = re.compile(r"\+?[\d ().-]{7,20}", re.ASCII)
+_TOKEN = re.compile(r"[A-Za-z0-9_\-./+=]{20,}", re.ASCII)
+_DIGIT = re.compile(r"\d", re.ASCII)
+_SEVEN_DIGITS = re.compile(r"\d(?:\D{0,3}\d){6}", re.ASCII)  # seven digits, a few separators apart at most
 
-_PHONE_NAME = re.compile(r"phone|mobile|cell|tel(?:ephone)?$|fax|msisdn", re.IGNORECASE)
-_SSN_NAME = re.compile(r"ssn|social_?sec|national_?id|tax_?id|sin$", re.IGNORECASE)
-_CARD_NAME = re.compile(r"card|pan$|^cc_?n|ccnum", re.IGNORECASE)
-_KEY_NAME = re.compile(r"api_?key|secret|access_?key|private_?key|client_?secret|token$", re.IGNORECASE)
-_PW_NAME = re.compile(r"pass(?:word|wd)?(?:_?hash)?$|pwd|password_digest|hashed_password", re.IGNORECASE)
-_HEX_HASH = re.compile(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{40}|[0-9a-fA-F]{64}|[0-9a-fA-F]{128}")
+_PHONE_NAME = re.compile(r"phone|mobile|cell|tel(?:ephone)?$|fax|msisdn", re.IGNORECASE | re.ASCII)
+_SSN_NAME = re.compile(r"ssn|social_?sec|national_?id|tax_?id|sin$", re.IGNORECASE | re.ASCII)
+_CARD_NAME = re.compile(r"card|pan$|^cc_?n|ccnum", re.IGNORECASE | re.ASCII)
+_KEY_NAME = re.compile(r"api_?key|secret|access_?key|private_?key|client_?secret|token$", re.IGNORECASE | re.ASCII)
+_PW_NAME = re.compile(r"pass(?:word|wd)?(?:_?hash)?$|pwd|password_digest|hashed_password", re.IGNORECASE | re.ASCII)
+_HEX_HASH = re.compile(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{40}|[0-9a-fA-F]{64}|[0-9a-fA-F]{128}", re.ASCII)
 
 # IBAN lengths by country (ISO 13616), for the countries most APIs meet; others are checked by mod-97 only.
 _IBAN_LEN = {
@@ -98,7 +101,7 @@ def _card_prefix(d: str) -> bool:
 
 
 def is_card(text: str) -> bool:
-    d = "".join(ch for ch in text if ch.isdigit())
+    d = "".join(ch for ch in text if "0" <= ch <= "9")
     return 13 <= len(d) <= 19 and len(set(d)) > 1 and _card_prefix(d) and luhn(d)
 
 

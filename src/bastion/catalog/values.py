@@ -9,25 +9,25 @@ from __future__ import annotations
 import itertools
 import re
 
-_INT = re.compile(r"-?\d{1,19}")
-_NUMBER = re.compile(r"-?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
-_UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
-_HEX = re.compile(r"[0-9a-fA-F]{16,}")
-_EMAIL = re.compile(r"[^@\s/.][^@\s/]{0,63}(?<!\.)@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,24}")
-_DATE = re.compile(r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])")
+_INT = re.compile(r"-?\d{1,19}", re.ASCII)
+_NUMBER = re.compile(r"-?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?", re.ASCII)
+_UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}", re.ASCII)
+_HEX = re.compile(r"[0-9a-fA-F]{16,}", re.ASCII)
+_EMAIL = re.compile(r"[^@\s/.][^@\s/]{0,63}(?<!\.)@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,24}", re.ASCII)
+_DATE = re.compile(r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])", re.ASCII)
 _DATE_TIME = re.compile(
     # RFC 3339 date-time (as JSON schema validators check it): a T and a zone are required.
     r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])[Tt](?:[01]\d|2[0-3]):[0-5]\d:(?:[0-5]\d|60)"
-    r"(?:\.\d+)?(?:[Zz]|[+-](?:[01]\d|2[0-3]):?[0-5]\d)"
+    r"(?:\.\d+)?(?:[Zz]|[+-](?:[01]\d|2[0-3]):?[0-5]\d)",
+    re.ASCII,
 )
-_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
+_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)", re.ASCII)
 # Opaque ids: base64/base62 tokens (Mongo-style ids, nanoids, short hashes) mixing letters and digits.
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{10,}={0,2}")
-_VERSION = re.compile(r"v\d{1,3}(?:\.\d{1,3})?", re.IGNORECASE)
-_WORD = re.compile(r"[A-Za-z]+(?:[_-][A-Za-z]+)?")
-_KEYWORD = re.compile(r"[A-Za-z]{1,24}(?:_[A-Za-z]{1,24})?")
-_RUNS = re.compile(r"[-_.]")
-_SLUGGY = re.compile(r"[A-Za-z0-9]+(?:[-_.][A-Za-z0-9]+)*")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{10,}={0,2}", re.ASCII)
+_VERSION = re.compile(r"v\d{1,3}(?:\.\d{1,3})?", re.IGNORECASE | re.ASCII)
+_KEYWORD = re.compile(r"[A-Za-z]{1,24}(?:_[A-Za-z]{1,24})?", re.ASCII)
+_RUNS = re.compile(r"[-_.]", re.ASCII)
+_SLUGGY = re.compile(r"[A-Za-z0-9]+(?:[-_.][A-Za-z0-9]+)*", re.ASCII)
 
 # Path-parameter kinds, most specific first; each maps to a JSON-schema (type, format).
 KIND_SCHEMA: dict[str, tuple[str, str]] = {

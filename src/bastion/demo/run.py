@@ -56,7 +56,7 @@ def summary_table(results: Sequence[Result], width: int = 200) -> Table:
     for col in cols if wide else [c for c in cols if c != "kind"]:
         table.add_column(col, overflow="fold" if col.startswith("why") else "ellipsis")
     for i, r in enumerate(results, 1):
-        style = "green" if r.blocked == r.step.attack else "red"
+        style = "green" if r.blocked == r.step.attack else ("yellow" if r.outcome == "would block" else "red")
         row = [str(i), r.step.label, r.step.category, str(r.reply.status or "-"), f"[{style}]{r.outcome}[/]",
                r.why or "-"]
         if not wide:
@@ -69,8 +69,10 @@ def score_line(results: Sequence[Result]) -> str:
     attacks = [r for r in results if r.step.attack]
     benign = [r for r in results if not r.step.attack]
     stopped = sum(r.blocked for r in attacks)
+    shadow = sum(r.outcome == "would block" for r in attacks)
     passed = sum(not r.blocked and not r.reply.error for r in benign)
-    return (f"attacks blocked: {stopped}/{len(attacks)}    benign requests served: {passed}/{len(benign)}")
+    line = f"attacks blocked: {stopped}/{len(attacks)}    benign requests served: {passed}/{len(benign)}"
+    return line + (f"    observe mode, would have blocked: {shadow}" if shadow else "")
 
 
 class Demo:

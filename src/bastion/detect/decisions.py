@@ -33,6 +33,7 @@ class DecisionsDetector:
         self.clock = core.clock
         self.link = link  # behaviour on: read keys and link entities here, first of all detectors
         self.observe = False
+        self._next_purge = 0.0
 
     def connection(self, ex: Exchange) -> None:
         ex.tags.add(_CHECKED)
@@ -42,6 +43,9 @@ class DecisionsDetector:
 
     def request_headers(self, ex: Exchange) -> None:
         now = self.clock.now()
+        if now >= self._next_purge:  # expired decisions are ignored on lookup; free them now and then
+            self._next_purge = now + 10.0
+            self.index.purge(now)
         if self.link:
             self.core.observe(ex)
         if _CHECKED not in ex.tags:

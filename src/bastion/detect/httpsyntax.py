@@ -11,7 +11,9 @@ import codecs
 import functools
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote
 
 import orjson
@@ -102,41 +104,69 @@ def is_xml_type(mtype: str) -> bool:
     return mtype in ("application/xml", "text/xml") or mtype.endswith("+xml")
 
 
-def json_ok(body: bytes, charset: str) -> bool:
+_NOT_JSON = object()
+
+
+def parse_json(body: bytes, charset: str = "utf-8") -> Any:
+    """The parsed document, or `NOT_JSON` when the bytes are not JSON.
+
+    Lenient where real producers are odd: a UTF-8 BOM, UTF-16 with its charset, NaN/Infinity
+    (Python's json writes them), JSON lines sent as application/json (bulk APIs; a list is
+    returned), whitespace only (None).
+    """
     if body.startswith(b"\xef\xbb\xbf"):
         body = body[3:]
     if not body.strip():
-        return True  # an empty document: nothing to mismatch
+        return None  # an empty document: nothing to mismatch
     if charset.startswith("utf-16"):
         try:
             body = body.decode(charset).encode()
         except (UnicodeDecodeError, LookupError):
-            return False
+            return _NOT_JSON
     try:
-        orjson.loads(body)
-        return True
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
         pass
-    # Lenient fallbacks for odd-but-benign producers: NaN/Infinity (Python's json), and JSON lines
-    # sent as application/json (bulk APIs).
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        return False
+        return _NOT_JSON
     try:
-        json.loads(text)
-        return True
+        return json.loads(text)
     except (ValueError, RecursionError):
         pass
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if len(lines) < 2:
-        return False
+        return _NOT_JSON
     try:
-        for ln in lines:
-            orjson.loads(ln)
+        return [orjson.loads(ln) for ln in lines]
     except orjson.JSONDecodeError:
-        return False
-    return True
+        return _NOT_JSON
+
+
+NOT_JSON: Any = _NOT_JSON
+
+
+def json_ok(body: bytes, charset: str) -> bool:
+    """Whether `body` is JSON (see `parse_json` for what is accepted)."""
+    return parse_json(body, charset) is not _NOT_JSON
+
+
+def json_strings(doc: Any, budget: int = 10_000) -> Iterator[tuple[str, str]]:
+    """(key, string) for every string value and key in a parsed JSON document, iteratively (no
+    recursion on hostile nesting) and at most `budget` nodes."""
+    stack: list[tuple[str, Any]] = [("", doc)]
+    while stack and budget > 0:
+        budget -= 1
+        key, node = stack.pop()
+        if isinstance(node, str):
+            yield key, node
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                yield k, k
+                stack.append((k, v))
+        elif isinstance(node, list):
+            stack.extend((key, v) for v in node)
 
 
 @functools.lru_cache(maxsize=256)

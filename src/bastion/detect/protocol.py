@@ -21,16 +21,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from bastion.config import BastionConfig, ProtocolConfig
 from bastion.detect.httpsyntax import (
+    NOT_JSON,
     first_byte,
     is_json_type,
     is_token,
     is_xml_type,
-    json_ok,
+    json_strings,
     known_codec,
     mask,
+    parse_json,
     parse_media_type,
     percent_decode,
 )
@@ -159,6 +162,16 @@ _INJECTED_HEADER = re.compile(
     r"remote-ip|originating-ip|content-security-policy|x-[a-z0-9-]+)[\t ]*:|http/\d(?:\.\d)?[\t ]+\d{3})",
     re.IGNORECASE,
 )
+# The same, limited to what multi-line prose never contains (form and JSON text fields carry real
+# line breaks: "Location: Berlin" on its own line is an address, not an injection).
+_INJECTED_STRONG = re.compile(
+    r"[\r\n][\t ]*(?:(?:set-cookie|content-length|transfer-encoding|access-control-allow-[a-z-]+|x-xss-protection|"
+    r"content-security-policy|x-[a-z0-9]+(?:-[a-z0-9]+)*)[\t ]*:|location[\t ]*:[\t ]*(?:[a-z][a-z0-9+.-]*:)?//|"
+    r"refresh[\t ]*:[\t ]*\d|http/\d(?:\.\d)?[\t ]+\d{3})",
+    re.IGNORECASE,
+)
+# Escaped line breaks, encoded CR/LF or NUL somewhere in a JSON body: worth walking its strings.
+_JSON_SUSPECT = re.compile(rb"\\[rn]|\\u000[0ad]|%(?:0[0ad]|25)", re.IGNORECASE)
 # A request line with its own CRLF inside a body: the payload of CL.TE / TE.CL smuggling.
 _REQUEST_LINE = re.compile(
     rb"(?:^|\n)[ \t]*(?:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS|TRACE|CONNECT|PROPFIND)"
@@ -319,13 +332,26 @@ class ProtocolDetector:
                     hit(ARG_NUL, text[max(0, text.find("\x00") - 8):], shown)
                 if is_name and ("\r" in text or "\n" in text):
                     hit(ARG_CRLF_NAME, text, shown)
-                m = _INJECTED_HEADER.search(text)
+                m = (_INJECTED_HEADER if zone == "query" else _INJECTED_STRONG).search(text)
                 if m:
                     hit(ARG_HEADER_INJECTION, m.group(0), shown)
                 if _ARG_CTL.search(text):
                     hit(ARG_CTL, text, shown)
             if _REQUEST_LINE_TEXT.search(value):
                 hit(ARG_REQUEST_LINE, value, shown)
+
+    def _json_values(self, ex: Exchange, doc: Any) -> None:
+        """CR/LF + response header and NUL inside JSON strings (values an API may put in a
+        redirect or a file name). Only the specific header names: prose has line breaks too."""
+        for key, text in json_strings(doc):
+            if "%" in text:
+                text = percent_decode(text)
+            if "\x00" in text:
+                self._hit(ex, ARG_NUL, mask(text[max(0, text.find("\x00") - 8):]), name=key[:64], zone="json")
+                return
+            if ("\r" in text or "\n" in text) and (m := _INJECTED_STRONG.search(text)):
+                self._hit(ex, ARG_HEADER_INJECTION, mask(m.group(0)), name=key[:64], zone="json")
+                return
 
     def _headers(self, ex: Exchange) -> None:
         req = ex.request
@@ -507,8 +533,12 @@ class ProtocolDetector:
                     body
                 ).isdigit():
                     self._hit(ex, BODY_JSON, "not a JSON value", zone="body")
-            elif not json_ok(body, charset):
-                self._hit(ex, BODY_JSON, "unparsable", zone="body")
+            else:
+                doc = parse_json(body, charset)
+                if doc is NOT_JSON:
+                    self._hit(ex, BODY_JSON, "unparsable", zone="body")
+                elif (b"\\" in body or b"%" in body) and _JSON_SUSPECT.search(body):
+                    self._json_values(ex, doc)
         elif is_xml_type(mtype):
             if first_byte(body) != b"<" and not body.startswith((b"\xff\xfe", b"\xfe\xff")):
                 self._hit(ex, BODY_XML, "does not start with <", zone="body")

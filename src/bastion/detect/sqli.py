@@ -11,7 +11,18 @@ The value is tried in three contexts, as the application might have placed it:
 
 - ``none``: as a bare number or column (``WHERE id = <value>``);
 - ``single``/``double``: inside a quoted literal (``WHERE name = '<value>'``); the value escapes the
-  literal at its first unescaped quote.
+  literal at its first unescaped quote (a doubled quote never ends it; a backslash-escaped one is tried
+  both ways, since MySQL honours the backslash and SQLite/standard SQL don't). Typographic quotes
+  (U+2018/2019/201C/201D) are also tried as ASCII quotes, for back-ends that normalize them.
+
+A value that *is* a statement is judged by its opening (``drop table t;``, ``insert into t values``,
+``exec xp_...``, ``declare @v``, a SELECT with SQL-only syntax), and a value that is a constant condition
+(``1=1``, ``'a'='a'``, ``11!=1``) is a tautology on its own.
+
+Where the line is: ``1 or 2``, ``price>10 and price<20``, ``x=1 and y=2`` (filter expressions that compare
+a column with a literal) and ``2+2=4`` pass; ``1 or 1=1`` and ``1 and 5906=5906`` (literal against literal)
+do not. ``admin'--`` is flagged, ``BAMBOO SOAP '#`` is not (a comment right after the quote counts only
+when the quoted part is one identifier-like word).
 
 Prose rarely forms valid SQL for more than a couple of tokens ("Please select your drop-off location":
 two barewords in a row are not legal in an expression), and a name like O'Brien escapes its quote into a
@@ -29,7 +40,7 @@ from dataclasses import dataclass
 
 __all__ = ["SqliResult", "sqli_check", "tokenize"]
 
-MAX_TOKENS = 160  # per context; longer injections are judged on their prefix
+MAX_TOKENS = 72  # per context; longer injections are judged on their prefix (features show early)
 MAX_SCAN = 4096  # characters of a value looked at (attacks start early; see module doc)
 
 

@@ -51,10 +51,7 @@ class CompiledRule:
     def matches(self, ex: Exchange) -> bool:
         if self.skip_own and ex.response is not None and ex.response.from_bastion:
             return False
-        for t in self.tests:
-            if not t(ex):
-                return False
-        return True
+        return all(t(ex) for t in self.tests)
 
 
 # --- scope ---------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def encode(args: tuple[bytes | str | int | float, ...]) -> bytes:
 def encode_ascii(args: list[str]) -> bytes:
     """RESP for arguments known to be ASCII (hashed keys, numbers, rule ids): about 3x faster
     than `encode`, which matters on the per-request path."""
-    return ("*%d\r\n" % len(args) + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)).encode()
+    return (f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)).encode()
 
 
 def parse(buf: bytes | bytearray, pos: int) -> tuple[object, int]:

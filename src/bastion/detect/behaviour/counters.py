@@ -7,6 +7,9 @@ is a dict ordered by last sight, trimmed from the front, capped a little above i
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 
 class Decayed:
     """An exponentially decayed count: recent events weigh 1, events one half-life old weigh 0.5."""
@@ -80,21 +83,63 @@ class Track:
         self.walked: Decayed | None = None
 
 
+class Sweeper:
+    """Expire idle entries of a big dict a slice at a time, so that no single request pays for a
+    full scan (a million keys take ~0.5 s to scan: far too long a pause for an event loop).
+
+    `step(table, is_idle)` checks at most `batch` entries of a snapshot of the keys taken when
+    the previous pass ended (and `every` seconds have gone by)."""
+
+    __slots__ = ("batch", "every", "keys", "pos", "started")
+
+    def __init__(self, every: float = 60.0, batch: int = 2000) -> None:
+        self.every = every
+        self.batch = batch
+        self.keys: list[str] = []
+        self.pos = 0
+        self.started = -1e18
+
+    def step(self, table: dict[str, Any], now: float, is_idle: Callable[[Any], bool],
+             drop: Callable[[str], None] | None = None) -> int:
+        if self.pos >= len(self.keys):
+            if now - self.started < self.every:
+                return 0
+            self.started = now
+            self.keys = list(table)
+            self.pos = 0
+        end = min(self.pos + self.batch, len(self.keys))
+        dropped = 0
+        for k in self.keys[self.pos:end]:
+            v = table.get(k)
+            if v is not None and is_idle(v):
+                if drop is not None:
+                    drop(k)
+                else:
+                    del table[k]
+                dropped += 1
+        self.pos = end
+        if end >= len(self.keys):
+            self.keys = []
+        return dropped
+
+
 class Tracks:
     """Tracks of one scenario by subject, with idle expiry."""
 
-    __slots__ = ("by_subject", "idle", "last_sweep", "max_subjects")
+    __slots__ = ("by_subject", "idle", "max_subjects", "sweeper")
 
     def __init__(self, idle: float, max_subjects: int = 500_000) -> None:
         self.by_subject: dict[str, Track] = {}
         self.idle = idle
-        self.last_sweep = 0.0
+        self.sweeper = Sweeper()
         self.max_subjects = max_subjects
 
     def get(self, subject: str, now: float) -> Track:
         t = self.by_subject.get(subject)
         if t is None:
-            if now - self.last_sweep > 60.0 or len(self.by_subject) >= self.max_subjects:
+            cutoff = now - self.idle
+            self.sweeper.step(self.by_subject, now, lambda tr: tr.last < cutoff)
+            if len(self.by_subject) >= self.max_subjects:
                 self.sweep(now)
             t = self.by_subject[subject] = Track()
         t.last = now
@@ -104,7 +149,7 @@ class Tracks:
         return self.by_subject.get(subject)
 
     def sweep(self, now: float) -> None:
-        self.last_sweep = now
+        """A full pass (only when the table is full)."""
         cutoff = now - self.idle
         dead = [k for k, t in self.by_subject.items() if t.last < cutoff]
         for k in dead:

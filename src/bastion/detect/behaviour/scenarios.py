@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl, unquote
 
 import orjson
 
-from bastion.detect.behaviour.counters import Decayed, Distinct, Track, Tracks
+from bastion.detect.behaviour.counters import Decayed, Distinct, Sweeper, Track, Tracks
 from bastion.detect.behaviour.settings import ScenarioSettings
 from bastion.entity import ESTABLISHED, hash_key
 from bastion.exchange import Exchange
@@ -197,7 +197,7 @@ class BehaviourDetector:
         self.baseline = Baseline()
         longest = max(x.slow_window for x in self._all()) + 600.0
         self.activity: dict[str, Activity] = {}
-        self._activity_sweep = 0.0
+        self._activity_sweeper = Sweeper()
         self._activity_idle = longest
         self.tracks: dict[str, Tracks] = {}
         for name in ScenariosNames:
@@ -321,11 +321,8 @@ class BehaviourDetector:
     def _activity(self, subject: str, now: float) -> Activity:
         a = self.activity.get(subject)
         if a is None:
-            if now - self._activity_sweep > 60.0:
-                self._activity_sweep = now
-                cutoff = now - self._activity_idle
-                for k in [k for k, v in self.activity.items() if v.last < cutoff]:
-                    del self.activity[k]
+            cutoff = now - self._activity_idle
+            self._activity_sweeper.step(self.activity, now, lambda v: v.last < cutoff)
             a = self.activity[subject] = Activity()
         a.last = now
         return a

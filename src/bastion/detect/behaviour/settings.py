@@ -80,7 +80,10 @@ class LoginSettings(_Section):
     @classmethod
     def _regexes(cls, v: list[str]) -> list[str]:
         for r in v:
-            re.compile(r)
+            try:
+                re.compile(r)
+            except re.error as exc:
+                raise ValueError(f"bad regex {r!r}: {exc}") from None
         return v
 
 

@@ -47,7 +47,7 @@ SKIP_HEADERS = frozenset(
 MAX_VALUES = 1024  # per phase; beyond this the rest is joined into one overflow value
 MAX_DEPTH = 64
 
-_B64 = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
+_B64 = re.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}")
 
 
 # A value without any of these has every view equal to itself (no transform changes it): the
@@ -107,8 +107,8 @@ def maybe_base64(v: str) -> str | None:
     Binary payloads (images, encrypted tokens) decode to non-text and are left alone.
     """
     n = len(v)
-    if n < 16 or n > 16384 or not _B64.fullmatch(v):
-        return None
+    if n < 8 or n > 16384 or (n < 16 and n % 4) or not _B64.fullmatch(v):
+        return None  # short values only when padded to a multiple of 4, as encoders do
     if v.isalpha() and (v.islower() or v.isupper()):
         return None  # a plain word, not an encoding
     s = v.rstrip("=")
@@ -116,7 +116,7 @@ def maybe_base64(v: str) -> str | None:
         raw = base64.b64decode(s + "=" * (-len(s) % 4), altchars=b"-_" if ("-" in s or "_" in s) else None)
     except (binascii.Error, ValueError):
         return None
-    if len(raw) < 8:
+    if len(raw) < 5:
         return None
     try:
         text = raw.decode("utf-8")
@@ -146,7 +146,7 @@ class Collector:
             self.overflow.append(raw)
             return
         self.values.append(Value(zone, source, name, raw))
-        if self.b64 and zone in ("args", "cookies") and len(raw) >= 16:
+        if self.b64 and zone in ("args", "cookies", "headers") and len(raw) >= 8:
             decoded = maybe_base64(raw)
             if decoded is not None:
                 self.values.append(Value(zone, source, f"{name}(base64)", decoded))
@@ -242,7 +242,7 @@ def _json(c: Collector, body: bytes) -> bool:
             items = list(node.items())
             for k, v in reversed(items):
                 sub = f"{path}.{k}" if path else str(k)
-                c.add("arg_names", "json", sub, str(k))
+                c.add("arg_names", "json", sub, sub)  # the whole path: `password.$ne` says more than `$ne`
                 stack.append((v, sub, depth + 1))
         elif isinstance(node, list):
             if depth >= MAX_DEPTH:

