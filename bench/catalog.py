@@ -110,6 +110,20 @@ def memory(distinct: int, how: str) -> tuple[float, int, int]:
     return current / 1e6, lr.n_endpoints, lr.budget[0]
 
 
+def memory_traffic(n: int) -> tuple[float, int]:
+    """The whole catalog (shapes, sketches, sensitive tags) of the test API after `n` exchanges."""
+    calls = list(traffic(n, seed=11))
+    gc.collect()
+    tracemalloc.start()
+    lr = Learner()
+    for i, c in enumerate(calls):
+        lr.observe(to_exchange(c, 1_700_000_000.0 + i))  # each exchange is dropped, as after a real response
+    gc.collect()
+    current, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return current / 1e6, lr.n_endpoints
+
+
 def validation(runs: int, reps: int) -> dict[str, tuple[float, float]]:
     lr = Learner()
     for i, c in enumerate(traffic(4000, seed=11)):
@@ -162,6 +176,8 @@ def main() -> None:
     for how in ("scanner-404", "catch-all-200", "ids-under-templates"):
         mb, eps, nodes = memory(a.distinct, how)
         print(f"memory, {a.distinct} distinct paths, {how:20s}: {mb:6.2f} MB, {eps} endpoints, {nodes} nodes")
+    mb, eps = memory_traffic(a.exchanges)
+    print(f"memory, the test API's catalog after {a.exchanges} exchanges: {mb:6.2f} MB, {eps} endpoints")
     for label, (us, base) in validation(a.runs, 20_000).items():
         print(f"validation {label:34s}: {us:6.2f} us/request = {us / ref:4.1f}x reference "
               f"(orjson.loads of its body alone {base:.2f} us)")

@@ -124,6 +124,10 @@ async def flood(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-h6-flood-"))
     cfg = yaml.safe_load((ROOT / "examples" / "per-ip-limit.yaml").read_text())
     cfg["state"] = {"url": args.state, "prefix": "bench-h6-flood:"}
+    if args.only_rules:
+        from bastion.engine.registry import DETECTORS
+
+        cfg["detectors"] = {name: {"enabled": name == "ratelimit"} for name, _ in DETECTORS}
     (tmp / "flood.yaml").write_text(yaml.safe_dump(cfg))
     up_port, gw_port = free_port(), free_port()
     procs = []
@@ -228,6 +232,7 @@ async def main() -> None:
     ap.add_argument("--connections", type=int, default=100, help="python flooders from 300 addresses")
     ap.add_argument("--wrk-connections", type=int, default=500, help="wrk connections (one address)")
     ap.add_argument("--state", default="memory://")
+    ap.add_argument("--only-rules", action="store_true", help="switch off every detector but the rules")
     ap.add_argument("--memory-seconds", type=float, default=60.0)
     args = ap.parse_args()
     await flood(args)

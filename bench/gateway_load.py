@@ -92,7 +92,8 @@ def wrk(port: int, seconds: float, script: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-async def gateway_ratio(redis_url: str, seconds: float, rules: list[dict]) -> None:
+async def gateway_ratio(redis_url: str, seconds: float, rules: list[dict], *, with_memory: bool = True) -> None:
+    """req/s of the gateway with no rules, the rules on memory:// and the rules on `redis_url`."""
     if shutil.which("wrk") is None:
         print("gateway: skipped (wrk not installed: apt-get install -y wrk)")
         return
@@ -101,9 +102,12 @@ async def gateway_ratio(redis_url: str, seconds: float, rules: list[dict]) -> No
     tmp = Path(tempfile.mkdtemp(prefix="bench-h6-"))
     prefix = f"bench-h6:{uuid.uuid4().hex[:6]}:"
     only_rules = {name: {"enabled": name == "ratelimit"} for name, _ in DETECTORS}
-    (tmp / "none.yaml").write_text(yaml.safe_dump({"detectors": only_rules}))
-    (tmp / "rules.yaml").write_text(yaml.safe_dump({"detectors": only_rules, "rules": rules,
-                                                     "state": {"url": redis_url, "prefix": prefix}}))
+    variants = {"none": {"detectors": only_rules}}
+    if with_memory:
+        variants["memory"] = {"detectors": only_rules, "rules": rules, "state": {"url": "memory://"}}
+    variants["redis"] = {"detectors": only_rules, "rules": rules, "state": {"url": redis_url, "prefix": prefix}}
+    for name, conf in variants.items():
+        (tmp / f"{name}.yaml").write_text(yaml.safe_dump(conf))
     (tmp / "wrk.lua").write_text(WRK_SCRIPT)
     up_port = free_port()
     procs: list[subprocess.Popen[bytes]] = []
@@ -112,7 +116,7 @@ async def gateway_ratio(redis_url: str, seconds: float, rules: list[dict]) -> No
         procs.append(up)
         wait_port(up_port, up)
         ports = {}
-        for name in ("none", "rules"):
+        for name in variants:
             port = free_port()
             p = spawn(
                 [sys.executable, "-c", "from bastion.cli import main; main()", "proxy", "--upstream",
@@ -123,13 +127,17 @@ async def gateway_ratio(redis_url: str, seconds: float, rules: list[dict]) -> No
             procs.append(p)
             wait_port(port, p, log=tmp / f"{name}.log")
             ports[name] = port
-        results: dict[str, list[float]] = {"none": [], "rules": []}
-        for _ in range(3):
-            for name in ("none", "rules"):
+        results: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(3):  # alternate, so that a noisy neighbour hurts every variant alike
+            for name in variants:
                 results[name].append(wrk(ports[name], seconds, str(tmp / "wrk.lua")))
-        a, b = statistics.median(results["none"]), statistics.median(results["rules"])
-        print(f"gateway req/s (wrk -t1 -c32, median of 3): no rules {a:.0f}, {len(rules)} rules on Redis {b:.0f}, "
-              f"ratio {b / a:.2f}")
+        med = {name: statistics.median(v) for name, v in results.items()}
+        base = med["none"]
+        parts = [f"no rules {base:.0f}"] + [
+            f"{len(rules)} rules on {name} {med[name]:.0f} (ratio {med[name] / base:.2f})" for name in variants
+            if name != "none"
+        ]
+        print("gateway req/s (wrk -t1 -c32, alternated, median of 3): " + ", ".join(parts))
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         print(f"gateway: could not run: {exc}")
     finally:

@@ -6,8 +6,10 @@ Engine part: one pipeline with only the ratelimit detector, driven in-process th
 request-headers and complete phases; µs per request (median of 5 runs) for 0, 10 and 100 rules.
 Two rule mixes: "scoped" (each rule applies to one endpoint group, 10% to everything: a request
 touches ~10% of the rules) and "all" (every rule counts every request: the worst case).
-Gateway part: the real proxy in front of a small upstream, driven by a keep-alive load generator
-from 8 loopback addresses, no rules vs 20 rules on Redis, alternated, medians (bounded in time).
+Client part: the Redis client alone (µs of CPU per pipelined script call).
+Gateway part: the real proxy (rules detector only) in front of a small upstream, driven by wrk
+(keep-alive, 32 connections), no rules vs 20 scoped rules on memory:// and on Redis, alternated,
+medians of 3 (bounded in time). Needs wrk (`apt-get install -y wrk`).
 Keys under `bench-h6:` in the given Redis database are deleted at the end.
 """
 
@@ -81,6 +83,28 @@ async def engine_cost(n: int, mix: str, url: str, seconds: float) -> tuple[float
     return statistics.median(runs), statistics.median(cpu)
 
 
+async def client_cost(url: str, seconds: float) -> None:
+    """The Redis client alone: one script call with 2 counters, 100 concurrent callers."""
+    from bastion.state import Algo, Op, make_key
+    from bastion.state.redis import RedisStorage
+
+    prefix = f"bench-h6:{uuid.uuid4().hex[:6]}:"
+    st = RedisStorage(url.split("?")[0] + "?timeout=2")
+    ops = [Op(make_key(prefix, "r", str(i)), Algo.SLIDING_WINDOW, 1e9, 60) for i in range(2)]
+    await st.hit(ops, time.time())
+    n, t0, c0 = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - t0 < seconds:
+        await asyncio.gather(*(st.hit(ops, time.time()) for _ in range(100)))
+        n += 100
+    wall, cpu = (time.perf_counter() - t0) / n * 1e6, (time.process_time() - c0) / n * 1e6
+    print(f"redis client: one script call (2 counters), 100 concurrent callers: {cpu:.1f} µs CPU here, "
+          f"{wall:.1f} µs wall per call (Redis's own CPU included in wall)")
+    await st.close()
+    from state_cleanup import wipe_prefix
+
+    await wipe_prefix(url, prefix)
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=2.0, help="per measurement")
@@ -95,6 +119,7 @@ async def main() -> None:
             name = url.split(":")[0]
             cells = " ".join(f"{w:6.1f}/{c:6.1f}" for w, c in vals)
             print(f"{name:8} {mix:7} {cells}", flush=True)
+    await client_cost(a.redis, a.seconds)
     if not a.no_gateway:
         from gateway_load import gateway_ratio
 

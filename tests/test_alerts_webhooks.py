@@ -116,3 +116,12 @@ async def test_runtime_wires_alerts_to_blocked_exchanges(receiver: str, tmp_path
     await runtime.stop()
     texts = [orjson.loads(b)["text"] for b in Receiver.bodies]
     assert len(texts) == 1 and "198.51.100.77" in texts[0] and "a" * 600 not in texts[0]
+
+
+def test_alerts_section_loads_from_yaml(tmp_path) -> None:
+    from bastion.config import load_config
+
+    p = tmp_path / "bastion.yaml"
+    p.write_text("alerts:\n  send_on: flag\n  webhooks:\n    - url: https://hooks.example/x\n      format: slack\n")
+    cfg = load_config(p)
+    assert cfg.alerts.send_on == "flag" and cfg.alerts.webhooks[0].format == "slack"

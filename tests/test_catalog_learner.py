@@ -218,3 +218,16 @@ def test_junk_bodies_cannot_grow_an_endpoint_without_bound() -> None:
     assert ep is not None and ep.calls == 300
     assert sum(size(s) for s in ep.body.values()) <= MAX_SHAPES + 1
     assert len(ep.headers) <= 64 and len(ep.resp_types) <= 17
+
+
+def test_global_shape_budget() -> None:
+    from bastion.catalog.shapes import size
+
+    lr = Learner(LearnerLimits(max_shapes=60))
+    for i in range(40):
+        body = orjson.dumps({f"f{j}": {"x": j} for j in range(5)})
+        ex = make_exchange("POST", f"/r{i}/x", headers={"Content-Type": "application/json"}, body=body, host=HOST)
+        ex.response = Response(201, Headers())
+        lr.observe(ex)
+    total = sum(size(s) - 1 for e in lr.endpoints() for s in e.body.values())
+    assert total <= 60 and lr.shapes.left <= 0

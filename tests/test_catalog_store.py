@@ -127,3 +127,12 @@ def test_damaged_rows_are_skipped(tmp_path: Path) -> None:
     s.write("w1", [(HOST, "GET", "/b", 1, 0.0, b"{not json")], replace_all=False)
     s.close()
     assert [e.template for e in read_catalog(db)] == ["/a"]
+
+
+def test_live_catalog_of_a_pipeline() -> None:
+    from bastion.detect.catalog import live_catalog
+
+    p = make_pipeline({"catalog": {"persist": False}}, only={"catalog"})
+    lr = live_catalog(p)
+    assert lr is not None and lr.endpoints() == []
+    assert live_catalog(make_pipeline({}, only={"limits"})) is None

@@ -135,3 +135,13 @@ def test_memory_per_entity_under_one_kilobyte() -> None:
     tracemalloc.stop()
     per = used / n
     assert per < 1024, per
+
+
+def test_idle_keys_expire_incrementally_without_a_full_scan() -> None:
+    g = EntityGraph(GraphLimits(idle_ttl=100.0))
+    for i in range(5000):
+        g.observe({"ip": f"10.1.{i >> 8}.{i & 255}"}, 0.0)
+    # later traffic: each observe checks a bounded slice, until every idle key is gone
+    for i in range(10):
+        g.observe({"ip": "127.0.9.9"}, 200.0 + i)
+    assert len(g) == 1

@@ -60,3 +60,19 @@ def test_problem_response_shape_and_header_safety():
     assert int(dict(x.split(b": ", 1) for x in lines[1:])[b"Content-Length"]) == len(body)
     head_only = problem_response(403, "request-blocked", "Request blocked", "r", head_only=True)
     assert head_only.endswith(b"\r\n\r\n")
+
+
+def test_raw_headers_decode_lazily_and_behave_like_headers():
+    from bastion.frontends.proxy.server import RawHeaders
+
+    raw = [(b"Host", b"api.test"), (b"X-A", b"1"), (b"x-a", b"\xe9"), (b"Content-Type", b"text/plain")]
+    hdrs = RawHeaders(list(raw))
+    assert hdrs.get("HOST") == "api.test" and hdrs.get("missing", "d") == "d"
+    assert hdrs._raw is not None  # a single lookup did not decode everything
+    assert hdrs.get_all("x-a") == ["1", "\xe9"]
+    assert "content-type" in hdrs and len(hdrs) == 4
+    assert list(hdrs)[0] == ("Host", "api.test")
+    hdrs.set("X-A", "2")
+    assert hdrs.get_all("x-a") == ["2"] and hdrs.get("x-a") == "2"
+    hdrs.remove("host")
+    assert hdrs.get("host") is None and hdrs.names() == ["content-type", "x-a"]

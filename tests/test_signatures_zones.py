@@ -31,7 +31,10 @@ def test_head_values_name_every_place() -> None:
     assert ("path", "path", "/api/items") in got
     assert ("args", "query:q", "hello") in got
     assert ("args", "query:tags", "b") in got  # duplicates kept (parameter pollution)
-    assert ("arg_names", "query:q", "q") in got
+    assert not any(z == "arg_names" for z, _, _ in got)  # plain identifiers are not inspected as names
+    names = labels(request_head_values(req("/?a[$ne]=1&__proto__[x]=1"), ZoneOptions()))
+    assert ("arg_names", "query:a[$ne]", "a[$ne]") in names
+    assert ("arg_names", "query:__proto__[x]", "__proto__[x]") in names
     assert ("cookies", "cookie:sid", "abc") in got
     assert ("headers", "header:user-agent", "ua/1") in got
     assert ("headers", "header:x-custom", "v") in got
@@ -43,7 +46,10 @@ def test_json_values_carry_their_path() -> None:
     got = labels(request_body_values(req(headers=[("Content-Type", "application/json")], body=body), ZoneOptions()))
     assert ("args", "json:user.name", "O'Brien") in got
     assert ("args", "json:user.tags", "b") in got
-    assert ("arg_names", "json:user.name", "name") in got
+    body2 = json.dumps({"password": {"$ne": None}, "a": {"__proto__": {"x": 1}}}).encode()
+    names = labels(request_body_values(req(headers=[("Content-Type", "application/json")], body=body2), ZoneOptions()))
+    assert ("arg_names", "json:password.$ne", "password.$ne") in names  # keys are inspected with their path
+    assert ("arg_names", "json:a.__proto__", "a.__proto__") in names
     assert ("args", "json:note", "hi") in got
     assert not any(raw == "3" for _, _, raw in got if _ == "args")  # numbers carry no injection
 

@@ -100,8 +100,8 @@ async def test_two_instances_share_one_limit_exactly():
     calls = [(a if i % 2 else b).hit([op], clock.now()) for i in range(400)]
     results = await asyncio.gather(*calls)
     assert sum(not r[0].exceeded for r in results) == 50
-    # Pipelined: 400 calls were answered on 2 connections, in order.
-    assert a.calls + b.calls == 400
+    # 400 requests, each answered; concurrent ones shared script calls (batched, then pipelined).
+    assert a.hits + b.hits == 400 and a.calls + b.calls < 400
     await a.close()
     await b.close()
     await wipe(prefix)

@@ -231,3 +231,19 @@ def test_a_store_url_that_cannot_work_fails_at_start_up(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unsupported event store 'postgress'"):
         EventWriter.from_config(cfg)
     assert EventWriter.from_config(cfg, with_store=False)._opener is None  # no store: nothing to check
+
+
+def test_unusable_data_dir_is_reported_at_start(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    w = EventWriter.from_config(BastionConfig(data_dir=blocker / "data"))
+    with caplog.at_level(logging.ERROR, logger="bastion.store"):
+        w.start()
+        deadline = time.monotonic() + 5
+        while not caplog.records and time.monotonic() < deadline:
+            time.sleep(0.01)
+        w.exchange_done(flagged(1))  # the gateway carries on; the event is counted as lost
+        assert w.flush(5)
+    w.close()
+    assert "cannot open the event store" in caplog.records[0].getMessage()
+    assert w.stats.failed == 1

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bastion.admin.settings import AdminConfig
 from bastion.alerts.settings import AlertsConfig
 from bastion.catalog.settings import CatalogConfig, SpecConfig
 from bastion.detect.behaviour.settings import BehaviourConfig
@@ -176,6 +177,7 @@ class BastionConfig(Section):
     signatures: SignaturesConfig = Field(default_factory=SignaturesConfig)
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
     spec: SpecConfig | None = None
+    admin: AdminConfig = Field(default_factory=AdminConfig)
 
     def detector(self, name: str) -> DetectorSettings:
         return self.detectors.get(name) or DetectorSettings()

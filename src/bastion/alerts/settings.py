@@ -29,7 +29,7 @@ class AlertsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     webhooks: list[WebhookConfig] = Field(default_factory=list)
-    on: Literal["block", "flag"] = Field("block", description="alert on blocks only, or on every flagged event")
+    send_on: Literal["block", "flag"] = Field("block", description="alert on blocks only, or on every flagged event")
     dedup_window: float = Field(300.0, ge=0, description="seconds during which one key alerts once")
     max_per_minute: int = Field(30, ge=1, description="per webhook; beyond this alerts are dropped and counted")
     queue_size: int = Field(1000, ge=10)

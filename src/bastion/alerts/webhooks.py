@@ -82,7 +82,7 @@ class WebhookAlerter:
     def _wanted(self, ev: Event) -> bool:
         if not self.config.webhooks:
             return False
-        return self.config.on == "flag" or ev.blocked or ev.would_block
+        return self.config.send_on == "flag" or ev.blocked or ev.would_block
 
     def _consider(self, ev: Event) -> None:
         now = self.clock.now()

@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bastion.catalog.shapes import Shape, size
+from bastion.catalog.shapes import Budget, Shape, size
 from bastion.catalog.sketch import DecayedRate, Distinct, LatencySketch, TopK
 
 MAX_PARAMS = 64  # per location (query, header, cookie): beyond this new names are only counted
 MAX_KEYS = 16  # content types, auth kinds, status codes kept per endpoint
-MAX_SHAPES = 2048  # body and response shapes (fields at any depth) per endpoint: the memory bound
+MAX_SHAPES = 512  # body and response shapes (fields at any depth) per endpoint (~0.5 KB each)
 
 _SHAPE_MAPS = ("path", "query", "headers", "cookies", "body", "responses")
 
@@ -60,7 +60,7 @@ class Endpoint:
     distinct_entities: Distinct = field(default_factory=Distinct)
     dirty: bool = True
     last_who: str = ""  # not stored: skips re-hashing the same client
-    budget: list[int] = field(default_factory=lambda: [MAX_SHAPES])  # shapes this endpoint may still create
+    budget: Budget = field(default_factory=lambda: Budget(MAX_SHAPES))  # shapes it may still create
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -76,7 +76,7 @@ class Endpoint:
         name = name[:64]
         s = where.get(name)
         if s is None:
-            if len(where) >= MAX_PARAMS:
+            if len(where) >= MAX_PARAMS or not self.budget.spend():
                 self.overflow += 1
                 return None
             s = where[name] = Shape(secret=secret)
@@ -182,6 +182,6 @@ class Endpoint:
             shapes = {str(k): Shape.from_dict(v) for k, v in d.get(attr, {}).items()}
             setattr(e, attr, shapes)
             used += sum(size(s) for s in shapes.values())
-        e.budget[0] = max(0, MAX_SHAPES - used)
+        e.budget.left = max(0, MAX_SHAPES - used)
         e.dirty = False
         return e

@@ -21,8 +21,9 @@ from urllib.parse import parse_qsl
 import orjson
 
 from bastion.catalog import sensitive
-from bastion.catalog.endpoint import Endpoint, add_count
+from bastion.catalog.endpoint import MAX_SHAPES, Endpoint, add_count
 from bastion.catalog.paths import Node, PathTree, split_path
+from bastion.catalog.shapes import Budget
 from bastion.catalog.values import KIND_NAME, secret_name
 from bastion.exchange import Exchange
 
@@ -87,6 +88,7 @@ class LearnerLimits:
     min_siblings: int = 8
     max_siblings: int = 100
     sensitive: bool = True
+    max_shapes: int = 100_000  # body and response field shapes across all endpoints
 
 
 class Learner:
@@ -98,6 +100,7 @@ class Learner:
         self.budget = [0]  # nodes in use across every tree
         self.n_endpoints = 0
         self.structure_changed = False  # templates were renamed since the last flush
+        self.shapes = Budget(self.limits.max_shapes)  # the global shape budget every endpoint draws on
         self.dropped = 0  # exchanges not learned: caps reached, or not an endpoint (404s...)
         self.unmatched = 0
 
@@ -149,6 +152,7 @@ class Learner:
             if eps is None:
                 eps = node.eps = {}
             ep = eps[method] = Endpoint(ex.site, method, template)
+            ep.budget.parent = self.shapes
             self.n_endpoints += 1
         self._count(ep, ex, status)
         n = ep.calls
@@ -341,7 +345,9 @@ class Learner:
         if node.eps is None:
             node.eps = {}
         mine = node.eps.get(ep.method)
+        self.shapes.left -= MAX_SHAPES - ep.budget.left  # what the stored shapes already use
         if mine is None:
+            ep.budget.parent = self.shapes
             node.eps[ep.method] = ep
             self.n_endpoints += 1
         else:

@@ -29,6 +29,7 @@ class CatalogConfig(BaseModel):
     max_hosts: int = Field(64, ge=1)
     max_endpoints: int = Field(5000, ge=1, description="endpoints learned at most (per process)")
     max_nodes: int = Field(50_000, ge=16, description="path-tree nodes at most: the memory bound")
+    max_shapes: int = Field(100_000, ge=0, description="body/response field shapes at most (~0.5 KB each)")
     full_samples: int = Field(100, ge=0, description="first exchanges of an endpoint inspected in full")
     sample_every: int = Field(10, ge=1, description="then one exchange in this many")
     min_siblings: int = Field(8, ge=2, description="distinct words at one position before it may be a parameter")

@@ -19,13 +19,27 @@ MAX_ENUM = 8
 ENUM_MAX_EXPORT = 6
 
 
-def _spend(budget: list[int] | None) -> bool:
-    if budget is None:
+class Budget:
+    """How many more shapes may be created: per endpoint, and under the learner's global one."""
+
+    __slots__ = ("left", "parent")
+
+    def __init__(self, left: int, parent: Budget | None = None) -> None:
+        self.left = left
+        self.parent = parent
+
+    def spend(self) -> bool:
+        p = self.parent
+        if self.left <= 0 or (p is not None and p.left <= 0):
+            return False
+        self.left -= 1
+        if p is not None:
+            p.left -= 1
         return True
-    if budget[0] <= 0:
-        return False
-    budget[0] -= 1
-    return True
+
+
+def _spend(budget: Budget | None) -> bool:
+    return budget is None or budget.spend()
 
 
 def size(s: Shape) -> int:
@@ -101,7 +115,7 @@ class Shape:
             except ValueError:
                 self._string(v)
 
-    def observe_fields(self, fields: list[tuple[str, str]], budget: list[int] | None = None) -> None:
+    def observe_fields(self, fields: list[tuple[str, str]], budget: Budget | None = None) -> None:
         """A form body: an object whose values arrived as text."""
         self._count("object")
         self.obj_n += 1
@@ -123,8 +137,8 @@ class Shape:
                 s = props[k] = Shape(secret=secret_name(k))
             s.observe_text(v)
 
-    def observe(self, v: Any, depth: int = 0, budget: list[int] | None = None) -> None:
-        """A decoded JSON value. `budget` (a one-item list) caps the shapes this call may create
+    def observe(self, v: Any, depth: int = 0, budget: Budget | None = None) -> None:
+        """A decoded JSON value. `budget` caps the shapes this call may create
         across the whole document tree, so nested junk cannot grow an endpoint without bound."""
         if isinstance(v, str):
             self._string(v)

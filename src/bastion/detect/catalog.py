@@ -34,7 +34,7 @@ def limits_from(cfg: CatalogConfig) -> LearnerLimits:
     return LearnerLimits(
         max_hosts=cfg.max_hosts, max_nodes=cfg.max_nodes, max_endpoints=cfg.max_endpoints,
         full_samples=cfg.full_samples, sample_every=cfg.sample_every, min_siblings=cfg.min_siblings,
-        max_siblings=cfg.max_siblings, sensitive=cfg.sensitive,
+        max_siblings=cfg.max_siblings, sensitive=cfg.sensitive, max_shapes=cfg.max_shapes,
     )
 
 
@@ -124,6 +124,15 @@ class CatalogDetector:
             finally:
                 self.store.close()
                 self.store = None
+
+
+def live_catalog(pipeline: Any) -> Learner | None:
+    """The in-process learner of a running pipeline (admin API, console): current to the last
+    exchange, unlike the catalog file. `learner.endpoints()` lists this process's endpoints."""
+    for det in getattr(pipeline, "detectors", ()):
+        if isinstance(det, CatalogDetector):
+            return det.learner
+    return None
 
 
 def _nothing(_ex: Exchange) -> None:

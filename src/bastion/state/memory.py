@@ -66,7 +66,7 @@ class MemoryStorage:
                 if cool is not None and cool.expires > now:
                     out.append(Outcome(True, op.limit, 0.0, cool.expires - now, cool.expires - now))
                     continue
-            if op.algo is Algo.COOLDOWN:
+            if op.algo == Algo.COOLDOWN:
                 out.append(Outcome(False, 0.0, op.limit))
                 continue
             key = op.key

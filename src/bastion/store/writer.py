@@ -157,6 +157,8 @@ class EventWriter(ExchangeSink):
     # --- writer thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
+        if self._opener is not None:
+            self._open()  # at start-up, so that an unusable store is reported before the first event
         while True:
             batch = self._take()
             if batch:

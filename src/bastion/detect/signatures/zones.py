@@ -47,6 +47,12 @@ SKIP_HEADERS = frozenset(
 MAX_VALUES = 1024  # per phase; beyond this the rest is joined into one overflow value
 MAX_DEPTH = 64
 
+# A name that is a plain identifier (`page`, `user_id`, `X-Trace`) cannot carry any attack the
+# rules look for; only names with punctuation (`a[$ne]`, `__proto__`, `<x>`) are inspected.
+_SIMPLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,40}")
+_SUSPICIOUS_IN_PATH = ("__", "prototype", "constructor", "class", "$", "java")
+_B64_ZONES = frozenset({"args", "cookies", "headers"})
+
 _B64 = re.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}")
 
 
@@ -146,10 +152,15 @@ class Collector:
             self.overflow.append(raw)
             return
         self.values.append(Value(zone, source, name, raw))
-        if self.b64 and zone in ("args", "cookies", "headers") and len(raw) >= 8:
+        if self.b64 and len(raw) >= 8 and zone in _B64_ZONES and " " not in raw:
             decoded = maybe_base64(raw)
             if decoded is not None:
                 self.values.append(Value(zone, source, f"{name}(base64)", decoded))
+
+    def add_name(self, source: str, name: str, raw: str) -> None:
+        """An argument name, unless it is a plain identifier (see _SIMPLE_NAME)."""
+        if _SIMPLE_NAME.fullmatch(raw) is None:
+            self.add("arg_names", source, name, raw)
 
     def finish(self) -> list[Value]:
         if self.overflow:
@@ -165,7 +176,7 @@ def request_head_values(req: Request, opts: ZoneOptions) -> list[Value]:
     c.add("path", "path", "", req.path)
     if req.query:
         for k, v in req.query_args():
-            c.add("arg_names", "query", k, k)
+            c.add_name("query", k, k)
             c.add("args", "query", k, v)
     for name, value in req.headers.items:
         low = name.lower()
@@ -182,7 +193,7 @@ def _cookies(c: Collector, header: str) -> None:
         if not sep:
             c.add("cookies", "cookie", "", k)
             continue
-        c.add("arg_names", "cookie", k, k)
+        c.add_name("cookie", k, k)
         c.add("cookies", "cookie", k, v)
 
 
@@ -219,7 +230,7 @@ def _form(c: Collector, text: str) -> bool:
             continue
         k, _, v = part.partition("=")
         k = unquote_plus(k, errors="surrogateescape")
-        c.add("arg_names", "form", k, k)
+        c.add_name("form", k, k)
         c.add("args", "form", k, unquote_plus(v, errors="surrogateescape"))
     return True
 
@@ -242,7 +253,9 @@ def _json(c: Collector, body: bytes) -> bool:
             items = list(node.items())
             for k, v in reversed(items):
                 sub = f"{path}.{k}" if path else str(k)
-                c.add("arg_names", "json", sub, sub)  # the whole path: `password.$ne` says more than `$ne`
+                # The whole path: `password.$ne` says more than `$ne`.
+                if _SIMPLE_NAME.fullmatch(str(k)) is None or any(s in sub for s in _SUSPICIOUS_IN_PATH):
+                    c.add("arg_names", "json", sub, sub)
                 stack.append((v, sub, depth + 1))
         elif isinstance(node, list):
             if depth >= MAX_DEPTH:
@@ -291,7 +304,7 @@ def _multipart(c: Collector, body: bytes, ct: str, opts: ZoneOptions) -> bool:
             elif hname:
                 c.add("headers", "multipart-header", hname, hval.strip())
         if name:
-            c.add("arg_names", "multipart", name, name)
+            c.add_name("multipart", name, name)
         if filename is not None:
             c.add("filenames", "multipart", name, filename)
             textual = part_ct.startswith("text/") or "json" in part_ct or "xml" in part_ct

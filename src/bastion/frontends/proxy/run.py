@@ -29,7 +29,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
         return asyncio.new_event_loop
-    return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return uvloop.new_event_loop
 
 
 def bind_socket(listen: str, reuse_port: bool, backlog: int = 2048) -> socket.socket:

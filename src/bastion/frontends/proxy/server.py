@@ -95,7 +95,7 @@ class RawHeaders(Headers):
         self._raw: list[tuple[bytes, bytes]] | None = raw
         self._index = None
 
-    @property  # type: ignore[override]
+    @property
     def items(self) -> list[tuple[str, str]]:
         raw = self._raw
         if raw is not None:
@@ -108,6 +108,16 @@ class RawHeaders(Headers):
     def items(self, value: list[tuple[str, str]]) -> None:
         self._raw = None
         _HEADER_ITEMS.__set__(self, value)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        raw = self._raw
+        if raw is None:
+            return super().get(name, default)
+        key = name.lower().encode("latin-1", "replace")
+        for k, v in raw:  # one lookup (the Host, by new_exchange) does not need the whole index
+            if k.lower() == key:
+                return v.decode("latin-1")
+        return default
 
 
 class _Req:
@@ -543,7 +553,6 @@ class ClientConnection(asyncio.Protocol):
         url = self.url[0] if len(self.url) == 1 else b"".join(self.url)
         target = url.decode("latin-1")
         fwd: list[bytes] = []
-        str_items: list[tuple[str, str]] = []
         host_count = 0
         length = -1
         chunked = False
@@ -557,15 +566,14 @@ class ClientConnection(asyncio.Protocol):
         rewritten = h.REQUEST_REWRITTEN
         host = ""
         for name, value in hdrs:
-            svalue = value.decode("latin-1")
-            str_items.append((name.decode("latin-1"), svalue))
             low = name.lower()
             if low not in rewritten:
                 if low == b"host":
                     host_count += 1
-                    host = svalue.strip()
+                    host = value.decode("latin-1").strip()
                 fwd.append(b"%b: %b\r\n" % (name, value))
                 continue
+            svalue = value.decode("latin-1")
             if low == b"content-length":
                 length = int(value)  # llhttp validated it (digits only, no duplicates)
             elif low == b"transfer-encoding":
@@ -596,7 +604,7 @@ class ClientConnection(asyncio.Protocol):
             if ip != client.ip:
                 client = Client(peer_ip=client.peer_ip, peer_port=client.peer_port, ip=ip, tls=client.tls,
                                 tls_version=client.tls_version, sni=client.sni)
-        headers = Headers(str_items)
+        headers = RawHeaders(hdrs)
         ex = s.pipeline.new_exchange(client, method, target, headers, version, rid or s.next_request_id())
         req = _Req(ex, method)
         req.version = version
@@ -720,8 +728,13 @@ class ClientConnection(asyncio.Protocol):
         if conn_phase or s.wants_head:
             req.st = Q_INSPECT
             self._spawn(req, self._inspect_head(req.ex, conn_phase), self._after_head)
-        else:
-            self._after_head(req, None)
+            return
+        if not req.expect_continue and not (s.wants_body and (req.chunked or req.length > 0)):
+            conn = s.pool.get_idle()  # the pass-through fast path: straight to a pooled connection
+            if conn is not None:
+                self._send(req, conn)
+                return
+        self._after_head(req, None)
 
     async def _inspect_head(self, ex: Exchange, conn_phase: bool) -> Verdict | None:
         p = self.s.pipeline
@@ -1047,8 +1060,11 @@ class ClientConnection(asyncio.Protocol):
         if req is None:
             return
         req.up = None
-        if not conn.got_bytes and conn.uses > 1 and req.replay and not req.retried and req.rs == R_NONE:
-            # A stale keep-alive connection closed under us before answering: retry once, fresh.
+        if (not conn.got_bytes and conn.uses > 1 and req.replay and not req.retried and req.rs == R_NONE
+                and (req.method in IDEMPOTENT or exc is None)):
+            # A reused keep-alive connection closed under us before any answer (the keep-alive race,
+            # RFC 9112 section 9.3.1): replay once on a fresh connection. A non-idempotent request
+            # is replayed only after a clean close, never after a reset (it may have been processed).
             req.retried = True
             data, req.replay = req.replay, b""
             fresh = self.s.pool.get_idle()
@@ -1095,11 +1111,20 @@ class ClientConnection(asyncio.Protocol):
         req.up = None
         self.up_deadline = 0.0
         if conn is not None:
-            if req.ended and req.up_paused == 0:
-                self.s.pool.release(conn)
-            else:
-                conn.close()  # the request body was not fully sent: the connection's framing is lost
+            # A request body not fully sent leaves the connection's framing unknown: not reusable.
+            self._give_back(req, conn, req.ended)
         self._finish(req, req.resp_close)
+
+    def _give_back(self, req: _Req, conn: UpstreamConnection, reusable: bool) -> None:
+        """Return an upstream connection to the pool (reading resumed) or close it."""
+        if req.up_paused:
+            req.up_paused = 0
+            if conn.transport is not None:
+                conn.transport.resume_reading()
+        if reusable:
+            self.s.pool.release(conn)
+        else:
+            conn.abort()
 
     def _finish(self, req: _Req, close: bool) -> None:
         req.st = Q_DONE
@@ -1136,10 +1161,7 @@ class ClientConnection(asyncio.Protocol):
         close = v.close or not req.ended or not req.keep_alive or self._last_owed() or req.rs != R_NONE
         if req.up is not None:
             conn, req.up = req.up, None
-            if req.resp_ended and req.ended:
-                self.s.pool.release(conn)
-            else:
-                conn.abort()
+            self._give_back(req, conn, req.resp_ended and req.ended)
         if req.rs == R_STREAM:  # too late for a clean answer: cut the connection
             self._finish(req, True)
             self.abort()
@@ -1152,10 +1174,7 @@ class ClientConnection(asyncio.Protocol):
         close = not req.ended or not req.keep_alive or self._last_owed() or not req.resp_ended
         if req.up is not None:
             conn, req.up = req.up, None
-            if req.resp_ended and req.ended:
-                self.s.pool.release(conn)
-            else:
-                conn.abort()
+            self._give_back(req, conn, req.resp_ended and req.ended)
         head = [
             h.status_line(b"1.1", status, h.reason_phrase(status)),
             b"Content-Type: application/problem+json\r\n",
@@ -1341,7 +1360,8 @@ class ClientConnection(asyncio.Protocol):
         self._complete(req.ex)
         self.queue.clear()
         self.paused = 0
-        self.transport.resume_reading()
+        if self.transport is not None:
+            self.transport.resume_reading()
 
     # --- flow control and deadlines --------------------------------------------------------
 

@@ -68,7 +68,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.tunnel = False
         self.got_bytes = False
         self.in_head = False
-        self.done = False
+        self.done = True  # no request in flight
         self.skip_message = False
         self.closed = False
         # Response head, valid after `up_head`.
