@@ -54,6 +54,9 @@ end
 '''
 
 
+CONNECTIONS = 32  # wrk keep-alive connections
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -82,7 +85,7 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0, l
 
 def wrk(port: int, seconds: float, script: str) -> float:
     out = subprocess.run(
-        ["wrk", "-t1", "-c32", f"-d{max(1, int(seconds))}s", "-s", script, f"http://127.0.0.1:{port}/"],
+        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{max(1, int(seconds))}s", "-s", script, f"http://127.0.0.1:{port}/"],
         capture_output=True, text=True, check=True,
     ).stdout
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -137,7 +140,7 @@ async def gateway_ratio(redis_url: str, seconds: float, rules: list[dict], *, wi
             f"{len(rules)} rules on {name} {med[name]:.0f} (ratio {med[name] / base:.2f})" for name in variants
             if name != "none"
         ]
-        print("gateway req/s (wrk -t1 -c32, alternated, median of 3): " + ", ".join(parts))
+        print(f"gateway req/s (wrk -t1 -c{CONNECTIONS}, alternated, median of 3): " + ", ".join(parts))
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         print(f"gateway: could not run: {exc}")
     finally:

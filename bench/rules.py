@@ -8,7 +8,7 @@ Two rule mixes: "scoped" (each rule applies to one endpoint group, 10% to everyt
 touches ~10% of the rules) and "all" (every rule counts every request: the worst case).
 Client part: the Redis client alone (µs of CPU per pipelined script call).
 Gateway part: the real proxy (rules detector only) in front of a small upstream, driven by wrk
-(keep-alive, 32 connections), no rules vs 20 scoped rules on memory:// and on Redis, alternated,
+(keep-alive, 32 then 256 connections), no rules vs 20 scoped rules on memory:// and on Redis, alternated,
 medians of 3 (bounded in time). Needs wrk (`apt-get install -y wrk`).
 Keys under `bench-h6:` in the given Redis database are deleted at the end.
 """
@@ -110,6 +110,7 @@ async def main() -> None:
     ap.add_argument("--seconds", type=float, default=2.0, help="per measurement")
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/13")
     ap.add_argument("--no-gateway", action="store_true")
+    ap.add_argument("--connections", type=int, nargs="+", default=[32, 256], help="wrk connections (each a run)")
     a = ap.parse_args()
     print("engine: µs per request (request headers + complete), wall / this process's CPU, median of 5")
     print(f"{'backend':8} {'mix':7} {'0 rules':>13} {'10 rules':>13} {'100 rules':>13}")
@@ -121,9 +122,11 @@ async def main() -> None:
             print(f"{name:8} {mix:7} {cells}", flush=True)
     await client_cost(a.redis, a.seconds)
     if not a.no_gateway:
-        from gateway_load import gateway_ratio
+        import gateway_load
 
-        await gateway_ratio(a.redis, a.seconds, rules(20, "scoped"))
+        for c in a.connections:
+            gateway_load.CONNECTIONS = c
+            await gateway_load.gateway_ratio(a.redis, a.seconds, rules(20, "scoped"))
 
 
 if __name__ == "__main__":

@@ -154,7 +154,8 @@ async def _respond(req: Received, reader: asyncio.StreamReader, writer: asyncio.
         return False
     elif path == "/big":
         n = int(q.get("n", ["1000000"])[0])
-        send(_resp(200, bytes(i % 251 for i in range(n)), [("Content-Type", "application/octet-stream")]))
+        body = (bytes(range(251)) * (n // 251 + 1))[:n]  # byte i is i % 251
+        send(_resp(200, body, [("Content-Type", "application/octet-stream")]))
     elif path == "/stack":
         send(_resp(500, TRACEBACK, [("Content-Type", "text/plain"), ("Server", "gunicorn")]))
     elif path == "/json500":

@@ -118,6 +118,15 @@ async def test_proxy_learns_exports_and_enforces(tmp_path: Path) -> None:
         assert users.calls == 40 and users.query["fields"].n == 40 and users.auth == {"bearer": 40}
         assert users.responses["200"].props is not None and "target" in users.responses["200"].props
 
+        declared = tmp_path / "declared.yaml"
+        declared.write_text(yaml.safe_dump({"openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "paths": {
+            "/echo/users/me": {"get": {"deprecated": True, "responses": {"200": {"description": "ok"}}}},
+            "/echo/orders": {"get": {"responses": {"200": {"description": "ok"}}}}}}))
+        out = CliRunner().invoke(cli, ["catalog", "diff", str(declared), "--data-dir", str(data), "--json"])
+        d = orjson.loads(out.output)
+        assert d["shadow"] == ["GET /echo/users/{id}"] and d["unused"] == ["GET /echo/orders"]
+        assert len(d["zombie"]) == 1 and d["zombie"][0].startswith("GET /echo/users/me (40 calls")
+
         out = CliRunner().invoke(cli, ["catalog", "export", "--data-dir", str(data)])
         assert out.exit_code == 0
         spec_path = tmp_path / "api.yaml"
@@ -136,3 +145,22 @@ async def test_proxy_learns_exports_and_enforces(tmp_path: Path) -> None:
             assert (await request(gw.port, _get("/echo/users/5?debug=true"))).status == 403  # both: 8
             assert gw.sink.rules().count("schema-unknown-param") == 2
             assert "schema-type" in gw.sink.rules()
+
+
+async def test_catalog_from_access_logs(tmp_path: Path) -> None:
+    from bastion.clock import ManualClock
+    from bastion.frontends.logs import Replayer
+    from catalog_traffic import normalize as norm
+    from catalog_traffic import traffic, truth
+
+    lines = []
+    for i, c in enumerate(traffic(3000, seed=5)):
+        lines.append(f'10.0.0.{i % 50} - - [10/Oct/2024:{(i // 3600) % 24:02d}:{(i // 60) % 60:02d}:{i % 60:02d} '
+                     f'+0000] "{c.method} {c.target} HTTP/1.1" {c.status} 120 "-" "curl/8"')
+    clock = ManualClock(0)
+    rt = Runtime.create(make_config({"data_dir": str(tmp_path)}), clock=clock, with_store=False, only={"catalog"})
+    await rt.start()
+    await Replayer(rt.pipeline, clock).replay_lines(lines)
+    await rt.stop()
+    got = {(e.method, norm(e.template)) for e in read_catalog(tmp_path / "catalog.db")}
+    assert len(got & truth()) >= 0.95 * len(truth()) and len(got - truth()) <= 4

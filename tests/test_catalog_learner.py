@@ -6,6 +6,8 @@ import random
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bastion.catalog.learner import Learner, LearnerLimits, auth_kind
 from bastion.catalog.openapi import export_openapi
@@ -206,10 +208,10 @@ def test_junk_bodies_cannot_grow_an_endpoint_without_bound() -> None:
     def junk(depth: int) -> object:
         if depth == 0:
             return r.random()
-        return {f"k{r.getrandbits(32)}": junk(depth - 1) for _ in range(8)}
+        return {f"k{r.getrandbits(32)}": junk(depth - 1) for _ in range(5)}
 
     for _ in range(300):
-        body = orjson.dumps(junk(5))
+        body = orjson.dumps(junk(4))
         ex = make_exchange("POST", "/upload", headers={"Content-Type": "application/json",
                                                        f"X-Junk-{r.getrandbits(32)}": "1"}, body=body, host=HOST)
         ex.response = Response(200, Headers([("Content-Type", f"application/x-{r.getrandbits(32)}")]))
@@ -231,3 +233,29 @@ def test_global_shape_budget() -> None:
         lr.observe(ex)
     total = sum(size(s) - 1 for e in lr.endpoints() for s in e.body.values())
     assert total <= 60 and lr.shapes.left <= 0
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    path=st.text(min_size=0, max_size=80),
+    query=st.text(max_size=60),
+    body=st.binary(max_size=200) | st.builds(lambda d: orjson.dumps(d), st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
+        | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=20)),
+    ct=st.sampled_from(["application/json", "application/x-www-form-urlencoded", "text/plain", "", "x/y;;"]),
+    status=st.sampled_from([200, 201, 204, 302, 400, 404, 500]),
+    method=st.sampled_from(["GET", "POST", "get", "M-SEARCH", "PROPFIND", ""]),
+)
+def test_hostile_exchanges_never_crash_the_learner(path: str, query: str, body: bytes, ct: str, status: int,
+                                                    method: str) -> None:
+    lr = _FUZZ
+    target = "/" + path.replace("?", "%3F") + ("?" + query if query else "")
+    ex = make_exchange(method or "GET", target, headers={"Content-Type": ct, "Cookie": query, "X-" + ct: path},
+                       body=body, host=HOST)
+    ex.response = Response(status, Headers([("Content-Type", ct)]), body=body, body_size=len(body))
+    lr.observe(ex)
+    export_openapi(lr.endpoints())
+
+
+_FUZZ = Learner(LearnerLimits(max_nodes=500, max_endpoints=50))

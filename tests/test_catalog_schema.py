@@ -222,3 +222,32 @@ async def test_arrays_objects_patterns_and_wildcards(tmp_path: Path) -> None:
     assert await ids(p, "GET", "/files/report.pdf", headers=h) == set()
     assert await ids(p, "GET", "/files/report", headers=h) == {"schema-unknown-endpoint"}
     assert await ids(p, "POST", "/upload", b"\x89PNG", headers={"Host": "x", "Content-Type": "image/png"}) == set()
+
+
+def test_config_typos_fail_loudly(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown sensitive kinds"):
+        make_config({"spec": {"path": "api.yaml", "block_sensitive": ["cards"]}})
+    with pytest.raises(ConfigError, match=r"spec\.strict"):
+        make_config({"spec": {"path": "api.yaml", "strict": True}})
+    with pytest.raises(ConfigError, match=r"catalog\.flush_interval"):
+        make_config({"catalog": {"flush_interval": 0}})
+
+
+async def test_read_only_properties_are_mass_assignment(tmp_path: Path) -> None:
+    user = {"type": "object", "required": ["id", "name"], "properties": {
+        "id": {"type": "integer", "readOnly": True}, "name": {"type": "string"},
+        "role": {"type": "string", "readOnly": True},
+        "tags": {"type": "array", "items": {"type": "object", "properties": {
+            "label": {"type": "string"}, "owner": {"type": "integer", "readOnly": True}}}}}}
+    doc = {"openapi": "3.1.0", "info": {"title": "t", "version": "1"},
+           "components": {"schemas": {"User": user}},
+           "paths": {"/users/{id}": {"put": {
+               "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/User"}}}},
+               "responses": {"200": {"description": "ok"}}}}}}
+    p = make_pipeline({"spec": str(write(tmp_path, doc))}, only={"schema"})
+    h = {"Host": "x", "Content-Type": "application/json"}
+    assert await ids(p, "PUT", "/users/1", {"name": "Ann", "tags": [{"label": "a"}]}, h) == set()
+    assert await ids(p, "PUT", "/users/1", {"name": "Ann", "role": "admin"}, h) == {"schema-extra-property"}
+    assert await ids(p, "PUT", "/users/1", {"name": "Ann", "tags": [{"label": "a", "owner": 2}]}, h) == {
+        "schema-extra-property"}
+    assert await ids(p, "PUT", "/users/1", {"id": 5}, h) == {"schema-extra-property", "schema-missing-param"}

@@ -36,12 +36,8 @@ async def test_flush_restart_and_adoption(tmp_path: Path) -> None:
     assert live[(HOST, "GET", "/api/v1/users/{id}")].calls == a.learner.find(HOST, "GET", "/api/v1/users/{id}").calls
     await a.shutdown()
 
-    # A restart: the new process adopts the stopped writer's rows once they are stale.
+    # A restart: the new process adopts the cleanly stopped writer's rows at once.
     b = CatalogDetector(cfg, db)
-    b.flush_interval = 1
-    store = CatalogStore(db)
-    store.conn.execute("UPDATE writers SET heartbeat = heartbeat - 3600")
-    store.close()
     await b.startup()
     before = b.learner.find(HOST, "GET", "/api/v1/users/{id}")
     assert before is not None and before.calls == live[(HOST, "GET", "/api/v1/users/{id}")].calls
@@ -136,3 +132,27 @@ def test_live_catalog_of_a_pipeline() -> None:
     lr = live_catalog(p)
     assert lr is not None and lr.endpoints() == []
     assert live_catalog(make_pipeline({}, only={"limits"})) is None
+
+
+async def test_a_crashed_writer_is_adopted_once_stale(tmp_path: Path) -> None:
+    db = tmp_path / "catalog.db"
+    cfg = make_config({}).catalog
+    a = CatalogDetector(cfg, db)
+    await a.startup()
+    feed(a, 300)
+    await a.flush()
+    if a._task is not None:
+        a._task.cancel()  # a crash: no final flush, no retire
+    a.store.close()
+    b = CatalogDetector(cfg, db)
+    await b.startup()
+    assert b.learner.endpoints() == []  # the old writer still looks alive: not adopted yet
+    await b.shutdown()
+    store = CatalogStore(db)
+    store.conn.execute("UPDATE writers SET heartbeat = heartbeat - 3600 WHERE writer = ?", (a.writer,))
+    store.close()
+    c = CatalogDetector(cfg, db)
+    await c.startup()
+    assert len(c.learner.endpoints()) == len(a.learner.endpoints())
+    await c.shutdown()
+    assert {e.key for e in read_catalog(db)} == {e.key for e in a.learner.endpoints()}

@@ -144,3 +144,30 @@ async def test_head_of_chunked_and_close_delimited_resources():
         writer.write(get("/echo?after-head"))
         assert (await read_response(reader)).json()["target"] == "/echo?after-head"
         writer.close()
+
+
+async def test_slow_reader_pauses_upstream_then_is_cut():
+    n = 30_000_000
+    async with upstream_server() as up, gateway(make_config(up.url, timeouts={"body": 1.0}), only=set()) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port, limit=2**16)
+        writer.write(get(f"/big?n={n}"))
+        await asyncio.sleep(0.4)
+        conns = [c for c in gw.server.connections if c.queue]
+        assert conns and conns[0].queue[0].up_paused & 1, "upstream reading should pause for a slow client"
+        # Read a little, then stop: the write-stall deadline ends the connection.
+        await reader.readexactly(100_000)
+        got = 100_000
+        try:
+            while True:
+                await asyncio.sleep(0.5) if got < 200_000 else None
+                data = await asyncio.wait_for(reader.read(65536), 5)
+                if not data:
+                    break
+                got += len(data)
+                if got > 200_000:
+                    await asyncio.sleep(3)  # stall longer than the deadline
+        except (ConnectionError, TimeoutError):
+            pass
+        writer.close()
+        assert got < n
+        assert (await request(gw.port, get("/hello"))).status == 200

@@ -156,6 +156,21 @@ async def test_token_bucket_rule_and_api_key_hashed(make):
     assert not blocked((await send(p, "127.0.3.1"))[0])  # no key: the rule does not apply
 
 
+async def test_entity_key_follows_the_linked_attacker(make):
+    p = await make(cfg([{"id": "per-entity", "key": "entity", "window": "1m", "threshold": 2,
+                         "actions": {"block": 429}}]))
+
+    async def from_entity(ip: str, entity: str):
+        ex = p.new_exchange(Client(ip), "GET", "/", Headers([]))
+        ex.entity = entity  # set by the behaviour engine, which links keys seen together
+        return await p.request_headers(ex)
+
+    # One attacker rotating addresses is one counter; an exchange with no entity is not counted.
+    outs = [blocked(await from_entity(f"127.0.17.{i}", "e:attacker")) for i in range(1, 4)]
+    assert outs == [False, False, True]
+    assert not blocked(await from_entity("127.0.17.9", ""))
+
+
 async def test_throttle_and_observe(make):
     p = await make(cfg([
         {"id": "slow-down", "key": "ip", "window": "10s", "threshold": 2, "actions": {"throttle": "250ms"}},
@@ -311,3 +326,115 @@ async def test_approximate_rule_counts_locally_and_syncs():
     for p in pipes:
         await p.shutdown()
     await wipe(prefix)
+
+
+# --- the starter set: cases that must trigger and cases that must not ---------------------------
+
+
+async def starter(rule_id: str, clock: ManualClock):
+    p = build_pipeline(parse_config({"rules": {"starter": [rule_id]}}), clock=clock, only={"ratelimit"})
+    await p.startup()
+    return p
+
+
+async def test_starter_scan_404_burst():
+    clock = ManualClock(T0)
+    p = await starter("scan-404-burst", clock)
+    for _ in range(100):  # one missing resource asked again and again is not a scan
+        await send(p, "127.0.12.1", target="/favicon.ico", status=404)
+    assert not blocked((await send(p, "127.0.12.1", target="/"))[0])
+    for i in range(16):  # 16 distinct missing paths within 30 s is
+        await send(p, "127.0.12.2", target=f"/backup-{i}.zip", status=404)
+        clock.advance(1)
+    v, _ = await send(p, "127.0.12.2", target="/")
+    assert blocked(v) and v.status == 403
+    clock.advance(301)
+    assert not blocked((await send(p, "127.0.12.2", target="/"))[0])
+    await p.shutdown()
+
+
+async def test_starter_login_failure_burst():
+    clock = ManualClock(T0)
+    p = await starter("login-failure-burst", clock)
+    for _ in range(11):  # failures elsewhere, or GETs of the login page, are not login failures
+        await send(p, "127.0.13.1", "POST", "/api/orders", status=401)
+        await send(p, "127.0.13.1", "GET", "/auth/login", status=401)
+    assert not blocked((await send(p, "127.0.13.1", "POST", "/auth/login"))[0])
+    for _ in range(11):
+        _, ex = await send(p, "127.0.13.2", "POST", "/auth/login", status=401)
+    assert "alert" in ex.findings[-1].tags
+    assert blocked((await send(p, "127.0.13.2", "POST", "/auth/login"))[0])
+    await p.shutdown()
+
+
+async def test_starter_per_key_rate():
+    p = await starter("per-key-rate", ManualClock(T0))
+    auth = [("Authorization", "Bearer opaque-token-1")]
+    results = [blocked((await send(p, "127.0.14.1", headers=auth))[0]) for _ in range(601)]
+    assert results.count(True) == 1 and results[-1]
+    assert not any([blocked((await send(p, "127.0.14.1"))[0]) for _ in range(50)])  # no key: not counted
+    await p.shutdown()
+
+
+async def test_starter_exports():
+    clock = ManualClock(T0)
+    p = await starter("oversized-export", clock)
+    _, ex = await send(p, "127.0.15.1", target="/api/reports/export.csv", size=25_000_000)
+    assert [f.rule_id for f in ex.findings] == ["oversized-export"] and ex.findings[0].risk == 10
+    _, ex = await send(p, "127.0.15.1", target="/api/items", size=25_000_000)
+    assert ex.findings == []  # large, but not an export endpoint
+    _, ex = await send(p, "127.0.15.2", target="/api/export", size=1_000)
+    assert ex.findings == []
+    await p.shutdown()
+    p = await starter("export-volume", clock)
+    risks = []
+    for _ in range(25):
+        _, ex = await send(p, "127.0.15.3", target="/api/items", size=10_000_000)
+        risks += [f.risk for f in ex.findings]
+    assert risks == [25]  # 210 MB > 200 MB once, not again during the cooldown
+    for _ in range(25):
+        _, ex = await send(p, "127.0.15.4", target="/api/items", status=404, size=10_000_000)
+        assert ex.findings == []  # only successful responses carry data away
+    await p.shutdown()
+
+
+async def test_findings_rules_count_blocked_attacks(make):
+    """A rule on other detectors' findings counts the requests Bastion refused (unlike a rule on status)."""
+    from bastion.engine.pipeline import Pipeline
+    from bastion.verdict import Finding
+
+    class Sqli:
+        name = "sig"
+
+        def request_headers(self, ex):
+            if "union" in ex.request.target:
+                ex.add(Finding("942100", "sig", "sqli", score=5, tags=("sqli",)))
+
+    base = await make(cfg([{"id": "repeat-sqli", "match": {"findings.tags": {"in": ["sqli", "xss"]}},
+                            "key": "ip", "window": "10m", "threshold": 2,
+                            "actions": {"block": 403, "cooldown": "1h"}}]))
+    rl = base.detectors[0]
+    p = Pipeline(base.config, [rl, Sqli()], clock=base.clock)
+    for _ in range(3):
+        v, _ = await send(p, "127.0.18.1", target="/items?id=1%20union%20select")
+        assert blocked(v) and v.rule_ids == ("942100",)  # the signature blocks each attempt
+    v, _ = await send(p, "127.0.18.1", target="/items?id=1")
+    assert blocked(v) and v.rule_ids == ("repeat-sqli",)  # and after 3, the client is shut out
+
+
+async def test_alert_action_reaches_the_webhook_alerter():
+    """`alert: true` on a rule that only scores still asks the alerter (which sends blocks by default)."""
+    from bastion.alerts.settings import AlertsConfig
+    from bastion.alerts.webhooks import WebhookAlerter
+    from bastion.events import event_from_exchange
+
+    p = build_pipeline(cfg([
+        {"id": "loud", "key": "ip", "window": "1m", "threshold": 0, "actions": {"risk": 1, "alert": True}},
+        {"id": "quiet", "key": "ip", "window": "1m", "threshold": 0, "actions": {"risk": 1}},
+    ]), clock=ManualClock(T0), only={"ratelimit"})
+    _, ex = await send(p)
+    assert {f.rule_id for f in ex.findings} == {"loud", "quiet"}
+    alerter = WebhookAlerter(AlertsConfig(webhooks=[{"url": "http://127.0.0.1:9/hook"}]), sender=lambda h, b: None)
+    assert alerter._wanted(event_from_exchange(ex))
+    ex.findings = [f for f in ex.findings if f.rule_id == "quiet"]
+    assert not alerter._wanted(event_from_exchange(ex))

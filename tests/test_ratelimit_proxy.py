@@ -203,3 +203,60 @@ async def test_two_proxy_processes_share_one_limit(tmp_path):
                 except subprocess.TimeoutExpired:
                     proc.kill()
             await wipe(prefix)
+
+
+async def test_scanner_rule_with_every_default_detector():
+    """The rule among all the default detectors: its risk reaches the behaviour engine too."""
+    from proxy_helpers import Sink
+
+    clock = ManualClock(T0)
+    sink = Sink()
+    async with upstream_server() as up:
+        cfg = load_config(EXAMPLES / "scanner-404.yaml")
+        cfg.upstream.url, cfg.server.listen = up.url, "127.0.0.1:0"
+        runtime = Runtime.create(cfg, clock=clock, with_store=False, sinks=[sink])
+        assert "ratelimit" in [d.name for d in runtime.pipeline.detectors]
+        await runtime.start()
+        gw = ProxyServer(runtime)
+        await gw.start()
+        try:
+            for i in range(11):
+                await request(gw.port, get(f"/nothing/{i}"), local_ip="127.0.16.1")
+                await runtime.pipeline.drain()
+                clock.advance(0.1)
+            r = await request(gw.port, get("/hello"), local_ip="127.0.16.1")
+            assert r.status == 403
+            assert (await request(gw.port, get("/hello"), local_ip="127.0.16.2")).status == 200
+            await runtime.pipeline.drain()
+        finally:
+            await gw.close(grace=1.0)
+            await runtime.stop()
+    fired = [f for ex in sink.exchanges for f in ex.findings if f.rule_id == "scanner-404" and f.risk]
+    assert len(fired) == 1 and fired[0].risk == 40
+    assert "scanner-404" in sink.exchanges[-2].verdict.rule_ids
+
+
+@pytest.mark.parametrize(("fail", "status"), [("open", 200), ("closed", 503)])
+async def test_a_silent_redis_never_hangs_requests(fail, status):
+    """Redis accepts connections but never answers: each request waits the state timeout at most,
+    then follows the fail mode; the gateway keeps serving."""
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            while await reader.read(65536):
+                pass
+
+    silent = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    try:
+        async with upstream_server() as up:
+            cfg = configure("per-ip-limit.yaml", up.url, "memory", "bastion-test-h6:silent:")
+            cfg.state.url, cfg.state.timeout, cfg.state.fail = f"redis://127.0.0.1:{port}/0", 0.05, fail
+            async with proxy(cfg, ManualClock(T0)) as (gw, _):
+                for _ in range(5):
+                    t = time.monotonic()
+                    r = await request(gw.port, get("/hello"), local_ip="127.0.19.1")
+                    assert r.status == status
+                    assert time.monotonic() - t < 1.0
+    finally:
+        silent.close()

@@ -148,3 +148,22 @@ def test_hostile_rule_files_give_clear_errors(rules):
         load_rules(parse_config({"rules": [s.model_dump(by_alias=True) for s in specs]}).rules)
     except ConfigError as exc:
         assert exc.problems and all(isinstance(p, str) and p for p in exc.problems)
+
+
+_pieces = st.sampled_from(["- ", "id: x", "id: [", "window: 1s", "window: -", "threshold: 2", "threshold: x",
+                           "actions: {block: 429}", "actions:", "  block: 403", "key: ", "match: {status: }", "\n",
+                           "\t", "{", "}", "[", "]", "&a", "*a", "!!python/object:os.system", ":", "'", '"', "#"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_pieces, max_size=30).map("".join))
+def test_hostile_rule_file_text(tmp_path_factory, text):
+    """Any text in a rule file loads or fails with ConfigError lines naming the file (no tracebacks)."""
+    from bastion.rulespec.loader import load_rule_file
+
+    f = tmp_path_factory.mktemp("r") / "rules.yaml"
+    f.write_text(text)
+    try:
+        load_rules(parse_config({"rules": [s.model_dump(by_alias=True) for s in load_rule_file(f)]}).rules)
+    except ConfigError as exc:
+        assert exc.problems and all(p.startswith((str(f), "config")) for p in exc.problems)

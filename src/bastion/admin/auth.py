@@ -107,7 +107,10 @@ class Authenticator:
         """A new session for the right token (and TOTP code, when configured); None otherwise."""
         ok = self.token_ok(token)
         if self.totp is not None:
-            ok = self.totp.verify(code) and ok  # always run both checks: no hint of which failed
+            step = self.totp.match(code)  # always run both checks: no hint of which failed
+            ok = ok and step >= 0
+            if ok:
+                self.totp.accept(step)  # a code logs in once (no replay)
         if not ok:
             return None
         now = self._now()

@@ -52,6 +52,7 @@ class Request:
     body: bytes
     client_ip: str
     tls: bool = False
+    csrf: str = ""  # set for console (cookie) sessions once authenticated
 
     def arg(self, name: str) -> str | None:
         values = self.query.get(name)

@@ -63,17 +63,27 @@ class TotpVerifier:
         self._now = now
         self._last_step = -1
 
-    def verify(self, code: str) -> bool:
+    def match(self, code: str) -> int:
+        """The time step a code is valid for (within the window, newer than the last accepted one),
+        or -1. Does not consume it: call `accept(step)` once the whole login succeeded."""
         code = code.strip().replace(" ", "")
         if len(code) != self.digits or not code.isdigit():
-            return False
+            return -1
         current = int(self._now() // self.step)
         ok_step = -1
         # Check every step in the window (no early exit) so timing does not tell which one matched.
         for s in range(current - self.window, current + self.window + 1):
             if hmac.compare_digest(hotp(self.key, s, self.digits), code) and s > self._last_step:
                 ok_step = s
-        if ok_step < 0:
+        return ok_step
+
+    def accept(self, step: int) -> None:
+        self._last_step = max(self._last_step, step)
+
+    def verify(self, code: str) -> bool:
+        """Check and consume a code."""
+        step = self.match(code)
+        if step < 0:
             return False
-        self._last_step = ok_step
+        self.accept(step)
         return True

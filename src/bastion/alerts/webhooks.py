@@ -82,7 +82,11 @@ class WebhookAlerter:
     def _wanted(self, ev: Event) -> bool:
         if not self.config.webhooks:
             return False
-        return self.config.send_on == "flag" or ev.blocked or ev.would_block
+        if self.config.send_on == "flag" or ev.blocked or ev.would_block:
+            return True
+        # A rule with `actions: {alert: true}` (bastion.detect.ratelimit) asks for an alert
+        # even when it only scores: its finding carries the `alert` tag.
+        return any("alert" in (f.get("tags") or ()) for f in ev.findings)
 
     def _consider(self, ev: Event) -> None:
         now = self.clock.now()

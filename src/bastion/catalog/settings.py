@@ -14,7 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bastion.catalog.sensitive import KINDS
 
 
 class CatalogConfig(BaseModel):
@@ -65,6 +67,14 @@ class SpecConfig(BaseModel):
     ignore: list[str] = Field(
         default_factory=list, description="paths outside the spec's scope: '/health', '/static/*'"
     )
+
+    @field_validator("block_sensitive")
+    @classmethod
+    def _kinds(cls, v: list[str]) -> list[str]:
+        unknown = sorted(set(v) - set(KINDS))
+        if unknown:
+            raise ValueError(f"unknown sensitive kinds {unknown}; known: {', '.join(KINDS)}")
+        return v
 
     @model_validator(mode="before")
     @classmethod

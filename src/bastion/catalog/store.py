@@ -123,6 +123,10 @@ class CatalogStore:
             c.execute("ROLLBACK")
             raise
 
+    def retire(self, writer: str) -> None:
+        """A clean shutdown: the next process to start adopts these rows at once."""
+        self.conn.execute("UPDATE writers SET heartbeat = 0 WHERE writer = ?", (writer,))
+
     def rows(self, exclude_writer: str = "") -> list[Endpoint]:
         """Every endpoint row of every writer (not merged)."""
         out = []

@@ -28,6 +28,8 @@ def proxy_overrides(
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
     state: str | None = None,
+    admin: str | None = None,
+    no_admin: bool = False,
 ) -> dict[str, Any]:
     """The config tree that the command-line flags stand for (flags win over the file)."""
     o: dict[str, Any] = {}
@@ -52,6 +54,11 @@ def proxy_overrides(
         if "state" not in BastionConfig.model_fields:
             fail("--state: this build has no shared-state backend configuration")
         o["state"] = {"url": state}
+    if admin is not None:
+        o.setdefault("admin", {})["listen"] = admin
+        o["admin"]["enabled"] = True
+    if no_admin:
+        o.setdefault("admin", {})["enabled"] = False
     return o
 
 
@@ -79,11 +86,16 @@ def proxy(
     state: Annotated[
         str | None, typer.Option("--state", help="Shared state URL (memory:// or redis://HOST:PORT/DB).")
     ] = None,
+    admin: Annotated[
+        str | None, typer.Option("--admin", help="HOST:PORT of the admin API and console [default: 127.0.0.1:9090].")
+    ] = None,
+    no_admin: Annotated[bool, typer.Option("--no-admin", help="No admin API, metrics or console.")] = False,
 ) -> None:
     """Run the gateway in front of an API: inspect every request, block attacks, record events."""
     overrides = proxy_overrides(
         upstream=upstream, listen=listen, mode=mode.value if mode else None, data_dir=data_dir,
         workers=workers, tls_cert=tls_cert, tls_key=tls_key, state=state,
+        admin=admin, no_admin=no_admin,
     )
     config = load_or_exit(config_file, overrides)
     check_upstream(config.upstream.url)

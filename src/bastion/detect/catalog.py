@@ -121,6 +121,7 @@ class CatalogDetector:
         if self.store is not None:
             try:
                 await self.flush()
+                await asyncio.to_thread(self.store.retire, self.writer)
             finally:
                 self.store.close()
                 self.store = None

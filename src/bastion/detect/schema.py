@@ -125,7 +125,9 @@ class CompiledOp:
     path: list[_Check] = field(default_factory=list)
     query: dict[str, _Check] = field(default_factory=dict)
     headers: list[_Check] = field(default_factory=list)
-    bodies: dict[str, tuple[Validator, dict[str, tuple[str, ...]]]] = field(default_factory=dict)
+    # media type -> (validator, property types for form coercion, paths of readOnly properties)
+    bodies: dict[str, tuple[Validator, dict[str, tuple[str, ...]], list[tuple[str, ...]]]] = field(
+        default_factory=dict)
     any_body: bool = False
     responses: dict[str, Validator] = field(default_factory=dict)
 
@@ -192,10 +194,12 @@ class SchemaDetector:
         for media, schema in op.bodies.items():
             if not schema:
                 c.any_body = c.any_body or media in ("*/*", "application/*")
-                c.bodies[media] = (_accept, {})
+                c.bodies[media] = (_accept, {}, [])
                 continue
+            readonly: list[tuple[str, ...]] = []
+            schema = _request_view(schema, (), readonly)
             props = {k: _types(v) for k, v in (schema.get("properties") or {}).items() if isinstance(v, dict)}
-            c.bodies[media] = (self._validator(schema, f"{where}.requestBody", strict), props)
+            c.bodies[media] = (self._validator(schema, f"{where}.requestBody", strict), props, readonly)
         for status, schema in op.responses.items():
             if schema:
                 c.responses[status] = self._validator(schema, f"{where}.responses.{status}", True)
@@ -316,7 +320,7 @@ class SchemaDetector:
             if not c.any_body:
                 self._find(ex, R_CONTENT_TYPE, obs, "body", evidence=ct[:64])
             return
-        validate, props = entry
+        validate, props, readonly = entry
         if validate is _accept or req.body_truncated:
             return
         doc: Any
@@ -335,6 +339,10 @@ class SchemaDetector:
         limit = self.cfg.max_value_length
         if limit and _longest(doc) > limit:
             self._find(ex, R_OVERSIZED, obs, "body", evidence="value over max_value_length")
+        for path in readonly:
+            if _present(doc, path):
+                # OpenAPI readOnly: sent by the server, never accepted from clients (`id`, `role`, `balance`).
+                self._find(ex, R_EXTRA, obs, "body", ".".join(path), evidence="readOnly", tags=("mass-assignment",))
         try:
             validate(doc)
         except fastjsonschema.JsonSchemaValueException as exc:
@@ -381,6 +389,45 @@ class SchemaDetector:
             if kinds:
                 self._find(ex, R_RESP_SENSITIVE, c.observe, "response", evidence=",".join(kinds),
                            tags=("data-leak",))
+
+
+def _request_view(schema: Any, path: tuple[str, ...], readonly: list[tuple[str, ...]], depth: int = 0) -> Any:
+    """The schema as requests see it: readOnly properties are not required (OpenAPI 3), and their
+    paths are collected so that a client sending one is caught."""
+    if not isinstance(schema, dict) or depth > 16:
+        return schema
+    out = dict(schema)
+    props = schema.get("properties")
+    if isinstance(props, dict):
+        new_props = {}
+        for name, sub in props.items():
+            if isinstance(sub, dict) and sub.get("readOnly") is True:
+                readonly.append((*path, str(name)))
+            new_props[name] = _request_view(sub, (*path, str(name)), readonly, depth + 1)
+        out["properties"] = new_props
+        req = schema.get("required")
+        if isinstance(req, list):
+            ro = {p[-1] for p in readonly if p[:-1] == path}
+            out["required"] = [r for r in req if r not in ro]
+            if not out["required"]:
+                del out["required"]
+    items = schema.get("items")
+    if isinstance(items, dict):
+        out["items"] = _request_view(items, (*path, "[]"), readonly, depth + 1)
+    for key in ("allOf", "anyOf", "oneOf"):
+        subs = schema.get(key)
+        if isinstance(subs, list):
+            out[key] = [_request_view(s, path, readonly, depth + 1) for s in subs]
+    return out
+
+
+def _present(doc: Any, path: tuple[str, ...]) -> bool:
+    if not path:
+        return True
+    head, rest = path[0], path[1:]
+    if head == "[]":
+        return isinstance(doc, list) and any(_present(x, rest) for x in doc[:100])
+    return isinstance(doc, dict) and head in doc and _present(doc[head], rest)
 
 
 def _field(exc: fastjsonschema.JsonSchemaValueException) -> str:

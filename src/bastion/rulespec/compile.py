@@ -299,6 +299,9 @@ def _key_part(name: str) -> tuple[KeyFn, Phase]:
                 raise ValueError(f"network prefix must be network/1..32 (IPv4 bits), got {name!r}")
             bits = int(tail)
         return _network(bits), Phase.REQUEST_HEADERS
+    if name == "entity":
+        # The attacker as the behaviour engine linked it (IPs, keys, sessions seen together).
+        return (lambda ex: ex.entity or None), Phase.REQUEST_HEADERS
     if name in ("api_key", "user", "session", "fingerprint"):
         return _entity_key("fp" if name == "fingerprint" else name), Phase.REQUEST_HEADERS
     try:
@@ -335,6 +338,7 @@ def compile_key(parts: list[str]) -> tuple[KeyFn, Phase]:
 
 # --- the rule ------------------------------------------------------------------------------------
 
+_RESPONSE_SIGNALS = frozenset({"status", "latency"})
 _SEVERITY = {"notice": Severity.NOTICE, "warning": Severity.WARNING, "error": Severity.ERROR,
              "critical": Severity.CRITICAL}
 
@@ -344,6 +348,13 @@ def compile_rule(spec: RuleSpec, groups: dict[str, list[str]] | None = None) -> 
     groups = groups or {}
     phase = Phase.REQUEST_HEADERS
     tests: list[Pred] = []
+    counted = ""
+    if isinstance(spec.counter, SumCounter):
+        counted = spec.counter.sum
+    elif isinstance(spec.counter, DistinctCounter):
+        counted = spec.counter.distinct
+    # Rules on what the upstream answered skip Bastion's own answers (a ban must not feed itself).
+    on_response = any(n in _RESPONSE_SIGNALS or n.startswith("response.") for n in (*spec.match, counted))
     for name, test in spec.match.items():
         try:
             sig = resolve(name)
@@ -413,7 +424,7 @@ def compile_rule(spec: RuleSpec, groups: dict[str, list[str]] | None = None) -> 
         consume=consume,
         observe=spec.mode == "observe",
         severity=_SEVERITY[acts.severity],
-        skip_own=not spec.include_own_responses,
+        skip_own=(not spec.include_own_responses) if spec.include_own_responses is not None else on_response,
         approximate=spec.approximate,
     )
 

@@ -14,6 +14,7 @@ _KEYS = {
     "user": "user",
     "session": "session (hashed)",
     "fingerprint": "client fingerprint",
+    "entity": "linked entity (behaviour engine)",
     "site": "site",
     "route": "route",
     "path": "path",

@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from bastion.rulespec.units import parse_duration, parse_size
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
-KEY_NAMES = ("ip", "network", "api_key", "user", "session", "fingerprint", "site", "route", "path", "method")
+KEY_NAMES = ("ip", "network", "api_key", "user", "session", "fingerprint", "entity", "site", "route", "path",
+             "method")
 
 
 class _Model(BaseModel):
@@ -139,8 +140,10 @@ class RuleSpec(_Model):
     actions: Actions
     approximate: bool = Field(False, description="count locally, sync with shared state every ~100 ms")
     on_error: Literal["open", "closed", "inherit"] = "inherit"
-    include_own_responses: bool = Field(
-        False, description="also count responses Bastion produced itself (blocks): off, so bans do not feed themselves"
+    include_own_responses: bool | None = Field(
+        None,
+        description="count exchanges Bastion answered itself (its blocks). Default: not for rules on response "
+        "signals (status, latency, response.*), so bans do not feed themselves; yes for the others",
     )
 
     @field_validator("id")

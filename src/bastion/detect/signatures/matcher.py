@@ -282,28 +282,20 @@ class Matcher:
                 texts.append(v.views["raw"])
                 owners.append(vi)
                 continue
-            seen: set[str] = set()
-            for name in views:
-                text = v.view(name)
-                if text not in seen:
-                    seen.add(text)
-                    texts.append(text)
-                    owners.append(vi)
+            for text in v.all_views(views):
+                texts.append(text)
+                owners.append(vi)
         if not texts:
             return []
         joined = "\n".join(texts)
-        if joined.isascii():
-            data = joined.encode("ascii")
-            lengths = list(map(len, texts))
-        else:
-            encoded = [_encode(t) for t in texts]
-            data = b"\n".join(encoded)
-            lengths = list(map(len, encoded))
+        ascii_only = joined.isascii()
+        data = joined.encode("ascii") if ascii_only else _encode(joined)
         # End offset (exclusive) of each chunk in `data`, built only when a match needs it.
         ends: list[int] = []
 
         def chunk_of(to: int) -> int:
             if not ends:
+                lengths = map(len, texts) if ascii_only else (len(_encode(t)) for t in texts)
                 ends.extend(e + i for i, e in enumerate(itertools.accumulate(lengths)))
             k = bisect.bisect_left(ends, to)
             return owners[k if k < len(owners) else -1]

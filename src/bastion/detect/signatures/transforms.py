@@ -23,8 +23,8 @@ from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
 # Bytes that mean "there may be something encoded here".
-_DECODE_TRIGGERS = ("%", "&", "\\", "\x00")
 _WS_RUN = re.compile(r"\s{16,}")
+_DECODE_TRIGGER = re.compile(r"[%&\\\x00]|\s{16}")
 
 _PCT_U = re.compile(r"%u([0-9a-fA-F]{4})")
 _PCT = re.compile(r"%[0-9a-fA-F]{2}")
@@ -68,7 +68,7 @@ def _js_unescape(m: re.Match[str]) -> str:
 
 def decode(s: str) -> str:
     """Repeated decoding until the value stops changing (at most 4 rounds: enough for triple encoding)."""
-    if s.isascii() and not any(t in s for t in _DECODE_TRIGGERS) and not _WS_RUN.search(s):
+    if s.isascii() and _DECODE_TRIGGER.search(s) is None:
         return s
     for _ in range(4):
         before = s
@@ -89,13 +89,16 @@ def decode(s: str) -> str:
     return s
 
 
-_SQL_COMMENT = re.compile(r"/\*!?\d*|\*/")
+_SQL_EXEC_COMMENT = re.compile(r"/\*!\d*(.*?)\*/", re.DOTALL)
+_SQL_COMMENT = re.compile(r"/\*.*?\*/|/\*|\*/", re.DOTALL)
 _WS = re.compile(r"\s+")
 
 
 def sql(s: str) -> str:
-    """Open SQL comments: `union/**/select` and `/*!50000union*/` read as `union select`."""
+    """SQL comments as MySQL reads them: `union/*x*/select` is `union select`, and the content of an
+    executable comment `/*!50000union*/` is code."""
     if "/*" in s or "*/" in s:
+        s = _SQL_EXEC_COMMENT.sub(r" \1 ", s)
         s = _SQL_COMMENT.sub(" ", s)
         s = _WS.sub(" ", s)
     return s
@@ -103,12 +106,13 @@ def sql(s: str) -> str:
 
 _CMD_IFS = re.compile(r"\$\{?IFS\}?(?:\$\d)?", re.IGNORECASE)
 _CMD_EMPTY = re.compile(r"\$(?:[@*]|\{\s*\}|\{?[0-9]\}?)|\$\{[!#]?[a-zA-Z_][a-zA-Z0-9_]*:?[-=]?\}")
+_CMD_TRIGGER = re.compile(r"[\\'\"$^]")
 _CMD_DROP = str.maketrans("", "", "\\'\"^")
 
 
 def cmd(s: str) -> str:
     """Undo what shells remove before running a word: c'a't, c\\at, ca$@t, c${x}at, c^at, $IFS."""
-    if not any(c in s for c in "\\'\"$^"):
+    if _CMD_TRIGGER.search(s) is None:
         return s
     if "$" in s:
         s = _CMD_IFS.sub(" ", s)

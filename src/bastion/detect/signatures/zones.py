@@ -50,10 +50,10 @@ MAX_DEPTH = 64
 # A name that is a plain identifier (`page`, `user_id`, `X-Trace`) cannot carry any attack the
 # rules look for; only names with punctuation (`a[$ne]`, `__proto__`, `<x>`) are inspected.
 _SIMPLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,40}")
-_SUSPICIOUS_IN_PATH = ("__", "prototype", "constructor", "class", "$", "java")
+_SUSPICIOUS_IN_PATH = re.compile(r"__|prototype|constructor|class|\$|java", re.IGNORECASE)
 _B64_ZONES = frozenset({"args", "cookies", "headers"})
 
-_B64 = re.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}")
+_B64 = re.compile(r"[A-Za-z0-9+/_-]{6,}={0,2}")
 
 
 # A value without any of these has every view equal to itself (no transform changes it): the
@@ -76,6 +76,26 @@ class Value:
     @property
     def raw(self) -> str:
         return self.views["raw"]
+
+    def all_views(self, names: tuple[str, ...]) -> list[str]:
+        """The distinct texts of the views `names` (all but raw derive from decode), computed once."""
+        views = self.views
+        raw = views["raw"]
+        if self.plain:
+            return [raw]
+        d = views.get("decode")
+        if d is None:
+            d = views["decode"] = VIEWS["decode"][1](raw)
+        out = [raw] if d == raw else [raw, d]
+        for name in names:
+            if name == "raw" or name == "decode":
+                continue
+            t = views.get(name)
+            if t is None:
+                t = views[name] = VIEWS[name][1](d)
+            if t not in out:
+                out.append(t)
+        return out
 
     def view(self, name: str) -> str:
         if self.plain:
@@ -115,14 +135,14 @@ def maybe_base64(v: str) -> str | None:
     n = len(v)
     if n < 8 or n > 16384 or (n < 16 and n % 4) or not _B64.fullmatch(v):
         return None  # short values only when padded to a multiple of 4, as encoders do
-    if v.isalpha() and (v.islower() or v.isupper()):
-        return None  # a plain word, not an encoding
+    if v.islower() or v.isupper():
+        return None  # one-case tokens (hex ids, UUIDs, words) are not base64 of text
     s = v.rstrip("=")
     try:
         raw = base64.b64decode(s + "=" * (-len(s) % 4), altchars=b"-_" if ("-" in s or "_" in s) else None)
     except (binascii.Error, ValueError):
         return None
-    if len(raw) < 5:
+    if len(raw) < 3:
         return None
     try:
         text = raw.decode("utf-8")
@@ -148,10 +168,11 @@ class Collector:
     def add(self, zone: str, source: str, name: str, raw: str) -> None:
         if not raw:
             return
-        if len(self.values) >= self.max:
+        values = self.values
+        if len(values) >= self.max:
             self.overflow.append(raw)
             return
-        self.values.append(Value(zone, source, name, raw))
+        values.append(Value(zone, source, name, raw))
         if self.b64 and len(raw) >= 8 and zone in _B64_ZONES and " " not in raw:
             decoded = maybe_base64(raw)
             if decoded is not None:
@@ -174,8 +195,17 @@ def request_head_values(req: Request, opts: ZoneOptions) -> list[Value]:
     """Values known once the request head is in: path, query, cookies, headers."""
     c = Collector(opts)
     c.add("path", "path", "", req.path)
-    if req.query:
-        for k, v in req.query_args():
+    query = req.query
+    if query:
+        for part in query.split("&"):
+            if not part:
+                continue
+            k, _, v = part.partition("=")
+            # Decoded once, as the application will (unquote only when there is something to undo).
+            if "%" in k or "+" in k:
+                k = unquote_plus(k, errors="surrogateescape")
+            if "%" in v or "+" in v:
+                v = unquote_plus(v, errors="surrogateescape")
             c.add_name("query", k, k)
             c.add("args", "query", k, v)
     for name, value in req.headers.items:
@@ -254,7 +284,7 @@ def _json(c: Collector, body: bytes) -> bool:
             for k, v in reversed(items):
                 sub = f"{path}.{k}" if path else str(k)
                 # The whole path: `password.$ne` says more than `$ne`.
-                if _SIMPLE_NAME.fullmatch(str(k)) is None or any(s in sub for s in _SUSPICIOUS_IN_PATH):
+                if _SIMPLE_NAME.fullmatch(str(k)) is None or _SUSPICIOUS_IN_PATH.search(sub):
                     c.add("arg_names", "json", sub, sub)
                 stack.append((v, sub, depth + 1))
         elif isinstance(node, list):

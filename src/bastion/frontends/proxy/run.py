@@ -60,19 +60,29 @@ async def serve(
 
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
+    handled = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
+            handled.append(sig)
     runtime = Runtime.create(config)
     await runtime.start()
     server = ProxyServer(runtime)
+    admin = None
     try:
         await server.start(sock)
+        from bastion.admin.server import start_admin  # metrics sink + admin API/console (never raises)
+
+        admin = await start_admin(runtime)
         if ready is not None:
             ready(server.port)
         await stop.wait()
     finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
         await server.close(GRACE_SECONDS)
+        if admin is not None:
+            await admin.close()
         await runtime.stop()
 
 
@@ -107,7 +117,9 @@ def run_proxy(config: BastionConfig, workers: int = 1, ready: Callable[[int], No
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 probe.close()
-                _run_one(config, bind_socket(listen, reuse_port=True), None)
+                from bastion.admin.server import worker_config  # only worker 0 serves the admin API
+
+                _run_one(worker_config(config, index, workers), bind_socket(listen, reuse_port=True), None)
             except BaseException:
                 log.exception("worker %d failed", index)
                 code = 1

@@ -885,6 +885,8 @@ class ClientConnection(asyncio.Protocol):
                 req.replay = data
         self.up_deadline = self.loop.time() + self.s.t_upstream
         conn.send(self, data, req.method == "HEAD")
+        if self.wr:  # the client is still not reading an earlier response: hold this one back too
+            self._pause_up(req, 1)
         if self.paused & PAUSE_BUFFER:
             self._resume(PAUSE_BUFFER)
 
