@@ -177,6 +177,10 @@ def serve_bastion(port: int, upstream_port: int, detectors: str) -> None:
         print(f"  bastion detectors: {', '.join(names) or '(none)'}", file=sys.stderr, flush=True)
         server = ProxyServer(runtime)
         await server.start()
+        if os.environ.get("BENCH_GC_THRESHOLD"):  # experiment: python's gen-0 threshold
+            import gc
+
+            gc.set_threshold(int(os.environ["BENCH_GC_THRESHOLD"]))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)

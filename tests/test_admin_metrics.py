@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from admin_helpers import TOKEN, admin_gateway
 from bastion.admin import metrics as m
-from bastion.admin.server import read_peer_snapshots
+from bastion.admin.metrics import read_peer_snapshots
 from bastion.exchange import Client, Exchange, Headers, Request, Response
 from bastion.verdict import Action, Verdict
 from proxy_helpers import free_port, get, request, upstream_server
@@ -193,7 +193,8 @@ async def test_two_workers_one_admin_and_metrics_of_both(tmp_path):
                 assert value(samples, "bastion_endpoint_requests_total", method="GET", route="/hello",
                              code="2xx") == sent
                 stats = (await c.get("/api/v1/stats")).json()
-                assert stats["workers"] == 2 and stats["scope"] == "this worker"
+                assert stats["workers"] == 2 and stats["workers_reporting"] == 2
+                assert stats["exchanges"] == sent and stats["endpoints"][0]["requests"] == sent
         finally:
             proc.terminate()
             await asyncio.wait_for(proc.wait(), 20)

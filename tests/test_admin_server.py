@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import ssl
 import stat
+import subprocess
 import time
 
+import httpx
 import pytest
 from openapi_spec_validator import validate
 
@@ -190,6 +194,14 @@ async def test_attackers_and_their_risk_history(tmp_path):
             assert (await c.get("/api/v1/entities/127.0.0.77")).json()["id"] == e["id"], "a bare address works"
             r = await c.get("/api/v1/entities/ip:192.0.2.200")
             assert r.status_code == 404
+            assert e["live"] is True
+            # after a restart the graph is empty: the attacker is still shown, from its stored events
+            for det in gw.runtime.pipeline.detectors:
+                graph = getattr(getattr(det, "core", None), "graph", None)
+                if graph is not None:
+                    graph.nodes.clear()
+            e = (await c.get("/api/v1/entities/ip:127.0.0.77")).json()
+            assert e["live"] is False and e["risk"] is None and len(e["events"]) == 3
 
 
 async def test_catalog_lists_endpoints_learned_live(tmp_path):
@@ -361,3 +373,25 @@ def test_cli_flags_map_to_the_admin_section():
 @pytest.fixture(autouse=True)
 def _no_env_token(monkeypatch):
     monkeypatch.delenv("BASTION_ADMIN_TOKEN", raising=False)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+async def test_admin_over_tls_marks_the_session_cookie_secure(tmp_path):
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "cert.pem", "-days", "2",
+        "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1")
+    tls = {"tls": {"cert": str(tmp_path / "cert.pem"), "key": str(tmp_path / "key.pem")}}
+    async with admin_gateway(tmp_path / "data", admin={"tls": True}, server={"listen": "127.0.0.1:0", **tls}) as gw:
+        url = f"https://127.0.0.1:{gw.admin.port}"
+        async with httpx.AsyncClient(base_url=url, verify=ssl.create_default_context(cafile=str(tmp_path / "cert.pem")),
+                                     timeout=10) as c:
+            r = await c.post("/api/v1/login", json={"token": TOKEN})
+            assert r.status_code == 200
+            cookie = r.headers["set-cookie"]
+            assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+            assert (await c.get("/api/v1/stats")).status_code == 200
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.admin.port}", timeout=5) as c:
+            with pytest.raises(httpx.HTTPError):
+                await c.get("/healthz")  # no plain HTTP on a TLS admin

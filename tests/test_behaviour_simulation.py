@@ -21,7 +21,7 @@ def test_bastion_simulate_command() -> None:
 
     from bastion.cli import app
 
-    res = CliRunner().invoke(app, ["simulate", "--benign", "100", "--attackers", "1", "--hours", "10",
+    res = CliRunner().invoke(app, ["simulate", "--benign", "100", "--attackers", "1", "--hours", "24",
                                    "--behaviour-only", "--seed", "3"])
     assert res.exit_code == 0, res.output
     assert "distributed_stuffing" in res.output and "benign users: 100" in res.output

@@ -34,6 +34,7 @@ def test_prefix_index_most_specific_wins() -> None:
     assert idx.lookup_ip("2001:db8::5", now) is not None
     assert idx.lookup_ip("::ffff:10.9.9.9", now) is not None  # IPv4-mapped is the IPv4 address
     assert idx.lookup_ip("not-an-ip", now) is None
+    assert idx.lookup_ip("1.2.3.²", now) is None  # a unicode digit is not an address digit
 
 
 def test_manual_allow_beats_automatic_deny_and_deny_beats_allow_at_equal_rank() -> None:
@@ -182,3 +183,17 @@ def test_cli_add_list_delete(tmp_path: Path) -> None:
     assert read_decisions(tmp_path / "decisions.json") == []
     bad = runner.invoke(app, [*base, "add", "999.1.1.1", "--data-dir", str(tmp_path)])
     assert bad.exit_code != 0 and "999.1.1.1" in bad.output
+
+
+async def test_unreachable_redis_does_not_stop_the_gateway() -> None:
+    # nothing listens on port 1: start-up logs the problem and enforcement goes on locally
+    h = Harness({"behaviour": {"decisions": {"url": "redis://127.0.0.1:1/13", "prefix": "test-h7-down"}},
+                 "decisions": [{"action": "deny", "cidr": "127.84.0.1"}]})
+    await h.start()
+    try:
+        assert (await h.send("127.84.0.1")).blocked
+        assert not (await h.send("127.84.0.2")).blocked
+        h.core.store.add(Decision(KeyKind.IP, "127.84.0.3", DecisionAction.DENY, Origin.ADMIN))
+        assert (await h.send("127.84.0.3")).blocked
+    finally:
+        await h.stop()

@@ -113,3 +113,4 @@ async def test_a_late_instance_loads_existing_decisions(prefix: str) -> None:
             await c.stop()
     finally:
         await a.stop()
+

@@ -28,7 +28,8 @@ from proxy_helpers import Upstream, gateway, make_config, upstream_server
 
 
 class _Running:
-    def __init__(self) -> None:
+    def __init__(self, only: set[str] | None = frozenset()) -> None:  # type: ignore[assignment]
+        self.only = set(only) if only is not None else None
         self.port = 0
         self.up: Upstream | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -51,10 +52,19 @@ class _Running:
         async with upstream_server() as up:
             cfg = make_config(up.url, timeouts={"header": 2, "body": 2, "upstream_response": 3},
                               limits={"max_body_bytes": 4096, "max_uri_bytes": 512})
-            async with gateway(cfg, only=set()) as gw:
+            async with gateway(cfg, only=self.only) as gw:
                 self.up, self.port = up, gw.port
                 self.ready.set()
                 await self.stop.wait()
+
+
+def _start(r: _Running) -> threading.Thread:
+    thread = threading.Thread(target=r.run, daemon=True)
+    thread.start()
+    assert r.ready.wait(20), "gateway did not start"
+    if r.error:
+        raise r.error
+    return thread
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +244,46 @@ def test_smuggled_request_in_body_is_not_a_request(running: _Running) -> None:
     assert [s for s, _ in responses] == [200]
     assert running.up is not None
     assert all("/smuggled" not in r.target for r in running.up.requests)
+
+
+@pytest.fixture(scope="module")
+def running_default() -> Iterator[_Running]:
+    """The gateway with the registry's default detectors (signatures, protocol, limits...)."""
+    r = _Running(only=None)
+    thread = _start(r)
+    yield r
+    if r.loop is not None and r.stop is not None:
+        r.loop.call_soon_threadsafe(r.stop.set)
+    thread.join(5)
+
+
+@st.composite
+def wild_request(draw: Any) -> bytes:
+    """Well-framed requests with hostile content: the detectors, not the parser, must cope."""
+    method = draw(st.sampled_from([b"GET", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS"]))
+    path = b"/" + draw(st.binary(max_size=60)).replace(b" ", b"%20").replace(b"\r", b"").replace(b"\n", b"")
+    path = bytes(c for c in path if 0x21 <= c < 0x7F) or b"/"
+    body = draw(st.one_of(st.binary(max_size=300), st.sampled_from([
+        b'{"a": [1, {"b": "\' OR 1=1 --"}]}', b"<x><![CDATA[<script>]]></x>", b"a=1&a=2&%zz=%",
+        b'{"deep": ' * 50 + b"1" + b"}" * 50, b"\xff\xfe\x00\x00"])))
+    ctype = draw(st.sampled_from([b"application/json", b"application/x-www-form-urlencoded", b"text/xml",
+                                  b"multipart/form-data; boundary=x", b"application/octet-stream", b""]))
+    headers = b"Host: a\r\n"
+    if ctype:
+        headers += b"Content-Type: " + ctype + b"\r\n"
+    for _ in range(draw(st.integers(0, 3))):
+        headers += draw(token).encode() + b": " + draw(field_value) + b"\r\n"
+    return b"%b %b HTTP/1.1\r\n%bContent-Length: %d\r\nConnection: close\r\n\r\n%b" % (
+        method, path, headers, len(body), body)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=wild_request())
+def test_default_detectors_cope_with_hostile_content(running_default: _Running, data: bytes) -> None:
+    raw = exchange(running_default.port, data)
+    responses = parse_responses(raw)
+    assert len(responses) == 1, (data, raw[:300])
+    status, headers = responses[0]
+    assert status < 500 or status in (502, 503), (data, status)
+    if headers.get("content-type") == "application/problem+json":
+        assert 400 <= status < 600 and "x-request-id" in headers

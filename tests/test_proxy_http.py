@@ -71,7 +71,7 @@ def test_raw_headers_decode_lazily_and_behave_like_headers():
     assert hdrs._raw is not None  # a single lookup did not decode everything
     assert hdrs.get_all("x-a") == ["1", "\xe9"]
     assert "content-type" in hdrs and len(hdrs) == 4
-    assert list(hdrs)[0] == ("Host", "api.test")
+    assert next(iter(hdrs)) == ("Host", "api.test")
     hdrs.set("X-A", "2")
     assert hdrs.get_all("x-a") == ["2"] and hdrs.get("x-a") == "2"
     hdrs.remove("host")

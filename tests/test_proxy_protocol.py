@@ -227,3 +227,14 @@ async def test_blocked_request_with_unread_body_answer_not_lost():
         writer.close()
     assert resp.status == 403
     assert resp.header("connection") == "close"
+
+
+async def test_refusal_is_recorded_even_if_the_client_leaves_first():
+    async with upstream_server() as up, gateway(make_config(up.url), only=set()) as gw:
+        _, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(get("/hang")
+                     + b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await asyncio.sleep(0.2)
+        writer.transport.abort()
+        await asyncio.sleep(0.2)
+    assert "protocol-cl-te" in gw.sink.rules()

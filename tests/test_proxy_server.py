@@ -432,3 +432,17 @@ async def test_upstream_path_prefix_and_https_scheme_validation():
 
     with pytest.raises(ConfigError):
         UpstreamTarget("ftp://x")
+
+
+async def test_absolute_form_target_is_forwarded_in_origin_form():
+    async with upstream_server() as up, gateway(make_config(up.url), only=set()) as gw:
+        resp = await request(gw.port, b"GET http://api.test:8080/echo?a=1 HTTP/1.1\r\nHost: other.test\r\n\r\n")
+        query_only = await request(gw.port, b"GET http://api.test?x=1 HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        userinfo = await request(gw.port, b"GET http://user:pw@api.test/ HTTP/1.1\r\nHost: api.test\r\n\r\n")
+    assert resp.status == 200
+    echo = resp.json()
+    assert echo["target"] == "/echo?a=1"
+    hosts = [v for k, v in echo["headers"] if k.lower() == "host"]
+    assert hosts == ["api.test:8080"]
+    assert query_only.status == 404 and up.requests[1].target == "/?x=1"
+    assert userinfo.status == 400

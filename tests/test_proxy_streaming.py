@@ -154,18 +154,16 @@ async def test_slow_reader_pauses_upstream_then_is_cut():
         await asyncio.sleep(0.4)
         conns = [c for c in gw.server.connections if c.queue]
         assert conns and conns[0].queue[0].up_paused & 1, "upstream reading should pause for a slow client"
-        # Read a little, then stop: the write-stall deadline ends the connection.
-        await reader.readexactly(100_000)
-        got = 100_000
+        # Read a little, then stop reading: the write-stall deadline (timeouts.body) ends the connection.
+        await reader.readexactly(200_000)
+        await asyncio.sleep(2.5)
+        got = 200_000
         try:
             while True:
-                await asyncio.sleep(0.5) if got < 200_000 else None
-                data = await asyncio.wait_for(reader.read(65536), 5)
+                data = await asyncio.wait_for(reader.read(1 << 20), 5)
                 if not data:
                     break
                 got += len(data)
-                if got > 200_000:
-                    await asyncio.sleep(3)  # stall longer than the deadline
         except (ConnectionError, TimeoutError):
             pass
         writer.close()

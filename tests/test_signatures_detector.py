@@ -163,3 +163,16 @@ def test_hostile_values_cost_milliseconds_not_seconds(value: str) -> None:
     det.inspect_values([Value("args", "query", "q", value), Value("body", "body", "", value)])
     # Linear work: a quadratic pattern takes many seconds on these (measured before the caps).
     assert time.perf_counter() - start < 3.0
+
+
+def test_a_failing_confirm_step_does_not_blind_other_rules() -> None:
+    det = SignaturesDetector(SignaturesConfig())
+
+    def broken(_text: str) -> str | None:
+        raise ValueError("checker bug")
+
+    for cr in det.request_matcher.rules:
+        if cr.confirm is not None:
+            cr.confirm = broken
+    hits = det.inspect_values([Value("args", "query", "q", "1' UNION SELECT password FROM users--")])
+    assert "942110" in {h.rule.rule.id for h in hits}

@@ -97,3 +97,29 @@ def test_selectors() -> None:
     assert rule_selector_matches("*", rule)
     assert not rule_selector_matches("941*", rule)
     assert not rule_selector_matches("xss", rule)
+
+
+def test_cli_rules_list_and_test() -> None:
+    from typer.testing import CliRunner
+
+    from bastion.cli import app
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["rules", "list", "--class", "sqli"])
+    assert listed.exit_code == 0, listed.output
+    assert "942100" in listed.output and "941110" not in listed.output
+    tested = runner.invoke(app, ["rules", "test", "--cases", str(CASES)])
+    assert tested.exit_code == 0, tested.output
+    assert " 0 failed" in tested.output
+
+
+def test_cli_rules_test_fails_on_a_broken_case(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from bastion.cli import app
+
+    for f in CASES.glob("*.yaml"):
+        (tmp_path / f.name).write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "942110.yaml").write_text('rule: "942110"\nmatch: ["hello world"]\nno_match: []\n', encoding="utf-8")
+    result = CliRunner().invoke(app, ["rules", "test", "--cases", str(tmp_path)])
+    assert result.exit_code == 1 and "FAIL 942110" in result.output

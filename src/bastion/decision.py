@@ -322,7 +322,7 @@ def _parse_v4(ip: str) -> int:
         return -1
     n = 0
     for p in parts:
-        if not p.isdigit() or len(p) > 3 or (len(p) > 1 and p[0] == "0"):
+        if not (p.isascii() and p.isdigit()) or len(p) > 3 or (len(p) > 1 and p[0] == "0"):
             return -1
         v = int(p)
         if v > 255:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import re
 import threading
 import time
@@ -16,8 +17,9 @@ from typing import Any
 
 import orjson
 
+from bastion.admin import metrics as m
 from bastion.admin.http import Request, Response, json_response, problem
-from bastion.admin.metrics import CODES, EndpointMetrics
+from bastion.admin.metrics import EndpointMetrics
 from bastion.admin.sources import behaviour_core, live_learner, version
 from bastion.decision import Decision, DecisionAction, KeyKind, Origin, normalise_ip_value
 from bastion.entity import decayed
@@ -108,6 +110,12 @@ class AdminApi:
                     return None  # no event yet
             return self._store
 
+    def close(self) -> None:
+        with self._store_lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
     def _query(self, **kw: Any) -> list[dict[str, Any]]:
         store = self._events_store()
         if store is None:
@@ -135,31 +143,38 @@ class AdminApi:
 
     # --- stats ------------------------------------------------------------------------------------
 
-    def endpoint_rows(self, limit: int = 20) -> list[dict[str, Any]]:
-        if self.endpoints is None:
-            return []
-        rows = []
-        for (method, route), s in list(self.endpoints.series.items()):
-            n = sum(s.codes)
-            rows.append({"method": method, "route": route, "requests": n, "blocked": s.blocked,
-                         "codes": {c: s.codes[i] for i, c in enumerate((*CODES, "none")) if s.codes[i]},
-                         "mean_ms": round(s.total / n * 1000.0, 3) if n else 0.0})
-        rows.sort(key=lambda r: -r["requests"])
-        return rows[:limit]
+    def _totals(self) -> dict[str, Any]:
+        """This process's counters, plus every other worker's published ones (`--workers N`)."""
+        snaps = [m.snapshot(self.runtime, self.endpoints, self.started)]
+        if self.config.server.workers > 1:
+            snaps += m.read_peer_snapshots(m.run_dir(self.config), os.getpid())
+        total = m.merge_summaries(snaps)
+        total["workers_reporting"] = len(snaps)
+        return total
 
     async def stats(self, req: Request) -> Response:
-        c = self.pipeline.counters
         rt = self.runtime
         now = rt.clock.now()
+        many = self.config.server.workers > 1
+        t = await asyncio.to_thread(self._totals) if many else self._totals()
+        rows: list[dict[str, Any]] = []
+        for key, row in t["endpoints"].items():
+            method, _, route = key.partition(" ")
+            codes, blocked, total = row[:6], row[6], row[7]
+            n = int(sum(codes))
+            rows.append({"method": method, "route": route, "requests": n, "blocked": int(blocked),
+                         "codes": {c: int(codes[i]) for i, c in enumerate((*m.CODES, "none")) if codes[i]},
+                         "mean_ms": round(total / n * 1000.0, 3) if n else 0.0})
+        rows.sort(key=lambda r: -r["requests"])
         out: dict[str, Any] = {
             "version": version(), "mode": self.config.mode, "uptime": round(time.time() - self.started, 1),
-            "workers": self.config.server.workers,
-            "scope": "this worker" if self.config.server.workers > 1 else "gateway",
-            "exchanges": c.exchanges, "blocked": c.blocked, "flagged": c.logged,
-            "detector_errors": dict(c.detector_errors),
+            "workers": self.config.server.workers, "workers_reporting": t["workers_reporting"],
+            "exchanges": t["exchanges"], "blocked": t["blocked"], "flagged": t["flagged"],
+            "detector_errors": t["detector_errors"],
             "top_rules": [{"rule": r, "count": n}
-                          for r, n in sorted(c.findings_by_rule.items(), key=lambda kv: -kv[1])[:20]],
-            "endpoints": self.endpoint_rows(),
+                          for r, n in sorted(t["rules"].items(), key=lambda kv: -kv[1])[:20]],
+            "endpoints": rows[:20],
+            # event, alert, decision and entity figures below are the admin worker's own
         }
         writer = rt.services.get("events")
         if writer is not None:
@@ -188,7 +203,7 @@ class AdminApi:
 
     async def catalog(self, req: Request) -> Response:
         host = _text_arg(req, "host", 253)
-        limit = _int_arg(req, "limit", 500, 1, 5000)
+        limit = _int_arg(req, "limit", 500, 1, 2000)
         learner = live_learner(self.pipeline)
         if learner is not None and self.config.server.workers <= 1:
             eps, source = learner.endpoints(), "live"
@@ -314,7 +329,7 @@ class AdminApi:
         for g in groups.values():
             g["top_rules"] = [r for r, _ in sorted(g.pop("rules").items(), key=lambda kv: -kv[1])[:5]]
             ent = _find_entity(core, g["id"]) if core is not None else None
-            g["risk"] = round(core.risk.current(ent, now), 1) if ent is not None else None
+            g["risk"] = round(core.risk.current(ent, now), 1) if core is not None and ent is not None else None
             g["blocked_until"] = ent.blocked_until if ent is not None and ent.blocked_until > now else None
             g["keys"] = ent.keys()[:8] if ent is not None else [g["id"]]
             out.append(g)
@@ -323,45 +338,66 @@ class AdminApi:
                               "scope": "this worker" if self.config.server.workers > 1 else "gateway"})
 
     async def entity(self, req: Request, eid: str) -> Response:
+        """One entity. Live state (risk, history, keys) comes from this worker's entity graph; an
+        entity the graph does not hold (after a restart, or blocked before it was ever linked) is
+        still shown from its stored events, with `live: false`."""
         core = behaviour_core(self.pipeline)
-        if core is None:
-            return problem(404, "entity tracking is off (behaviour.enabled is false)")
-        ent = _find_entity(core, eid)
-        if ent is None:
-            return problem(404, f"no entity {eid[:80]!r} (unknown, or forgotten after idle_ttl)")
+        ent = _find_entity(core, eid) if core is not None else None
         now = self.runtime.clock.now()
-        keys = ent.keys()
+        if ent is not None:
+            keys = ent.keys()
+        else:
+            ip = _bare_ip(eid.removeprefix("ip:"))
+            keys = [f"ip:{ip}"] if ip else [eid]
         ips = [k[3:] for k in keys if k.startswith("ip:")][:16]
         try:
             recent = await asyncio.to_thread(self._query, limit=MAX_EVENTS)
         except Exception:
             recent = []
         ipset = set(ips)
-        events = [e for e in recent if e.get("entity") == ent.id or e.get("client_ip") in ipset][:100]
-        hl = core.settings.risk.half_life
-        history: list[dict[str, Any]] = []
-        r, t_prev = 0.0, None
-        for t, rule, pts in ent.history or ():
-            r = (decayed(r, t - t_prev, hl) if t_prev is not None else 0.0) + pts
-            t_prev = t
-            history.append({"time": t, "rule": rule, "points": pts, "risk": round(r, 2)})
-        keyset = set(keys)
+        ids = {eid, ent.id} if ent is not None else {eid, *keys}
+        events = [e for e in recent if e.get("entity") in ids or e.get("client_ip") in ipset][:100]
+        if ent is None and not events:
+            return problem(404, f"no entity {eid[:80]!r} (unknown, or forgotten after idle_ttl)")
         decisions = []
-        for d in core.store.index:
-            if not d.active(now):
-                continue
-            if f"{d.kind.value}:{d.value}" in keyset or (
-                    d.kind == KeyKind.IP and any(core.store.index.lookup_ip(ip, now) is d for ip in ips)):
-                decisions.append(_decision_dict(d, now))
-        s = core.settings.risk
-        return json_response({
-            "id": ent.id, "keys": keys[:64], "key_count": len(keys), "risk": round(core.risk.current(ent, now), 2),
-            "thresholds": {"watch": s.watch, "throttle": s.throttle, "challenge": s.challenge, "block": s.block},
-            "half_life": hl, "blocked_until": ent.blocked_until if ent.blocked_until > now else None,
-            "offenses": ent.offenses, "identified": ent.identified,
-            "last_seen": ent.seen, "good_requests": ent.good, "risk_history": history,
+        if core is not None:
+            keyset = set(keys)
+            index = core.store.index
+            for d in index:
+                if d.active(now) and (f"{d.kind.value}:{d.value}" in keyset or (
+                        d.kind == KeyKind.IP and any(index.lookup_ip(ip, now) is d for ip in ips))):
+                    decisions.append(_decision_dict(d, now))
+        rs = self.config.behaviour.risk
+        out: dict[str, Any] = {
+            "id": ent.id if ent is not None else keys[0], "live": ent is not None, "keys": keys[:64],
+            "key_count": len(keys), "risk": None, "risk_history": [],
+            "thresholds": {"watch": rs.watch, "throttle": rs.throttle, "challenge": rs.challenge, "block": rs.block},
+            "half_life": rs.half_life, "blocked_until": None, "offenses": 0, "identified": False,
+            "last_seen": events[0]["time"] if events else None, "good_requests": 0,
             "decisions": decisions, "events": events,
-        })
+        }
+        if ent is not None and core is not None:
+            hl = rs.half_life
+            history: list[dict[str, Any]] = []
+            r, t_prev = 0.0, None
+            for t, rule, pts in ent.history or ():
+                r = (decayed(r, t - t_prev, hl) if t_prev is not None else 0.0) + pts
+                t_prev = t
+                history.append({"time": t, "rule": rule, "points": pts, "risk": round(r, 2)})
+            out.update({
+                "risk": round(core.risk.current(ent, now), 2), "risk_history": history,
+                "blocked_until": ent.blocked_until if ent.blocked_until > now else None,
+                "offenses": ent.offenses, "identified": ent.identified, "last_seen": ent.seen,
+                "good_requests": ent.good,
+            })
+        return json_response(out)
+
+
+def _bare_ip(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return ""
 
 
 def _find_entity(core: Any, eid: str) -> Any | None:

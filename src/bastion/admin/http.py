@@ -217,8 +217,11 @@ class HttpServer:
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, resp: Response, *, close: bool, head_only: bool = False) -> None:
-        lines = [f"HTTP/1.1 {resp.status} {_REASONS.get(resp.status, 'Status')}",
-                 f"Content-Type: {resp.content_type}", f"Content-Length: {len(resp.body)}"]
+        lines = [f"HTTP/1.1 {resp.status} {_REASONS.get(resp.status, 'Status')}"]
+        if resp.status in (204, 304):  # RFC 9110 8.6: no Content-Length on a 204; neither has a body
+            resp.body = b""
+        else:
+            lines += [f"Content-Type: {resp.content_type}", f"Content-Length: {len(resp.body)}"]
         lines += [f"{k}: {v}" for k, v in BASE_HEADERS]
         lines += [f"{k}: {v}" for k, v in resp.headers]
         if close:

@@ -16,7 +16,10 @@ import bisect
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from bastion.admin.sources import behaviour_core, version
 from bastion.engine import ExchangeSink
@@ -133,8 +136,65 @@ def snapshot(runtime: Any, endpoints: EndpointMetrics | None, started: float) ->
         counters["bastion_endpoint_requests_total"] = req
         counters["bastion_endpoint_blocked_total"] = blocked
     gauges["bastion_workers_reporting"] = {"": 1}
+    # the same numbers in a shape the stats API and the console read (no label parsing)
+    eps: dict[str, list[float]] = {}
+    if endpoints is not None:
+        for (method, route), s in list(endpoints.series.items()):
+            eps[f"{method} {route}"] = [*s.codes, s.blocked, s.total]
+    summary = {"exchanges": c.exchanges, "blocked": c.blocked, "flagged": c.logged,
+               "rules": dict(c.findings_by_rule), "detector_errors": dict(c.detector_errors), "endpoints": eps}
     return {"pid": os.getpid(), "time": time.time(), "started": started, "counters": counters, "gauges": gauges,
-            "gauges_max": gauges_max, "histograms": histograms}
+            "gauges_max": gauges_max, "histograms": histograms, "summary": summary}
+
+
+def merge_summaries(snaps: list[dict[str, Any]]) -> dict[str, Any]:
+    """Add up the `summary` parts of several snapshots."""
+    out: dict[str, Any] = {"exchanges": 0, "blocked": 0, "flagged": 0, "rules": {}, "detector_errors": {},
+                           "endpoints": {}}
+    for snap in snaps:
+        s = snap.get("summary")
+        if not isinstance(s, dict):
+            continue
+        for k in ("exchanges", "blocked", "flagged"):
+            out[k] += int(s.get(k, 0))
+        for k in ("rules", "detector_errors"):
+            for name, n in s.get(k, {}).items():
+                out[k][name] = out[k].get(name, 0) + n
+        for key, row in s.get("endpoints", {}).items():
+            cur = out["endpoints"].get(key)
+            out["endpoints"][key] = list(row) if cur is None or len(cur) != len(row) else [
+                a + b for a, b in zip(cur, row, strict=True)]
+    return out
+
+
+def run_dir(config: Any) -> Path:
+    """Where workers publish their snapshots."""
+    return Path(config.data_dir) / "run"
+
+
+STALE_AFTER = 15.0
+
+
+def read_peer_snapshots(directory: Path, own_pid: int, now: float | None = None) -> list[dict[str, Any]]:
+    """Other workers' recent snapshots (a worker that stopped publishing is left out after STALE_AFTER)."""
+    now = time.time() if now is None else now
+    out: list[dict[str, Any]] = []
+    try:
+        entries = list(directory.glob("metrics-*.json"))
+    except OSError:
+        return out
+    for p in entries:
+        if p.name == f"metrics-{own_pid}.json":
+            continue
+        try:
+            if now - p.stat().st_mtime > STALE_AFTER:
+                continue
+            snap = orjson.loads(p.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        if isinstance(snap, dict) and isinstance(snap.get("counters"), dict):
+            out.append(snap)
+    return out
 
 
 def merge(snaps: list[dict[str, Any]]) -> dict[str, Any]:

@@ -71,16 +71,18 @@ def _schemas() -> dict[str, Any]:
             "top_rules": {"type": "array", "items": _STR}, "risk": {"type": ["number", "null"]},
             "blocked_until": {"type": ["number", "null"]}, "keys": {"type": "array", "items": _STR}}},
         "Entity": {"type": "object", "properties": {
-            "id": _STR, "keys": {"type": "array", "items": _STR}, "key_count": _INT, "risk": _NUM,
+            "id": _STR, "live": {"type": "boolean", "description": "false: known only from stored events"},
+            "keys": {"type": "array", "items": _STR}, "key_count": _INT, "risk": {"type": ["number", "null"]},
             "thresholds": {"type": "object", "additionalProperties": _NUM}, "half_life": _NUM,
             "blocked_until": {"type": ["number", "null"]}, "offenses": _INT, "identified": {"type": "boolean"},
-            "last_seen": _NUM, "good_requests": _INT,
+            "last_seen": {"type": ["number", "null"]}, "good_requests": _INT,
             "risk_history": {"type": "array", "items": {"type": "object", "properties": {
                 "time": _NUM, "rule": _STR, "points": _NUM, "risk": _NUM}}},
             "decisions": {"type": "array", "items": _ref("Decision")},
             "events": {"type": "array", "items": _ref("Event")}}},
         "Stats": {"type": "object", "additionalProperties": True, "properties": {
-            "version": _STR, "mode": _STR, "uptime": _NUM, "workers": _INT, "scope": _STR, "exchanges": _INT,
+            "version": _STR, "mode": _STR, "uptime": _NUM, "workers": _INT, "workers_reporting": _INT,
+            "exchanges": _INT,
             "blocked": _INT, "flagged": _INT, "detector_errors": {"type": "object", "additionalProperties": _INT},
             "top_rules": {"type": "array", "items": {"type": "object", "properties": {"rule": _STR, "count": _INT}}},
             "endpoints": {"type": "array", "items": {"type": "object", "additionalProperties": True}},
@@ -149,7 +151,7 @@ def openapi_spec() -> dict[str, Any]:
                                                     "count": _INT, "total": _INT,
                                                     "source": {"type": "string", "enum": ["live", "file"]}}},
                   "endpoints, busiest first"),
-            [_q("host", _STR, "only this host"), _q("limit", {"type": "integer", "minimum": 1, "maximum": 5000},
+            [_q("host", _STR, "only this host"), _q("limit", {"type": "integer", "minimum": 1, "maximum": 2000},
                                                     "at most this many")], "listCatalog")},
         "/api/v1/decisions": {
             "get": _get("Current decisions, newest first", _json({"type": "object", "properties": {

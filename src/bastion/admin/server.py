@@ -19,7 +19,6 @@ import logging
 import os
 import time
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -40,7 +39,6 @@ from bastion.admin.openapi import openapi_spec
 log = logging.getLogger("bastion.admin")
 
 PUBLISH_INTERVAL = 2.0
-STALE_AFTER = 15.0
 CONSOLE_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
                  "app.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml"}
 CONSOLE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -67,12 +65,12 @@ class AdminApp:
 
     # --- metrics ----------------------------------------------------------------------------------
 
-    def metrics_text(self) -> str:
+    async def metrics(self) -> Response:
         own = m.snapshot(self.runtime, self.endpoints, self.started)
         snaps = [own]
         if self.config.server.workers > 1:
-            snaps += read_peer_snapshots(run_dir(self.config), os.getpid())
-        return m.render(m.merge(snaps))
+            snaps += await asyncio.to_thread(m.read_peer_snapshots, m.run_dir(self.config), os.getpid())
+        return Response(200, m.render(m.merge(snaps)).encode(), "text/plain; version=0.0.4; charset=utf-8")
 
     # --- dispatch ---------------------------------------------------------------------------------
 
@@ -90,7 +88,7 @@ class AdminApp:
                 return json_response({"totp": self.auth.totp is not None})
             return await self._login(req) if method == "POST" else _not_allowed("GET, POST")
         if path == "/metrics" and self.admin.public_metrics and method in ("GET", "HEAD"):
-            return Response(200, self.metrics_text().encode(), "text/plain; version=0.0.4; charset=utf-8")
+            return await self.metrics()
         denied = self._authenticate(req)
         if denied is not None:
             return denied
@@ -103,8 +101,7 @@ class AdminApp:
         get = method in ("GET", "HEAD")
         api = self.api
         if path == "/metrics":
-            return (Response(200, self.metrics_text().encode(), "text/plain; version=0.0.4; charset=utf-8")
-                    if get else _not_allowed("GET"))
+            return await self.metrics() if get else _not_allowed("GET")
         if path == "/api/v1/openapi.json":
             return json_response(openapi_spec()) if get else _not_allowed("GET")
         if path == "/api/v1/session":
@@ -208,31 +205,6 @@ def _not_allowed(allow: str) -> Response:
 # --- metrics across workers ----------------------------------------------------------------------
 
 
-def run_dir(config: Any) -> Path:
-    return Path(config.data_dir) / "run"
-
-
-def read_peer_snapshots(directory: Path, own_pid: int, now: float | None = None) -> list[dict[str, Any]]:
-    now = time.time() if now is None else now
-    out = []
-    try:
-        entries = list(directory.glob("metrics-*.json"))
-    except OSError:
-        return out
-    for p in entries:
-        if p.name == f"metrics-{own_pid}.json":
-            continue
-        try:
-            if now - p.stat().st_mtime > STALE_AFTER:
-                continue
-            snap = orjson.loads(p.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            continue
-        if isinstance(snap, dict) and isinstance(snap.get("counters"), dict):
-            out.append(snap)
-    return out
-
-
 class _Publisher:
     """Writes this worker's snapshot every PUBLISH_INTERVAL seconds (atomically, off the loop)."""
 
@@ -240,7 +212,7 @@ class _Publisher:
         self.runtime = runtime
         self.endpoints = endpoints
         self.started = started
-        self.path = run_dir(runtime.config) / f"metrics-{os.getpid()}.json"
+        self.path = m.run_dir(runtime.config) / f"metrics-{os.getpid()}.json"
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -292,6 +264,11 @@ class AdminHandle:
             await self.publisher.stop()
         if self.server is not None:
             await self.server.close()
+        if self.app is not None:
+            try:
+                await asyncio.to_thread(self.app.api.close)
+            except Exception as exc:
+                log.debug("closing the admin's event store failed: %s", exc)
 
 
 async def start_admin(runtime: Any, sock: Any = None) -> AdminHandle:

@@ -17,7 +17,7 @@ class AdminConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="serve the admin API, /metrics and the console (off: --no-admin)")
     listen: str = Field(DEFAULT_LISTEN, description="HOST:PORT of the admin listener (never public by default)")
     token: str = Field(
         "", description="bearer token; empty: env BASTION_ADMIN_TOKEN, else generated into data_dir/admin.token"

@@ -133,13 +133,10 @@ def add(value: Annotated[str, typer.Argument(help="an address or CIDR (or a key 
         seconds = parse_duration(duration)
         v = normalise_ip_value(value) if k == KeyKind.IP else value.strip()
     except ValueError as exc:
-        fail(f"{value}: {exc}" if value in str(exc) or kind == "ip" else str(exc))
+        fail(f"cannot add {value!r}: {exc}")
+    target = _Target(config, data_dir, url)
     if raw and k in (KeyKind.API_KEY, KeyKind.SESSION):
-        target = _Target(config, data_dir, url)
-        cfg_salt = load_or_exit(config).behaviour.entity.key_salt
-        v = hash_key(v, cfg_salt)
-    else:
-        target = _Target(config, data_dir, url)
+        v = hash_key(v, load_or_exit(config).behaviour.entity.key_salt)  # as the gateway hashes it
     now = time.time()
     d = Decision(kind=k, value=v, action=act, origin=Origin.ADMIN, until=None if seconds is None else now + seconds,
                  reason=reason or "added from the command line", created=now)

@@ -95,8 +95,16 @@ function show(tab) {
 
 // --- overview ----------------------------------------------------------------------------------
 
+const traffic = [];  // [time, exchanges, blocked] at each overview poll: the rates of the last 10 minutes
+
 async function loadOverview() {
   const s = await api("/api/v1/stats");
+  const now = Date.now() / 1000;
+  traffic.push([now, s.exchanges, s.blocked]);
+  while (traffic.length && traffic[0][0] < now - 600) traffic.shift();
+  const rate = (i) => traffic.slice(1).map((p, k) => [p[0], Math.max(0, (p[i] - traffic[k][i]) / Math.max(0.001, p[0] - traffic[k][0]))]);
+  $("#traffic").replaceChildren(chart([{ points: rate(1), cls: "req" }, { points: rate(2), cls: "blk" }],
+    { width: 860, label: "requests/s (blue) and blocked/s (red), last 10 minutes", empty: "measuring the request rate…" }));
   $("#mode").textContent = s.mode + (s.workers > 1 ? " · " + s.workers + " workers" : "");
   $("#mode").className = "badge " + (s.mode === "enforce" ? "a-allow" : "a-log");
   const errs = Object.values(s.detector_errors || {}).reduce((a, b) => a + b, 0);
@@ -156,19 +164,39 @@ async function loadEntities() {
   if (state.entity) await loadEntity(state.entity);
 }
 
-function sparkline(history, thresholds) {
-  const NS = "http://www.w3.org/2000/svg", W = 420, H = 110, P = 18;
+// Risk as the gateway computes it: a jump at each finding, exponential decay in between, up to now.
+function riskPoints(e) {
+  const pts = [], hl = e.half_life || 600;
+  let prev = null;
+  for (const p of e.risk_history) {
+    if (prev) pts.push([p.time, prev.risk * Math.pow(0.5, (p.time - prev.time) / hl)]);
+    pts.push([p.time, p.risk]);
+    prev = p;
+  }
+  const now = Date.now() / 1000;
+  if (prev && now > prev.time) {
+    // decay step by step to now (a block resets the score: then the current value is lower still)
+    for (let i = 1; i <= 20; i++) { const t = prev.time + (now - prev.time) * i / 20; pts.push([t, prev.risk * Math.pow(0.5, (t - prev.time) / hl)]); }
+    pts.push([now, e.risk]);
+  }
+  return pts;
+}
+
+function chart(series, opts) {
+  // series: [{points: [[t, v]...], cls}], opts: {threshold, label}
+  const NS = "http://www.w3.org/2000/svg", W = opts.width || 420, H = 110, P = 18;
   const svg = document.createElementNS(NS, "svg");
   svg.setAttribute("class", "spark"); svg.setAttribute("width", W); svg.setAttribute("height", H);
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   const el = (tag, attrs, text) => { const e = document.createElementNS(NS, tag); for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v); if (text) e.textContent = text; svg.append(e); return e; };
-  if (!history.length) { el("text", { x: P, y: H / 2 }, "no risk recorded"); return svg; }
-  const t0 = history[0].time, t1 = Math.max(history[history.length - 1].time, t0 + 1);
-  const top = Math.max(thresholds.block || 0, ...history.map((p) => p.risk)) * 1.1 || 1;
-  const x = (t) => P + (W - 2 * P) * (t - t0) / (t1 - t0), y = (r) => H - P - (H - 2 * P) * r / top;
-  if (thresholds.block) { el("line", { class: "thr", x1: P, x2: W - P, y1: y(thresholds.block), y2: y(thresholds.block) }); el("text", { x: W - P - 60, y: y(thresholds.block) - 3 }, "block " + thresholds.block); }
-  el("polyline", { class: "line", points: history.map((p) => `${x(p.time).toFixed(1)},${y(p.risk).toFixed(1)}`).join(" ") });
-  el("text", { x: P, y: H - 4 }, fmtTime(t0)); el("text", { x: W - P - 50, y: H - 4 }, fmtTime(t1));
+  const all = series.flatMap((s) => s.points);
+  if (all.length < 2) { el("text", { x: P, y: H / 2 }, opts.empty || "no data yet"); return svg; }
+  const t0 = Math.min(...all.map((p) => p[0])), t1 = Math.max(t0 + 1, ...all.map((p) => p[0]));
+  const top = Math.max(opts.threshold || 0, ...all.map((p) => p[1])) * 1.1 || 1;
+  const x = (t) => P + (W - 2 * P) * (t - t0) / (t1 - t0), y = (v) => H - P - (H - 2 * P) * v / top;
+  if (opts.threshold) { el("line", { class: "thr", x1: P, x2: W - P, y1: y(opts.threshold), y2: y(opts.threshold) }); el("text", { x: W - P - 70, y: y(opts.threshold) - 3 }, opts.thresholdLabel || String(opts.threshold)); }
+  for (const s of series) el("polyline", { class: "line " + (s.cls || ""), points: s.points.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ") });
+  el("text", { x: P, y: 12 }, opts.label || ""); el("text", { x: P, y: H - 4 }, fmtTime(t0)); el("text", { x: W - P - 60, y: H - 4 }, fmtTime(t1));
   return svg;
 }
 
@@ -182,7 +210,8 @@ async function loadEntity(id) {
       try { await api("/api/v1/decisions", { method: "POST", body: { kind: "ip", value: ip, action: "deny", duration: "4h", reason: "blocked from the console (entity " + e.id + ")" } }); await loadEntity(id); }
       catch (x) { alert(x.message); } } }, "Block " + ip + " for 4h") : null;
   const kv = h("dl", { class: "kv" },
-    h("dt", {}, "risk now"), h("dd", {}, e.risk + "  (block at " + e.thresholds.block + ", half-life " + e.half_life + "s)"),
+    h("dt", {}, "risk now"), h("dd", {}, e.live ? e.risk + "  (block at " + e.thresholds.block + ", half-life " + e.half_life + "s)"
+                                              : "not tracked by this gateway process (shown from stored events)"),
     h("dt", {}, "blocked until"), h("dd", {}, e.blocked_until ? fmtDate(e.blocked_until) : "not blocked"),
     h("dt", {}, "offenses"), h("dd", {}, e.offenses),
     h("dt", {}, "keys"), h("dd", {}, e.keys.join("  ")),
@@ -191,7 +220,8 @@ async function loadEntity(id) {
     h("tbody", {}, ...e.risk_history.slice().reverse().map((p) => h("tr", {}, h("td", {}, fmtTime(p.time)), h("td", {}, p.rule), h("td", { class: "num" }, p.points), h("td", { class: "num" }, p.risk)))));
   const decs = e.decisions.length ? h("ul", {}, ...e.decisions.map((d) => h("li", {}, `${d.action} ${d.kind} ${d.value} (${d.origin}, ${fmtDur(d.expires_in)})`))) : h("p", { class: "muted" }, "no decision");
   const evs = h("table", {}, h("tbody", {}, ...e.events.slice(0, 30).map((ev) => h("tr", {}, h("td", {}, fmtTime(ev.time)), h("td", {}, badge(ev.action)), h("td", {}, ev.method + " " + ev.path), h("td", {}, (ev.rule_ids || []).join(" "))))));
-  box.replaceChildren(h("h2", {}, "Entity " + e.id), block, kv, h("h2", {}, "Risk history"), sparkline(e.risk_history, e.thresholds), hist,
+  box.replaceChildren(h("h2", {}, "Entity " + e.id), block, kv, h("h2", {}, "Risk history"),
+                      chart([{ points: riskPoints(e) }], { threshold: e.thresholds.block, thresholdLabel: "block " + e.thresholds.block, empty: "no risk recorded" }), hist,
                       h("h2", {}, "Decisions"), decs, h("h2", {}, "Recent events"), evs);
 }
 

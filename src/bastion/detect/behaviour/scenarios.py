@@ -62,7 +62,7 @@ def id_segment(seg: str) -> bool:
     """Whether a path segment is an object identifier (number, UUID, long hex, token-like)."""
     if not seg:
         return False
-    if seg.isdigit():
+    if seg.isascii() and seg.isdigit():  # ASCII only: '²'.isdigit() is True and int('²') fails
         return True
     return bool(_UUID.match(seg) or _HEX.match(seg) or _MIXED_ID.match(seg))
 
@@ -204,6 +204,7 @@ class BehaviourDetector:
             self.tracks[name] = Tracks(idle=longest)
         self.fired: dict[str, int] = {}
         self.pressure: dict[str, EndpointPressure] = {}
+        self.population: dict[str, Distinct] = {}  # template -> ids fetched by anyone (coverage)
 
     def _all(self) -> Iterable[ScenarioSettings]:
         return (getattr(self.sc, n) for n in ScenariosNames)
@@ -535,11 +536,12 @@ class BehaviourDetector:
         total = t.total.add(now, s.window)
         bad = t.bad.add(now, s.window, 1.0 if denied else 0.0)
         share = bad / max(total, 1.0)
-        cap = int(s.threshold * 3) + 1
+        cap = int(s.threshold * 5) + 1
         fresh = obj_id not in t.fast
         n = t.fast.add(obj_id, now, s.window, cap)
+        known = self._population_ids(template, obj_id, now)
         walked = 0
-        if fresh and obj_id.isdigit() and len(obj_id) < 18:
+        if fresh and obj_id.isascii() and obj_id.isdigit() and len(obj_id) < 18:
             i = int(obj_id)
             if str(i - 1) in t.fast or str(i + 1) in t.fast:
                 walked = 1
@@ -550,6 +552,12 @@ class BehaviourDetector:
         elif n >= 2.5 * s.threshold and seq >= 0.8:
             self._fire(ex, "bola", s, t, subj, now, f"{n} objects of {template} walked in sequence"[:200],
                        f"{n} ids, sequential share {seq:.2f}")
+        elif n >= 4 * s.threshold and known >= 5 * s.threshold and n >= 0.6 * known:
+            # harvesting a small collection: one subject fetched most of the ids anyone ever fetched
+            sc = self.sc.scraping
+            if sc.enabled:
+                self._fire(ex, "scraping", sc, t, subj, now, f"{n} of the {known} known objects of {template}"[:200],
+                           f"coverage {n / known:.0%} within {s.window:g}s")
         elif s.slow_threshold and denied:
             # low and slow: distinct *refused* ids over hours (a decayed share is noise at 1 req/10 min)
             if t.slow is None:
@@ -558,6 +566,17 @@ class BehaviourDetector:
             if m >= s.slow_threshold:
                 self._fire(ex, "bola", s, t, subj, now, f"{m} distinct objects of {template} in {s.slow_window:g}s",
                            f"{m} ids (low and slow)", slow=True)
+
+    def _population_ids(self, template: str, obj_id: str, now: float) -> int:
+        """Distinct ids the whole population fetched on a template over a day (capped at 5000)."""
+        d = self.population.get(template)
+        if d is None:
+            if len(self.population) > 5000:
+                self.population.clear()
+            d = self.population[template] = Distinct()
+        if obj_id in d.seen:
+            return len(d.seen)
+        return d.add(obj_id, now, 86400.0, 5000)
 
     @staticmethod
     def _walk(t: Track, walked: int, fresh: bool, now: float, window: float) -> float:

@@ -96,7 +96,7 @@ class ScenarioSettings(_Section):
     risk: float = Field(100.0, ge=0, description="risk points when it fires")
     min_share: float = Field(0.0, ge=0, le=1, description="share of bad outcomes required (misses, errors)")
     slow_threshold: float = Field(0.0, ge=0, description="0: no low-and-slow variant")
-    slow_window: float = Field(6 * 3600.0, gt=0)
+    slow_window: float = Field(24 * 3600.0, gt=0)
     cooldown: float = Field(30.0, ge=0, description="seconds between two firings on one subject")
 
 
@@ -107,16 +107,16 @@ def _s(**kw: float) -> ScenarioSettings:
 class ScenariosSettings(_Section):
     scanning: ScenarioSettings = Field(default_factory=lambda: _s(threshold=12, window=120, min_share=0.5,
                                                                   slow_threshold=40))
-    brute_force: ScenarioSettings = Field(default_factory=lambda: _s(threshold=8, window=600, slow_threshold=30))
+    brute_force: ScenarioSettings = Field(default_factory=lambda: _s(threshold=8, window=600, slow_threshold=20))
     stuffing: ScenarioSettings = Field(default_factory=lambda: _s(threshold=5, window=900, slow_threshold=15))
     account_attack: ScenarioSettings = Field(default_factory=lambda: _s(threshold=10, window=900, risk=40))
     ato_success: ScenarioSettings = Field(default_factory=lambda: _s(threshold=5, window=1800, risk=60))
     token_spread: ScenarioSettings = Field(default_factory=lambda: _s(threshold=4, window=600))
     enumeration: ScenarioSettings = Field(default_factory=lambda: _s(threshold=15, window=600, min_share=0.5,
-                                                                     slow_threshold=50))
+                                                                     slow_threshold=30))
     bola: ScenarioSettings = Field(default_factory=lambda: _s(threshold=12, window=600, min_share=0.4,
-                                                              slow_threshold=40))
-    scraping: ScenarioSettings = Field(default_factory=lambda: _s(threshold=150, window=600, slow_threshold=600))
+                                                              slow_threshold=25))
+    scraping: ScenarioSettings = Field(default_factory=lambda: _s(threshold=150, window=600))
     sequence: ScenarioSettings = Field(default_factory=lambda: _s(threshold=1, window=1800, risk=25))
 
 

@@ -103,6 +103,11 @@ class Shop:
             if pid.isdigit() and 1 <= int(pid) <= self.n_products:
                 return 200, b'{"id":%s,"name":"thing","price":12}' % pid.encode(), ""
             return 404, b'{"error":"not found"}', ""
+        if path.startswith("/api/stores/"):
+            sid = path.rsplit("/", 1)[1]
+            if sid.isdigit() and 1 <= int(sid) <= 60:
+                return 200, b'{"store":%s,"address":"1 Main St"}' % sid.encode(), ""
+            return 404, b'{"error":"not found"}', ""
         if path == "/api/search":
             return 200, b'{"items":[{"id":3},{"id":7}]}', ""
         if path == "/api/users/lookup":
@@ -240,6 +245,8 @@ class Generator:
                     yield t, Req("GET", f"/api/search?q={r.choice(['lamp', 'chair', 'red mug', 'desk'])}")
                 elif r.random() < 0.03:
                     yield t, Req("GET", r.choice(["/api/products/9999", "/old-page", "/api/produts/3"]))  # stale links
+                elif r.random() < 0.08:
+                    yield t, Req("GET", f"/api/stores/{r.randint(1, 60)}")
                 else:
                     yield t, Req("GET", f"/api/products/{r.randint(1, shop.n_products)}")
             if r.random() < 0.7:
@@ -376,6 +383,34 @@ class Generator:
             t += self.rng.uniform(0.1, 1)
             yield t, Req("GET", f"/api/products/{pid}")
 
+    def _harvesting(self, a: Actor) -> Iterator[tuple[float, Req]]:
+        # a small collection (60 stores) fetched whole, in random order: no walk, few requests
+        t = self._t0()
+        ids = list(range(1, 61))
+        self.rng.shuffle(ids)
+        for sid in ids * 3:
+            t += self.rng.uniform(1, 6)
+            yield t, Req("GET", f"/api/stores/{sid}")
+
+    def _slow_enumeration(self, a: Actor) -> Iterator[tuple[float, Req]]:
+        t = self.start + self.rng.uniform(0, 0.1) * self.duration
+        users = list(self.shop.users)
+        for n in range(int(self.duration / 900)):
+            t += self.rng.uniform(600, 1200)
+            e = self.rng.choice(users) if self.rng.random() < 0.2 else f"slow{n}.{a.name}@mail.test"
+            yield t, Req("GET", f"/api/users/lookup?email={e}")
+
+    def _slow_bola(self, a: Actor) -> Iterator[tuple[float, Req]]:
+        t = self.start + self.rng.uniform(0, 0.1) * self.duration
+        email = self.rng.choice(list(self.shop.users))
+        yield t, Req("GET", "/login")
+        t += 3
+        yield t, Req("POST", "/api/login", orjson.dumps({"username": email, "password": self.shop.users[email]}))
+        start = self.rng.randint(1, 3000)
+        for n in range(int(self.duration / 900)):
+            t += self.rng.uniform(600, 1200)
+            yield t, Req("GET", f"/api/orders/{start + n * self.rng.randint(1, 3)}")
+
     def _slow_stuffing(self, a: Actor) -> Iterator[tuple[float, Req]]:
         t = self.start + self.rng.uniform(0, 0.1) * self.duration
         for n in range(int(self.duration / 600)):
@@ -392,7 +427,7 @@ class Generator:
 
 FAST = ("scanning", "brute_force", "stuffing", "distributed_stuffing", "token_theft", "enumeration",
         "distributed_enumeration", "bola")
-SLOW = ("scraping", "slow_stuffing", "slow_scanning")
+SLOW = ("scraping", "harvesting", "slow_stuffing", "slow_scanning", "slow_enumeration", "slow_bola")
 ATTACKS = FAST + SLOW
 
 

@@ -256,11 +256,17 @@ class RedisStore(DecisionStore):
     async def start(self) -> None:
         import redis.asyncio as aioredis
 
-        self._redis = aioredis.from_url(self.url)
+        self._redis = aioredis.from_url(self.url, socket_timeout=5.0, socket_connect_timeout=2.0)
         self.ready = asyncio.Event()
-        await self.load()
+        try:
+            await self.load()
+        except Exception as exc:
+            # Redis down at start-up: enforce config decisions and what this instance decides, and
+            # catch up when the channel comes back (the listener reloads the hash on reconnect).
+            log.error("decisions: cannot load from %s (%r); continuing with local decisions", self.url, exc)
         self._listener = asyncio.get_running_loop().create_task(self._listen())
-        await asyncio.wait_for(self.ready.wait(), 5.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.ready.wait(), 2.0)
 
     async def load(self) -> None:
         now = self._now() if self._now else None
@@ -292,7 +298,9 @@ class RedisStore(DecisionStore):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("decisions channel lost (%r); reconnecting", exc)
+                if self.ready.is_set():
+                    log.warning("decisions channel lost (%r); reconnecting", exc)
+                self.ready.clear()
                 await asyncio.sleep(1.0)
                 with contextlib.suppress(Exception):
                     await self.load()  # catch up on what was missed while disconnected

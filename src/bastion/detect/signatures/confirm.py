@@ -49,7 +49,7 @@ def _external(module: str, fn_name: str) -> Confirm | None:
 _URL = re.compile(r"(?:[a-z][a-z0-9+.-]{1,15}:)?//\[?([^\s/?#@\]]*@)?(\[[0-9a-f:.]+\]|[^\s/?#:\\]+)", re.IGNORECASE)
 _INTERNAL_NAMES = (
     "localhost", "localhost.localdomain", "metadata.google.internal", "metadata", "instance-data",
-    "kubernetes.default", "kubernetes.default.svc",
+    "kubernetes.default", "kubernetes.default.svc", "localtest.me",
 )
 _INTERNAL_SUFFIXES = (".localhost", ".internal", ".local", ".localtest.me", ".svc.cluster.local")
 _REBIND = re.compile(r"(?:^|[.-])(\d{1,3})[.-](\d{1,3})[.-](\d{1,3})[.-](\d{1,3})\.(?:nip\.io|sslip\.io|xip\.io)$")

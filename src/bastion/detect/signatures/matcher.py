@@ -135,7 +135,11 @@ class CompiledRule:
                 if self.unless and any(u.search(text) for u in self.unless):
                     return None
                 if self.confirm is not None:
-                    confirmed = self.confirm(text)
+                    try:
+                        confirmed = self.confirm(text)
+                    except Exception as exc:  # one broken checker must not blind the other rules
+                        log.warning("confirm step of rule %s failed: %r", self.rule.id, exc)
+                        confirmed = None
                     if confirmed is None:
                         continue
                     return f"{m.group(0)} [{confirmed}]"
@@ -150,9 +154,6 @@ class Hit:
     evidence: str
 
 
-_UNBOUNDED = re.compile(r"(?<!\\)(\[(?:\\.|[^\]\\])+\]|\.|\\[a-zA-Z()\[\]{}.*+?|/-])([*+])")
-
-
 def bounded(pattern: str, limit: int = 64) -> str:
     """The pattern for Python `re`, with every repeated single atom (`[^x]*`, `.*`, `\\s+`, `\\(*`)
     capped at `limit` characters.
@@ -161,8 +162,38 @@ def bounded(pattern: str, limit: int = 64) -> str:
     `[(]\\s*\\(*\\s*sleep`, `<a <a <a ...` against `<[a-z][^>]*on\\w+=`) makes backtracking
     quadratic; a cap keeps it linear. Decoding collapses long whitespace runs, so the cap is no
     padding evasion. Hyperscan keeps the open form: its scan stays a superset of what `re` confirms.
+    Character classes are read as one atom (a `.*` inside `[...]` is not a repeat).
     """
-    return _UNBOUNDED.sub(lambda m: f"{m.group(1)}{{{0 if m.group(2) == '*' else 1},{limit}}}", pattern)
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            atom = pattern[i : i + 2]
+            i += 2
+        elif c == "[":
+            j = i + 1
+            if j < n and pattern[j] == "^":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1  # a literal ] first in the class
+            while j < n and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            atom = pattern[i : j + 1]
+            i = j + 1
+        elif c == ".":
+            atom = c
+            i += 1
+        else:
+            out.append(c)
+            i += 1
+            continue
+        if i < n and pattern[i] in "*+":
+            out.append(f"{atom}{{{0 if pattern[i] == '*' else 1},{limit}}}")
+            i += 1
+        else:
+            out.append(atom)
+    return "".join(out)
 
 
 def compile_rule(rule: Rule, index: int, confirm: Confirm | None, observe: bool = False) -> CompiledRule:

@@ -133,9 +133,9 @@ def maybe_base64(v: str) -> str | None:
     Binary payloads (images, encrypted tokens) decode to non-text and are left alone.
     """
     n = len(v)
-    if n < 8 or n > 16384 or (n < 16 and n % 4) or not _B64.fullmatch(v):
-        return None  # short values only when padded to a multiple of 4, as encoders do
-    if v.islower() or v.isupper():
+    if n % 4 or n < 8 or n > 16384:
+        return None  # encoders pad to a multiple of 4; random tokens mostly are not
+    if v.islower() or v.isupper() or not _B64.fullmatch(v):
         return None  # one-case tokens (hex ids, UUIDs, words) are not base64 of text
     s = v.rstrip("=")
     try:

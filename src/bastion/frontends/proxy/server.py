@@ -229,6 +229,7 @@ class ProxyServer:
         self.websocket = cfg.server.websocket
         self.scrub = cfg.errors.scrub_upstream_errors
         self.banners = BANNER_HEADERS_BYTES if cfg.errors.strip_banners else frozenset()
+        self.resp_dropped = h.RESPONSE_REWRITTEN | self.banners
         p = self.pipeline
         self.wants_conn = p.wants(Phase.CONNECTION)
         self.wants_head = p.wants(Phase.REQUEST_HEADERS)
@@ -330,6 +331,8 @@ class ClientConnection(asyncio.Protocol):
         "hdr_bytes",
         "hdrs",
         "head_bytes",
+        "host_raw",
+        "host_str",
         "in_head",
         "lingered",
         "loop",
@@ -339,6 +342,7 @@ class ClientConnection(asyncio.Protocol):
         "paused",
         "peer_ip",
         "peer_port",
+        "peer_trusted",
         "queue",
         "rd",
         "rd_kind",
@@ -377,6 +381,9 @@ class ClientConnection(asyncio.Protocol):
         self.lingered = 0
         self.fwd_host = ""
         self.fwd_block = b""
+        self.host_raw = b""
+        self.host_str = ""
+        self.peer_trusted = False
         self.out: list[bytes] = []
         self.peer_ip = ""
         self.peer_port = 0
@@ -400,6 +407,7 @@ class ClientConnection(asyncio.Protocol):
             client.tls_version = sslobj.version() or ""
             client.sni = sslobj.server_hostname or ""
         self.client = client
+        self.peer_trusted = s.trusted.contains(self.peer_ip)
         if len(s.connections) >= s.max_connections or s._closing:
             self._shed()
             return
@@ -489,6 +497,13 @@ class ClientConnection(asyncio.Protocol):
                 req.st = Q_DONE
                 req.ex.tags.add("client-aborted")
                 self._complete(req.ex)
+            for queued in self.queue:
+                if queued.error is not None and queued.st == Q_QUEUED:
+                    # A refusal the client left before hearing (a smuggling attempt, say) is still an event.
+                    queued.st = Q_DONE
+                    queued.ex.tags.add("client-aborted")
+                    self.s.pipeline.block(queued.ex, queued.error)
+                    self._complete(queued.ex)
             self.queue.clear()
 
     def pause_writing(self) -> None:
@@ -536,23 +551,13 @@ class ClientConnection(asyncio.Protocol):
         hdrs = self.hdrs
         if len(hdrs) > s.max_header_count:
             raise _Refuse("limits-header-count", 431, "headers-too-large", "too many header fields")
-        total = 0
-        max_value = s.max_header_value
-        for name, value in hdrs:
-            n = len(value)
-            if n > max_value:
-                raise _Refuse("limits-header-value", 431, "headers-too-large", "header field value too long")
-            total += len(name) + n + 4
-        if total > s.max_header_bytes:
-            raise _Refuse("limits-header-bytes", 431, "headers-too-large", "request header fields too large")
-        self.hdr_bytes = total
-        self.other += total + sum(map(len, self.url)) + 16
         parser = self.parser
-        method = parser.get_method().decode("ascii")
+        method_b = parser.get_method()
+        method = method_b.decode("ascii")
         version = parser.get_http_version()
         url = self.url[0] if len(self.url) == 1 else b"".join(self.url)
         target = url.decode("latin-1")
-        fwd: list[bytes] = []
+        fwd: list[bytes] = [b""]  # [0]: the request line, set last
         host_count = 0
         length = -1
         chunked = False
@@ -565,12 +570,18 @@ class ClientConnection(asyncio.Protocol):
         rid: str | None = None
         rewritten = h.REQUEST_REWRITTEN
         host = ""
+        total = 0
+        max_value = s.max_header_value
         for name, value in hdrs:
+            n = len(value)
+            if n > max_value:
+                raise _Refuse("limits-header-value", 431, "headers-too-large", "header field value too long")
+            total += len(name) + n + 4
             low = name.lower()
             if low not in rewritten:
                 if low == b"host":
                     host_count += 1
-                    host = value.decode("latin-1").strip()
+                    host = self.host_str if value == self.host_raw else self._host(value)
                 fwd.append(b"%b: %b\r\n" % (name, value))
                 continue
             svalue = value.decode("latin-1")
@@ -592,13 +603,17 @@ class ClientConnection(asyncio.Protocol):
                 xfp = svalue.strip()
             elif low == b"x-request-id":
                 rid = svalue if valid_request_id(svalue) else None
+        if total > s.max_header_bytes:
+            raise _Refuse("limits-header-bytes", 431, "headers-too-large", "request header fields too large")
+        self.hdr_bytes = total
+        self.other += total + len(url) + 16
         # Fields named by Connection are hop-by-hop too (RFC 9110 section 7.6.1).
         if conn_values:
             tokens = h.connection_tokens(conn_values) - {b"close", b"keep-alive", b"upgrade"}
             if tokens:
                 fwd = [line for line in fwd if line.split(b":", 1)[0].lower() not in tokens]
         client = self.client
-        peer_trusted = s.trusted.contains(self.peer_ip)
+        peer_trusted = self.peer_trusted
         if peer_trusted and (xff or fwded):
             ip = resolve_client_ip(self.peer_ip, forwarded_for_chain(xff, fwded), s.trusted)
             if ip != client.ip:
@@ -646,7 +661,12 @@ class ClientConnection(asyncio.Protocol):
                 raise refusal
             req.expect_continue = version == "1.1"
         # The head forwarded upstream: request line, surviving fields, framing, forwarding chain.
-        if host_count == 0:
+        if url[:1] != b"/" and url != b"*":
+            # absolute-form (RFC 9112 section 3.2.2): forward origin-form, Host from the target
+            authority, url = self._origin_form(url)
+            fwd = [line for line in fwd if line[:5].lower() != b"host:"]
+            fwd.append(b"Host: %b\r\n" % authority)
+        elif host_count == 0:
             fwd.append(b"Host: %b\r\n" % s.target.host_header)
         if req.websocket:
             fwd.append(b"Connection: Upgrade\r\nUpgrade: %b\r\n" % upgrade)
@@ -662,15 +682,41 @@ class ClientConnection(asyncio.Protocol):
                 self.fwd_block = self._forwarding_block(client.ip, host, False, xff, fwded, xfp)
             fwd.append(self.fwd_block)
         fwd.append(b"X-Request-Id: %b\r\n\r\n" % ex.id.encode("latin-1"))
-        req.head = b"%b %b%b HTTP/1.1\r\n%b" % (method.encode("ascii"), s.target.prefix, url, b"".join(fwd))
-        if req.has_body:
+        fwd[0] = b"%b %b%b HTTP/1.1\r\n" % (method_b, s.target.prefix, url)
+        req.head = b"".join(fwd)
+        if chunked or length > 0:
             self._set_rd(RD_BODY, s.t_body)
         else:
-            self._set_rd(RD_NONE, 0.0)
+            self.rd_kind = RD_NONE
+            self.rd = 0.0
         if len(self.queue) == 1:
             self._start(req)
         elif len(self.queue) >= s.max_pipelined:
             self._pause(PAUSE_PIPELINE)
+
+    @staticmethod
+    def _origin_form(url: bytes) -> tuple[bytes, bytes]:
+        """(authority, origin-form target) of an absolute-form target; refuses anything else."""
+        scheme, sep, rest = url.partition(b"://")
+        if not sep or scheme.lower() not in (b"http", b"https"):
+            raise _Refuse("protocol-target-invalid", 400, "bad-request", "unsupported request-target form")
+        end = len(rest)
+        for c in (b"/", b"?"):
+            i = rest.find(c)
+            if 0 <= i < end:
+                end = i
+        authority, path = rest[:end], rest[end:]
+        if not authority or b"@" in authority:
+            raise _Refuse("protocol-target-invalid", 400, "bad-request", "invalid authority in the request-target")
+        if not path.startswith(b"/"):
+            path = b"/" + path
+        return authority, path
+
+    def _host(self, value: bytes) -> str:
+        """The Host as text, memoized per connection (a keep-alive client repeats it)."""
+        self.host_raw = value
+        self.host_str = value.decode("latin-1").strip()
+        return self.host_str
 
     def _forwarding_block(self, client_ip: str, host: str, trusted: bool, xff: list[str], fwded: list[str],
                           xfp: str | None) -> bytes:
@@ -900,9 +946,9 @@ class ClientConnection(asyncio.Protocol):
         return None
 
     def up_head(self, conn: UpstreamConnection) -> None:
-        req = self._active(conn)
-        if req is None:
+        if not self.queue or self.queue[0].up is not conn:
             return
+        req = self.queue[0]
         s = self.s
         status = conn.status
         self.up_deadline = self.loop.time() + s.t_upstream
@@ -914,13 +960,12 @@ class ClientConnection(asyncio.Protocol):
             else:
                 self._upstream_failed(req, 502, "unexpected 101 from upstream")
             return
-        rewritten = h.RESPONSE_REWRITTEN
-        banners = s.banners
-        lines = [h.status_line(b"1.1", status, conn.reason)]
+        dropped = s.resp_dropped
+        lines = [b"HTTP/1.1 %d %b\r\n" % (status, conn.reason)]
         conn_values = None
         for name, value in conn.headers:
             low = name.lower()
-            if low in rewritten or low in banners:
+            if low in dropped:
                 if low == b"connection" and value.lower() not in (b"keep-alive", b"close"):
                     conn_values = (conn_values or []) + [value]
                 continue
@@ -1006,8 +1051,8 @@ class ClientConnection(asyncio.Protocol):
         req.rs = R_STREAM
         lines = req.resp_head
         # A dead parser (upgrade, framing error) ends the connection once nothing else is owed.
-        close = (not req.keep_alive or self._last_owed() or req.framing == F_CLOSE or not req.ended or req.websocket
-                 or (self.dead and len(self.queue) <= 1))
+        close = (not req.keep_alive or not req.ended or req.framing == F_CLOSE or req.websocket
+                 or ((self.closing or self.dead) and len(self.queue) <= 1))
         req.resp_close = close
         if close:
             lines.append(b"Connection: close\r\n\r\n")
