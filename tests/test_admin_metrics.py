@@ -199,3 +199,14 @@ async def test_two_workers_one_admin_and_metrics_of_both(tmp_path):
             proc.terminate()
             await asyncio.wait_for(proc.wait(), 20)
     assert not list((tmp_path / "run").glob("metrics-*.json")), "workers remove their snapshot on exit"
+
+
+def test_worker_config_keeps_the_admin_on_worker_zero_only():
+    from bastion.admin.server import worker_config
+    from bastion.config import BastionConfig
+
+    cfg = BastionConfig()
+    w0, w1 = worker_config(cfg, 0, 4), worker_config(cfg, 1, 4)
+    assert w0.admin.enabled and not w1.admin.enabled
+    assert w0.server.workers == w1.server.workers == 4
+    assert cfg.admin.enabled and cfg.server.workers == 1, "the parent's config is not changed"

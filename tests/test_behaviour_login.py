@@ -93,3 +93,19 @@ async def test_login_failure_by_body_marker() -> None:
                          resp_body=b'{"error":"Invalid credentials"}') for i in range(12)]
     assert any(s.blocked for s in sent)
     await h.stop()
+
+
+async def test_office_behind_one_nat_address_mistyping_all_day() -> None:
+    # 60 people behind one address, each logging in once or twice a day, a third mistyping first
+    h = await Harness().start()
+    for u in range(60):
+        browser = [*CHROME[:3], ("Accept-Language", f"l{u % 7}")]
+        await h.send("127.36.0.1", "GET", "/login", headers=browser, advance=600)
+        if u % 3 == 0:
+            s = await h.send("127.36.0.1", "POST", LOGIN, body=creds(f"emp{u}", "typo"), status=401,
+                             headers=browser)
+            assert not s.blocked, (u, s.rules())
+        s = await h.send("127.36.0.1", "POST", LOGIN, body=creds(f"emp{u}", "ok"), status=200, headers=browser)
+        assert not s.blocked, (u, s.rules())
+        await h.send("127.36.0.1", "GET", "/api/profile", headers=[*browser, ("Cookie", f"sid=emp{u}")])
+    await h.stop()

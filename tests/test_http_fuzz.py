@@ -190,7 +190,8 @@ field_value = st.binary(max_size=40).filter(lambda b: b"\r" not in b and b"\n" n
 @st.composite
 def framing_soup(draw: Any) -> bytes:
     """A request whose framing headers are any combination of CL/TE values, valid or not."""
-    method = draw(st.sampled_from([b"GET", b"POST", b"PUT", b"HEAD", b"DELETE", b"OPTIONS", b"PATCH"]))
+    # (no HEAD: its response has no body, which parse_responses cannot know for pipelined requests)
+    method = draw(st.sampled_from([b"GET", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH"]))
     version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0"]))
     lines = [method + b" /echo " + version, b"Host: a"]
     for _ in range(draw(st.integers(0, 3))):
@@ -240,10 +241,11 @@ def test_arbitrary_header_bytes(running: _Running, name: bytes, value: bytes) ->
 def test_smuggled_request_in_body_is_not_a_request(running: _Running) -> None:
     body = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
     data = b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+    assert running.up is not None
+    before = len(running.up.requests)
     responses = check(running, data)
     assert [s for s, _ in responses] == [200]
-    assert running.up is not None
-    assert all("/smuggled" not in r.target for r in running.up.requests)
+    assert all("/smuggled" not in r.target for r in running.up.requests[before:])
 
 
 @pytest.fixture(scope="module")

@@ -238,3 +238,20 @@ async def test_refusal_is_recorded_even_if_the_client_leaves_first():
         writer.transport.abort()
         await asyncio.sleep(0.2)
     assert "protocol-cl-te" in gw.sink.rules()
+
+
+async def test_bodied_get_never_poisons_a_pooled_upstream_connection():
+    """CL.0 desync: an upstream that ignores a GET body would read it as its next request. The
+    body is forwarded with its framing, and that upstream connection is not reused."""
+    async with upstream_server() as up, gateway(make_config(up.url), only=set()) as gw:
+        smuggle = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(b"GET /echo HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%b" % (len(smuggle), smuggle))
+        first = await read_response(reader)
+        writer.write(get("/hello"))
+        second = await read_response(reader)
+        writer.close()
+    assert first.status == 200 and first.json()["body"] == smuggle.decode()
+    assert second.status == 200 and second.body == b"hello world\n"
+    assert up.connections == 2  # the GET-with-body connection was not pooled
+    assert all(r.target != "/smuggled" for r in up.requests)

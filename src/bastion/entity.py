@@ -360,12 +360,25 @@ class EntityGraph:
         if strong is not None:
             ent = strong.entity
         elif ipn is not None:
-            ent = ipn.entity
+            ent = self.anonymous_at(ipn, now)
         else:
             ent = self.node("entity:anonymous", now).entity
         cutoff = now - self.limits.idle_ttl
         self._sweeper.step(self.nodes, now, lambda n: n.seen < cutoff, self._drop)
         return Resolved(ent, nodes)
+
+    def anonymous_at(self, ipn: Node, now: float | None = None) -> Entity:
+        """The entity of a request with no API key, user or session, from address `ipn`: the
+        address's own entity, except behind a NAT (an address shared by several identities), where
+        anonymous requests are nobody's identity but a `nat:` entity of their own."""
+        ent = ipn.entity
+        if ent.n_strong == 0 or not self.popular(ipn):
+            return ent
+        key = "nat:" + ipn.key[3:]
+        if now is None:
+            n = self.nodes.get(key)
+            return n.entity if n is not None else ent
+        return self.node(key, now).entity
 
     @staticmethod
     def _saw_identity(weak: Node, ident: Entity) -> None:

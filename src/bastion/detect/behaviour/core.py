@@ -88,13 +88,15 @@ class BehaviourCore:
     def resolve(self, keys: dict[str, str]) -> Entity | None:
         """The entity of a set of keys, without recording anything (complete phase, read-only)."""
         g = self.graph
-        for kind in ("api_key", "user", "session", "ip"):
+        for kind in ("api_key", "user", "session"):
             v = keys.get(kind)
             if v:
                 n = g.nodes.get(f"{kind}:{v}")
                 if n is not None:
                     return n.entity
-        return None
+        v = keys.get("ip")
+        n = g.nodes.get(f"ip:{v}") if v else None
+        return g.anonymous_at(n) if n is not None else None
 
     def request_class(self, ex: Exchange) -> str:
         """'login' (a POST to a login route), 'lookup' (carries an identifier) or ''."""

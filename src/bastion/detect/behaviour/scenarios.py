@@ -223,9 +223,13 @@ class BehaviourDetector:
         keys = ex.keys
         ip = keys.get("ip") or ex.client.ip
         graph = self.core.graph
-        subjects: list[tuple[str, bool]] = [(f"ip:{ip}", False)]  # (subject key, is a shared-software key)
+        ip_key = f"ip:{ip}"
+        ip_node = graph.nodes.get(ip_key)
+        # (subject key, weak): a weak subject is shared by many people (client software, network, an
+        # address behind which several identities log in: a NAT); it needs a bad-outcome share too
+        subjects: list[tuple[str, bool]] = [(ip_key, ip_node is not None and graph.popular(ip_node))]
         ent = self.core.resolve(keys)
-        if ent is not None and ent.id != subjects[0][0] and not ent.id.startswith("ip:"):
+        if ent is not None and ent.id != ip_key and not ent.id.startswith(("ip:", "nat:")):
             subjects.append((ent.id, False))
         weak_nodes = []
         for kind in ("fp", "net"):
@@ -254,7 +258,7 @@ class BehaviourDetector:
                 act.last_get = now
             if not weak:
                 self._scraping(ex, subj, act, req.target.lower(), now)
-            if weak or not weak_nodes or not subj.startswith("ip:"):
+            if not weak_nodes or subj != ip_key:
                 continue
             # Popularity of the client software (and network), counted in addresses: those browsing
             # normally with it (shared) and those that only ever failed with it (bad). A browser used
@@ -283,7 +287,8 @@ class BehaviourDetector:
         else:
             if idents:
                 miss = self._missed(ex)
-                hot = self._pressure("lookup:" + template, now, miss)
+                # misses on a lookup are rarer than mistyped passwords: a lower bar for pressure
+                hot = self._pressure("lookup:" + template, now, miss, min_bad=15.0)
                 # under pressure, a fresh anonymous requester (no normal history, no key) gets less
                 # benefit of the doubt: rotating enumerators spend only a few requests per address
                 fresh = hot and (ent is None or ent.good < ESTABLISHED) and not (
@@ -369,14 +374,14 @@ class BehaviourDetector:
         user = ex.keys.get("user")
         return hash_key(user, self.salt) if user else ""
 
-    def _pressure(self, template: str, now: float, bad: bool) -> bool:
+    def _pressure(self, template: str, now: float, bad: bool, min_bad: float = 25.0) -> bool:
         p = self.pressure.get(template)
         if p is None:
             if len(self.pressure) > 10_000:
                 self.pressure.clear()
             p = self.pressure[template] = EndpointPressure()
         p.record(now, bad)
-        return p.under_attack(now)
+        return p.under_attack(now, min_bad=min_bad)
 
     def _login(self, ex: Exchange, subjects: list[tuple[str, bool]], status: int, template: str,
                now: float) -> None:

@@ -61,6 +61,7 @@ R_NONE, R_HOLD, R_STREAM, R_WAIT_BODY = range(4)
 F_NONE, F_LENGTH, F_CHUNKED, F_CLOSE = range(4)
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 REPLAY_MAX = 64 * 1024  # a request is kept for one retry on a stale keep-alive connection below this
 LINGER_SECONDS = 2.0  # how long unread client bytes are drained before a refusal closes (no RST)
 LINGER_BYTES = 1 << 20
@@ -1159,7 +1160,10 @@ class ClientConnection(asyncio.Protocol):
         self.up_deadline = 0.0
         if conn is not None:
             # A request body not fully sent leaves the connection's framing unknown: not reusable.
-            self._give_back(req, conn, req.ended)
+            # Nor is one that carried a body on a method that normally has none: an upstream that
+            # ignores such a body (CL.0 desync) would read it as the next request on this connection.
+            self._give_back(req, conn, req.ended and not (req.method in NO_BODY_METHODS and
+                                                          (req.chunked or req.length > 0)))
         self._finish(req, req.resp_close)
 
     def _give_back(self, req: _Req, conn: UpstreamConnection, reusable: bool) -> None:
