@@ -176,3 +176,23 @@ async def test_throttle_is_a_delay_not_a_block() -> None:
 def test_detector_settings_default() -> None:
     cfg = BastionConfig(detectors={"limits": DetectorSettings(observe=True)})
     assert cfg.detector("limits").observe and cfg.detector("other").enabled
+
+
+async def test_run_now_is_synchronous_until_a_hook_awaits() -> None:
+    p = Pipeline(BastionConfig(), [Warn(), HeaderFlag()], clock=ManualClock())
+    evil = make(p, [("Host", "api"), ("X-Evil", "1")])
+    verdict = p.run_now(Phase.REQUEST_HEADERS, evil)
+    assert verdict is not None and not asyncio.iscoroutine(verdict) and verdict.score == 8
+
+    class AsyncWarn:
+        name = "async-warn"
+
+        async def request_headers(self, ex: Exchange) -> None:
+            await asyncio.sleep(0)
+            ex.add(Finding("t-4", self.name, "odd", Severity.WARNING, score=3))
+
+    p2 = Pipeline(BastionConfig(), [AsyncWarn(), Warn(), Boom()], clock=ManualClock())
+    tail = p2.run_now(Phase.REQUEST_HEADERS, make(p2))
+    assert asyncio.iscoroutine(tail)
+    verdict = await tail  # the sync hooks after the async one still run, the failing one is counted
+    assert verdict is not None and verdict.rule_ids == ("t-4", "t-2") and p2.counters.detector_errors == {"boom": 1}

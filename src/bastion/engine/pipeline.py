@@ -11,8 +11,9 @@ import asyncio
 import inspect
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from bastion.clock import Clock, SystemClock
 from bastion.config import BastionConfig
@@ -24,6 +25,7 @@ from bastion.verdict import Action, Finding, Phase, Severity, Verdict
 log = logging.getLogger("bastion.engine")
 
 Hook = Callable[[Exchange], Awaitable[None] | None]
+PhaseTail = Coroutine[Any, Any, "Verdict | None"]  # the rest of a phase, after a hook went async
 
 
 @dataclass(slots=True)
@@ -107,33 +109,81 @@ class Pipeline:
 
     async def run(self, phase: Phase, ex: Exchange) -> Verdict | None:
         """Run one blocking phase; return a verdict when the exchange must be stopped or throttled."""
+        result = self.run_now(phase, ex)
+        if result is None or isinstance(result, Verdict):
+            return result
+        return await result
+
+    def run_now(self, phase: Phase, ex: Exchange) -> Verdict | PhaseTail | None:
+        """Run a phase synchronously as far as its hooks allow.
+
+        Most hooks are synchronous; running them without a coroutine saves the proxy a task per
+        phase per request. When a hook returns an awaitable, the rest of the phase continues in the
+        returned coroutine, which the caller awaits (or schedules).
+        """
         if ex.allowlisted:
             return None
         steps = self._steps[phase]
         if not steps:
             return None
         before = len(ex.findings)
-        for step in steps:
+        for i, step in enumerate(steps):
             mark = len(ex.findings)
             try:
                 result = step.hook(ex)
-                if result is not None:
-                    await result
+            except Exception as exc:
+                self._detector_failed(step, ex, phase, exc)
+                result = None
+            if result is not None:
+                return self._continue(phase, ex, i, result, before, mark)
+            if len(ex.findings) > mark:
+                self._stamp(ex.findings, mark, phase, step.observe)
+            if ex.allowlisted:
+                return None
+        return self._conclude(ex, before)
+
+    async def _continue(
+        self, phase: Phase, ex: Exchange, i: int, pending: Awaitable[None], before: int, mark: int
+    ) -> Verdict | None:
+        steps = self._steps[phase]
+        while True:
+            step = steps[i]
+            try:
+                await pending
             except Exception as exc:
                 self._detector_failed(step, ex, phase, exc)
             if len(ex.findings) > mark:
                 self._stamp(ex.findings, mark, phase, step.observe)
             if ex.allowlisted:
                 return None
+            i += 1
+            while i < len(steps):
+                step = steps[i]
+                mark = len(ex.findings)
+                try:
+                    result = step.hook(ex)
+                except Exception as exc:
+                    self._detector_failed(step, ex, phase, exc)
+                    result = None
+                if result is not None:
+                    pending = result
+                    break
+                if len(ex.findings) > mark:
+                    self._stamp(ex.findings, mark, phase, step.observe)
+                if ex.allowlisted:
+                    return None
+                i += 1
+            else:
+                return self._conclude(ex, before)
+
+    def _conclude(self, ex: Exchange, before: int) -> Verdict | None:
         if len(ex.findings) == before:
             return None
         verdict = self.evaluator.evaluate(ex)
-        if verdict is not None and verdict.action >= Action.THROTTLE:
-            ex.verdict = verdict
-            return verdict
-        if verdict is not None:
-            ex.verdict = verdict  # LOG: observe mode, recorded and served
-        return None
+        if verdict is None:
+            return None
+        ex.verdict = verdict  # LOG verdicts (observe mode) are recorded and served
+        return verdict if verdict.action >= Action.THROTTLE else None
 
     async def connection(self, ex: Exchange) -> Verdict | None:
         return await self.run(Phase.CONNECTION, ex)

@@ -18,13 +18,13 @@ import logging
 import secrets
 import socket
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import httptools
 
 from bastion.config import parse_hostport
-from bastion.engine.pipeline import valid_request_id
+from bastion.engine.pipeline import PhaseTail, valid_request_id
 from bastion.errors import problem_for
 from bastion.exchange import Client, Exchange, Headers, Response
 from bastion.frontends.proxy import http as h
@@ -171,7 +171,7 @@ class _Req:
         self.ended = False
         self.error: Finding | None = None
         self.st = Q_QUEUED
-        self.task: asyncio.Future[Any] | None = None
+        self.task: asyncio.Future[Any] | asyncio.Handle | None = None
         self.up: UpstreamConnection | None = None
         self.up_paused = 0
         self.replay = b""
@@ -783,26 +783,57 @@ class ClientConnection(asyncio.Protocol):
                 return
         self._after_head(req, None)
 
-    async def _inspect_head(self, ex: Exchange, conn_phase: bool) -> Verdict | None:
+    def _inspect_head(self, ex: Exchange, conn_phase: bool) -> Verdict | PhaseTail | None:
+        """Connection phase (first request of a connection) then request headers, synchronously
+        unless a hook goes async."""
         p = self.s.pipeline
-        first: Verdict | None = None
         if conn_phase:
-            first = await p.connection(ex)
+            first = p.run_now(Phase.CONNECTION, ex)
+            if first is not None and not isinstance(first, Verdict):
+                return self._head_after_connection(first, ex)
             if first is not None and first.blocks:
                 return first
-        if self.s.wants_head:
-            v = await p.request_headers(ex)
-            if v is not None:
-                return v
-        return first
+            if self.s.wants_head:
+                v = p.run_now(Phase.REQUEST_HEADERS, ex)
+                return first if v is None else v
+            return first
+        return p.run_now(Phase.REQUEST_HEADERS, ex)
+
+    async def _head_after_connection(self, pending: PhaseTail, ex: Exchange) -> Verdict | None:
+        first = await pending
+        if (first is not None and first.blocks) or not self.s.wants_head:
+            return first
+        v = await self.s.pipeline.run(Phase.REQUEST_HEADERS, ex)
+        return first if v is None else v
 
     def _spawn(
         self,
         req: _Req,
-        coro: Coroutine[Any, Any, Verdict | None],
+        result: Verdict | PhaseTail | None,
         then: Callable[[_Req, Verdict | None], None],
     ) -> None:
-        task = self.loop.create_task(coro)
+        """Continue with `then` once a phase has decided. A phase that ran synchronously (the
+        common case) continues on the next loop turn, a callback costing far less than a task; the
+        turn matters: the parser finishes the data it was fed (message complete, pipelined
+        requests) before the answer is chosen, exactly as when the phase had to wait."""
+        if result is None or isinstance(result, Verdict):
+            decided: Verdict | None = result
+
+            def resume() -> None:
+                if req.task is not handle:
+                    return
+                req.task = None
+                if self.transport is None:
+                    return
+                try:
+                    then(req, decided)
+                except Exception as err:
+                    self._crashed(req, err)
+
+            handle = self.loop.call_soon(resume)
+            req.task = handle
+            return
+        task = self.loop.create_task(result)
         req.task = task
 
         def done(t: asyncio.Future[Verdict | None]) -> None:
@@ -865,7 +896,7 @@ class ClientConnection(asyncio.Protocol):
         limit = self.s.inspect_bytes
         r.body = body[:limit]
         r.body_truncated = not req.ended or len(body) > limit
-        self._spawn(req, self.s.pipeline.request_body(req.ex), self._after_body)
+        self._spawn(req, self.s.pipeline.run_now(Phase.REQUEST_BODY, req.ex), self._after_body)
 
     def _after_body(self, req: _Req, v: Verdict | None) -> None:
         if v is not None:
@@ -995,7 +1026,7 @@ class ClientConnection(asyncio.Protocol):
             return
         req.rs = R_HOLD
         if s.wants_resp_head:
-            self._spawn(req, s.pipeline.response_headers(ex), self._after_resp_head)
+            self._spawn(req, s.pipeline.run_now(Phase.RESPONSE_HEADERS, ex), self._after_resp_head)
         else:
             self._after_resp_head(req, None)
 
@@ -1027,7 +1058,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if s.wants_resp_body:
             req.rs = R_HOLD
-            self._spawn(req, s.pipeline.response_body(req.ex), self._after_resp_body)
+            self._spawn(req, s.pipeline.run_now(Phase.RESPONSE_BODY, req.ex), self._after_resp_body)
         else:
             self._release_hold(req)
 
