@@ -169,3 +169,25 @@ async def test_slow_reader_pauses_upstream_then_is_cut():
         writer.close()
         assert got < n
         assert (await request(gw.port, get("/hello"))).status == 200
+
+
+async def test_streamed_response_prefix_reaches_the_complete_phase():
+    """With no response-body detector the response streams, and its prefix is still copied for
+    complete-phase readers (the catalog learns response schemas and sensitive data from it)."""
+    seen: list[bytes] = []
+
+    class Learner:
+        name = "learner"
+
+        def complete(self, ex: Exchange) -> None:
+            assert ex.response is not None
+            seen.append(ex.response.body)
+
+    cfg = make_config("http://127.0.0.1:1", limits={"inspect_response_bytes": 1000})
+    async with upstream_server() as up:
+        cfg.upstream.url = up.url
+        async with gateway(cfg, detectors=[Learner()]) as gw:
+            big = await request(gw.port, get("/big?n=50000"), wait=20)
+            await gw.runtime.pipeline.drain()
+    assert big.body == bytes(i % 251 for i in range(50_000))
+    assert seen == [bytes(i % 251 for i in range(1000))]

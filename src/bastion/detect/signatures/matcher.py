@@ -116,12 +116,13 @@ class CompiledRule:
     views: tuple[str, ...]
     zones: frozenset[str]  # zone groups without a header filter
     header_names: frozenset[str]  # headers:<name> filters
+    header_skip: frozenset[str]  # headers:!<name>: every inspected header but these
     confirm: Confirm | None
     observe: bool = False
 
     def wants(self, v: Value) -> bool:
         if v.zone in self.zones:
-            return True
+            return v.zone != "headers" or v.name not in self.header_skip
         return v.zone == "headers" and v.name in self.header_names
 
     def check(self, v: Value) -> str | None:
@@ -198,10 +199,13 @@ def bounded(pattern: str, limit: int = 64) -> str:
 
 def compile_rule(rule: Rule, index: int, confirm: Confirm | None, observe: bool = False) -> CompiledRule:
     flags = re.ASCII | (re.IGNORECASE if rule.caseless else 0)
-    zones, headers = set(), set()
+    zones, headers, skip = set(), set(), set()
     for z in rule.zones:
         base, _, name = z.partition(":")
-        if name:
+        if name.startswith("!"):
+            zones.add(base)
+            skip.add(name[1:].lower())
+        elif name:
             headers.add(name.lower())
         else:
             zones.add(base)
@@ -213,6 +217,7 @@ def compile_rule(rule: Rule, index: int, confirm: Confirm | None, observe: bool 
         views=tuple(rule.transforms),
         zones=frozenset(zones),
         header_names=frozenset(headers),
+        header_skip=frozenset(skip),
         confirm=confirm,
         observe=observe,
     )

@@ -6,7 +6,7 @@
         message: SQL injection confirmed by the SQL tokenizer
         severity: critical          # critical 5, error 4, warning 3, notice 2 anomaly points
         paranoia: 1                 # 1 (default set) .. 4 (strictest)
-        zones: [args, arg_names, cookies, "headers:user-agent"]
+        zones: [args, arg_names, cookies, "headers:user-agent"]   # "headers:!referer": all headers but one
         transforms: [decode]        # views to match: raw, decode, sql, cmd, path
         patterns: ["..."]           # Python/PCRE syntax; case-insensitive unless caseless: false
         unless: ["..."]             # a value matching one of these is not a hit

@@ -55,6 +55,11 @@ _B64_ZONES = frozenset({"args", "cookies", "headers"})
 
 _B64 = re.compile(r"[A-Za-z0-9+/_-]{6,}={0,2}")
 
+# A path segment made of these alone is an ordinary resource name; any other segment is also
+# inspected on its own, so that rules anchored at a value's start (`sleep(20)`, `OR '1'='1`,
+# `subSTR($x)`) see it the way the application's router hands it to the code.
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9._~@:,=+-]*")
+
 
 # A value without any of these has every view equal to itself (no transform changes it): the
 # common case, checked with one regex search instead of one call per view.
@@ -194,7 +199,12 @@ class Collector:
 def request_head_values(req: Request, opts: ZoneOptions) -> list[Value]:
     """Values known once the request head is in: path, query, cookies, headers."""
     c = Collector(opts)
-    c.add("path", "path", "", req.path)
+    path = req.path
+    c.add("path", "path", "", path)
+    if path.count("/") > 1 and _PLAIN_SEGMENT.fullmatch(path.replace("/", "")) is None:
+        for seg in path.split("/"):
+            if seg and _PLAIN_SEGMENT.fullmatch(seg) is None:
+                c.add("path", "path", "segment", seg)
     query = req.query
     if query:
         for part in query.split("&"):

@@ -237,6 +237,9 @@ class ProxyServer:
         self.wants_body = p.wants(Phase.REQUEST_BODY) and self.inspect_bytes > 0
         self.wants_resp_head = p.wants(Phase.RESPONSE_HEADERS)
         self.wants_resp_body = p.wants(Phase.RESPONSE_BODY) and self.inspect_resp_bytes > 0
+        # Complete-phase readers (catalog: response schemas, sensitive data) see the response body
+        # prefix even when nothing holds the response back: it is copied as it streams past.
+        self.copy_resp_prefix = p.wants(Phase.COMPLETE) and self.inspect_resp_bytes > 0
         self.connections: set[ClientConnection] = set()
         self.refused_connections = 0
         self._server: asyncio.Server | None = None
@@ -1110,6 +1113,10 @@ class ClientConnection(asyncio.Protocol):
         if resp is not None:
             resp.body_size += len(data)
         if req.rs == R_STREAM:
+            if resp is not None and self.s.copy_resp_prefix:
+                room = self.s.inspect_resp_bytes - len(resp.body)
+                if room > 0:
+                    resp.body += data[:room]
             self._write_body(req, data)
             return
         req.resp_buf.append(data)
