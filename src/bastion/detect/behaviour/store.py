@@ -258,15 +258,18 @@ class RedisStore(DecisionStore):
 
         self._redis = aioredis.from_url(self.url, socket_timeout=5.0, socket_connect_timeout=2.0)
         self.ready = asyncio.Event()
+        loaded = True
         try:
             await self.load()
         except Exception as exc:
             # Redis down at start-up: enforce config decisions and what this instance decides, and
             # catch up when the channel comes back (the listener reloads the hash on reconnect).
             log.error("decisions: cannot load from %s (%r); continuing with local decisions", self.url, exc)
+            loaded = False
         self._listener = asyncio.get_running_loop().create_task(self._listen())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.ready.wait(), 2.0)
+        if loaded:  # subscribed before serving, so no decision published from now on is missed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.ready.wait(), 2.0)
 
     async def load(self) -> None:
         now = self._now() if self._now else None
