@@ -92,3 +92,31 @@ async def test_replay_verdicts_are_blocks() -> None:
     pipeline = Pipeline(BastionConfig(), [QuoteInQuery()], clock=clock)
     ex = await Replayer(pipeline, clock).replay(parse_combined(COMBINED))
     assert ex.verdict is not None and ex.verdict.action == Action.BLOCK
+
+
+def test_analyze_command_reports_and_stores(tmp_path) -> None:
+    import orjson
+    from typer.testing import CliRunner
+
+    from bastion.cli import app
+    from bastion.config import BastionConfig
+    from bastion.store import open_store
+
+    log = tmp_path / "access.log"
+    log.write_text(
+        '203.0.113.7 - - [23/Nov/2026:10:00:01 +0000] "GET /search?q=%27%20UNION%20SELECT%20password%20FROM%20users-- '
+        'HTTP/1.1" 200 512 "-" "Mozilla/5.0"\n'
+        '203.0.113.8 - - [23/Nov/2026:10:00:05 +0000] "GET /products HTTP/1.1" 200 90 "-" "curl/8"\n'
+        "not a log line\n"
+    )
+    data = tmp_path / "data"
+    result = CliRunner().invoke(app, ["analyze", str(log), "--data-dir", str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    report = orjson.loads(result.stdout[result.stdout.index("{"):])
+    assert report["exchanges"] == 2 and report["skipped"] == 1 and report["would_block"] == 1
+    assert report["by_client"] == {"203.0.113.7": 1}
+    store = open_store(BastionConfig(data_dir=data))
+    events = store.query(limit=10)
+    assert [e.client_ip for e in events] == ["203.0.113.7"]
+    missing = CliRunner().invoke(app, ["analyze", str(tmp_path / "nope.log")])
+    assert missing.exit_code != 0

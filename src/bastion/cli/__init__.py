@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import typer
 
+from bastion.cli import analyze as analyze_cli
 from bastion.cli import catalog as catalog_cli
 from bastion.cli import config as config_cli
 from bastion.cli import decisions as decisions_cli
@@ -26,6 +27,7 @@ app.add_typer(rules_cli.rules_app, name="rules")
 app.add_typer(catalog_cli.app, name="catalog")
 app.add_typer(decisions_cli.app, name="decisions")
 app.command("simulate")(simulate_cli.simulate)
+app.command("analyze")(analyze_cli.analyze)
 
 
 def main() -> None:
