@@ -237,6 +237,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--one-client", action="store_true")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--attacks-first", action="store_true", help="send every attack before any legitimate request")
     args = ap.parse_args()
     up_port, gw_port = free_port(), free_port()
     data = tempfile.mkdtemp(prefix="bastion-eval-")
@@ -256,11 +257,13 @@ def main() -> None:
         attacks, benign = attack_requests(), benign_requests()
         # Interleave, as real traffic is.
         mixed: list[Req] = []
-        for i in range(max(len(attacks), len(benign))):
+        for i in range(0 if args.attacks_first else max(len(attacks), len(benign))):
             if i < len(benign):
                 mixed.append(benign[i])
             if i < len(attacks):
                 mixed.append(attacks[i])
+        if args.attacks_first:
+            mixed = attacks + benign
         blocked: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         misses: list[Req] = []
         for n, req in enumerate(mixed):

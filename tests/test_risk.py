@@ -146,3 +146,20 @@ def test_config_mistakes_are_reported_with_their_field() -> None:
     assert "treshold" in str(exc2.value)
     with pytest.raises(ConfigError):
         parse_config({"behaviour": {"login": {"routes": ["(unclosed"]}}})
+
+
+async def test_mixed_traffic_source_is_watched_not_banned() -> None:
+    """A shared address (NAT, load balancer, one test harness) sending mostly normal requests loses
+    only its hostile ones; a source whose traffic is mostly attacks is blocked as a whole."""
+    h = await harness()
+    add_flagger(h, Flagger())
+    mixed, tool = "127.20.1.1", "127.20.1.2"
+    for _ in range(40):
+        await h.send(mixed, target="/products", advance=0.5)
+        await h.send(mixed, target="/attack", advance=0.5)
+        await h.send(tool, target="/attack", advance=0.5)
+    clean = await h.send(mixed, target="/products", advance=0.5)
+    assert clean.status == 200
+    assert not [f for f in clean.ex.findings if f.action is not None and f.action >= Action.THROTTLE]
+    assert (await h.send(tool, target="/products", advance=0.5)).status == 403
+    await h.stop()

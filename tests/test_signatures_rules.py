@@ -123,3 +123,17 @@ def test_cli_rules_test_fails_on_a_broken_case(tmp_path: Path) -> None:
     (tmp_path / "942110.yaml").write_text('rule: "942110"\nmatch: ["hello world"]\nno_match: []\n', encoding="utf-8")
     result = CliRunner().invoke(app, ["rules", "test", "--cases", str(tmp_path)])
     assert result.exit_code == 1 and "FAIL 942110" in result.output
+
+
+def test_a_header_exclusion_zone_inspects_every_header_but_the_named_ones() -> None:
+    from bastion.detect.signatures.matcher import compile_rule
+    from bastion.detect.signatures.rules import Rule
+    from bastion.detect.signatures.zones import Value
+
+    rule = Rule.model_validate({"id": "999001", "class": "ssrf", "message": "test rule",
+                                "zones": ["args", "headers", "headers:!referer"], "patterns": ["x"]})
+    cr = compile_rule(rule, 0, None)
+    assert cr.wants(Value("headers", "header", "x-callback", "x"))
+    assert cr.wants(Value("args", "query", "referer", "x"))  # only the header is left out
+    assert not cr.wants(Value("headers", "header", "referer", "x"))
+    assert not cr.wants(Value("cookies", "cookie", "a", "x"))

@@ -112,3 +112,11 @@ def test_value_cap_keeps_the_rest_as_one_value() -> None:
 def test_binary_responses_are_skipped() -> None:
     assert response_values(b"\x89PNG...", "image/png") == []
     assert response_values(b"<html>", "text/html")[0].raw == "<html>"
+
+
+def test_unusual_path_segments_are_also_inspected_one_by_one() -> None:
+    got = labels(request_head_values(req("/get/if(now()=sysdate(),sleep(12),0)/x"), ZoneOptions()))
+    assert ("path", "path", "/get/if(now()=sysdate(),sleep(12),0)/x") in got
+    assert ("path", "path:segment", "if(now()=sysdate(),sleep(12),0)") in got
+    plain = request_head_values(req("/api/v2/users/42/orders/a-b_c.json"), ZoneOptions())
+    assert [v.label for v in plain if v.zone == "path"] == ["path"]  # ordinary names: the path alone

@@ -226,8 +226,8 @@ def extract_keys(ex: Exchange, s: KeySettings) -> dict[str, str]:
 class Entity:
     """A set of linked keys with one risk. Plain slots keep it small (about 200 bytes)."""
 
-    __slots__ = ("blocked_until", "good", "history", "id", "members", "n_ip", "n_strong", "offenses", "risk",
-                 "risk_t", "scope", "seen")
+    __slots__ = ("blocked_until", "good", "history", "hostile", "id", "members", "n_ip", "n_strong", "offenses",
+                 "risk", "risk_t", "scope", "seen")
 
     def __init__(self, eid: str, now: float) -> None:
         self.id = eid  # the key it was first seen with: stable while that key lives
@@ -241,6 +241,7 @@ class Entity:
         self.blocked_until = 0.0
         self.seen = now
         self.good = 0  # requests the API answered normally (2xx/3xx, not a login or a lookup)
+        self.hostile = 0  # requests with exploit findings (signatures, protocol): see RiskModel.feed
         self.scope = ""  # what a software (fingerprint) entity's block covers: "", "login", "lookup"
 
     def keys(self) -> list[str]:
@@ -412,6 +413,7 @@ class EntityGraph:
         big.risk_t = t
         big.offenses = max(big.offenses, small.offenses)
         big.good += small.good
+        big.hostile += small.hostile
         big.blocked_until = max(big.blocked_until, small.blocked_until)
         if small.history:
             merged = (big.history or []) + small.history

@@ -111,8 +111,14 @@ class RiskModel:
             else:
                 derived += p
                 top = top or f.rule_id
-        if ent.blocked_until <= now:
+        if ent.blocked_until <= now and derived > 0:
             total = min(derived, cap)
+            ent.hostile += 1
+            if ent.hostile < self.s.exploit_share * (ent.hostile + ent.good):
+                # Mixed traffic: each hostile request is refused by the detectors that flagged it,
+                # and the source is watched, but its normal requests keep flowing. Only a source
+                # whose traffic is mostly attacks (a tool, a bot) climbs to throttle and block.
+                total = min(total, max(0.0, self.s.watch - self.current(ent, now)))
             if total > 0:
                 self.add(ent, total, top, now)
         touched: dict[int, Entity] = {id(ent): ent}

@@ -41,6 +41,12 @@ class RiskSettings(_Section):
     block_growth: float = Field(2.0, ge=1, description="each repeat offence multiplies the block time")
     block_ttl_max: float = Field(7 * 86400.0, gt=0)
     max_points_per_exchange: float = Field(40.0, gt=0, description="cap on risk one exchange can add")
+    exploit_share: float = Field(
+        0.8, ge=0, le=1,
+        description="share of an entity's requests that must carry exploit findings (signatures, protocol) "
+                    "before those findings raise its risk past `watch`: a shared address (NAT, load balancer) "
+                    "with mostly normal traffic loses only its hostile requests, never all of them",
+    )
     challenge_enabled: bool = Field(True, description="false: the challenge band blocks instead")
 
     @model_validator(mode="after")
