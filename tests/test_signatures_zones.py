@@ -120,3 +120,15 @@ def test_unusual_path_segments_are_also_inspected_one_by_one() -> None:
     assert ("path", "path:segment", "if(now()=sysdate(),sleep(12),0)") in got
     plain = request_head_values(req("/api/v2/users/42/orders/a-b_c.json"), ZoneOptions())
     assert [v.label for v in plain if v.zone == "path"] == ["path"]  # ordinary names: the path alone
+
+
+def test_session_id_parameters_are_inspected_unless_the_site_links_to_itself() -> None:
+    def names(headers: list[tuple[str, str]]) -> set[str]:
+        vals = request_head_values(req("/login?jsessionid=abc&page=2", headers), ZoneOptions())
+        return {v.raw for v in vals if v.zone == "arg_names"}
+
+    assert names([("Host", "shop.example")]) == {"jsessionid"}  # typed in or from a mail: fixation link
+    assert names([("Host", "shop.example"), ("Referer", "https://evil.example/x")]) == {"jsessionid"}
+    assert names([("Host", "shop.example:8443"), ("Referer", "https://shop.example:8443/cart")]) == set()
+    cookie_only = request_head_values(req("/", [("Cookie", "JSESSIONID=abc")]), ZoneOptions())
+    assert not [v for v in cookie_only if v.zone == "arg_names"]  # a session cookie is ordinary

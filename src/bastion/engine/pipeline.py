@@ -121,13 +121,15 @@ class Pipeline:
         phase per request. When a hook returns an awaitable, the rest of the phase continues in the
         returned coroutine, which the caller awaits (or schedules).
         """
-        if ex.allowlisted:
+        if ex.allowlisted or not self._steps[phase]:
             return None
+        return self._advance(phase, ex, 0, len(ex.findings))
+
+    def _advance(self, phase: Phase, ex: Exchange, i: int, before: int) -> Verdict | PhaseTail | None:
+        """Run the steps of `phase` from the i-th on; `before` is where this phase's findings start."""
         steps = self._steps[phase]
-        if not steps:
-            return None
-        before = len(ex.findings)
-        for i, step in enumerate(steps):
+        while i < len(steps):
+            step = steps[i]
             mark = len(ex.findings)
             try:
                 result = step.hook(ex)
@@ -135,46 +137,30 @@ class Pipeline:
                 self._detector_failed(step, ex, phase, exc)
                 result = None
             if result is not None:
-                return self._continue(phase, ex, i, result, before, mark)
-            if len(ex.findings) > mark:
-                self._stamp(ex.findings, mark, phase, step.observe)
-            if ex.allowlisted:
-                return None
-        return self._conclude(ex, before)
-
-    async def _continue(
-        self, phase: Phase, ex: Exchange, i: int, pending: Awaitable[None], before: int, mark: int
-    ) -> Verdict | None:
-        steps = self._steps[phase]
-        while True:
-            step = steps[i]
-            try:
-                await pending
-            except Exception as exc:
-                self._detector_failed(step, ex, phase, exc)
+                return self._after_await(phase, ex, i, result, before, mark)
             if len(ex.findings) > mark:
                 self._stamp(ex.findings, mark, phase, step.observe)
             if ex.allowlisted:
                 return None
             i += 1
-            while i < len(steps):
-                step = steps[i]
-                mark = len(ex.findings)
-                try:
-                    result = step.hook(ex)
-                except Exception as exc:
-                    self._detector_failed(step, ex, phase, exc)
-                    result = None
-                if result is not None:
-                    pending = result
-                    break
-                if len(ex.findings) > mark:
-                    self._stamp(ex.findings, mark, phase, step.observe)
-                if ex.allowlisted:
-                    return None
-                i += 1
-            else:
-                return self._conclude(ex, before)
+        return self._conclude(ex, before)
+
+    async def _after_await(
+        self, phase: Phase, ex: Exchange, i: int, pending: Awaitable[None], before: int, mark: int
+    ) -> Verdict | None:
+        step = self._steps[phase][i]
+        try:
+            await pending
+        except Exception as exc:
+            self._detector_failed(step, ex, phase, exc)
+        if len(ex.findings) > mark:
+            self._stamp(ex.findings, mark, phase, step.observe)
+        if ex.allowlisted:
+            return None
+        rest = self._advance(phase, ex, i + 1, before)
+        if rest is None or isinstance(rest, Verdict):
+            return rest
+        return await rest
 
     def _conclude(self, ex: Exchange, before: int) -> Verdict | None:
         if len(ex.findings) == before:

@@ -34,6 +34,7 @@ _OVERLONG3 = re.compile(rb"\xe0[\x80-\x81][\x80-\xbf]")
 _JS_ESCAPE = re.compile(r"\\(?:u\{([0-9a-fA-F]{1,6})\}|u([0-9a-fA-F]{4})|x([0-9a-fA-F]{2}))")
 _FULLWIDTH = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)}
 _FULLWIDTH[0x3000] = 0x20
+_HAS_FULLWIDTH = re.compile("[\uff01-\uff5e\u3000]")  # str.translate is slow on non-ASCII text: test first
 
 
 def _overlong2(m: re.Match[bytes]) -> bytes:
@@ -78,7 +79,7 @@ def decode(s: str) -> str:
             s = html.unescape(s)
         if "\\" in s:
             s = _JS_ESCAPE.sub(_js_unescape, s)
-        if not s.isascii():
+        if not s.isascii() and _HAS_FULLWIDTH.search(s):
             s = s.translate(_FULLWIDTH)
         if s == before:
             break
@@ -107,7 +108,7 @@ def sql(s: str) -> str:
 _CMD_IFS = re.compile(r"\$\{?IFS\}?(?:\$\d)?", re.IGNORECASE)
 _CMD_EMPTY = re.compile(r"\$(?:[@*]|\{\s*\}|\{?[0-9]\}?)|\$\{[!#]?[a-zA-Z_][a-zA-Z0-9_]*:?[-=]?\}")
 _CMD_TRIGGER = re.compile(r"[\\'\"$^]")
-_CMD_DROP = str.maketrans("", "", "\\'\"^")
+_CMD_DROP = re.compile(r"[\\'\"^]")  # a regex: str.translate is slow on non-ASCII text
 
 
 def cmd(s: str) -> str:
@@ -117,7 +118,7 @@ def cmd(s: str) -> str:
     if "$" in s:
         s = _CMD_IFS.sub(" ", s)
         s = _CMD_EMPTY.sub("", s)
-    return s.translate(_CMD_DROP)
+    return _CMD_DROP.sub("", s)
 
 
 _MULTI_SLASH = re.compile(r"/{2,}")

@@ -50,6 +50,12 @@ MAX_DEPTH = 64
 # A name that is a plain identifier (`page`, `user_id`, `X-Trace`) cannot carry any attack the
 # rules look for; only names with punctuation (`a[$ne]`, `__proto__`, `<x>`) are inspected.
 _SIMPLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,40}")
+# Session cookie names: as a query or form *parameter* (never as a cookie) one of these plants a
+# session id chosen by someone else (session fixation), so it is inspected although it is plain.
+SESSION_PARAM_NAMES = frozenset(
+    {"jsessionid", "phpsessid", "aspsessionid", "asp.net_sessionid", "cfid", "cftoken", "laravel_session",
+     "connect.sid", "_flask_session", "ci_session"}
+)
 _SUSPICIOUS_IN_PATH = re.compile(r"__|prototype|constructor|class|\$|java", re.IGNORECASE)
 _B64_ZONES = frozenset({"args", "cookies", "headers"})
 
@@ -63,7 +69,12 @@ _PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9._~@:,=+-]*")
 
 # A value without any of these has every view equal to itself (no transform changes it): the
 # common case, checked with one regex search instead of one call per view.
-_TRANSFORMABLE = re.compile(r"[%&\\\x00'\"$^]|/[*./]|\*/|[^\x00-\x7f]|\s{16}")
+# (`//` right after a scheme's colon is left alone: the path view only folds repeated slashes,
+# which in `https://host/x` changes nothing any rule looks at.)
+_TRANSFORMABLE = re.compile(r"[%&\\\x00'\"$^]|/[*.]|(?<!:)//|\*/|[^\x00-\x7f]|\s{16}")
+
+
+_BASE_VIEWS = frozenset({"raw", "decode"})
 
 
 class Value:
@@ -76,7 +87,7 @@ class Value:
         self.source = source
         self.name = name
         self.views: dict[str, str] = {"raw": raw}
-        self.plain = _TRANSFORMABLE.search(raw) is None
+        self.plain = (raw.isascii() and raw.isalnum()) or _TRANSFORMABLE.search(raw) is None
 
     @property
     def raw(self) -> str:
@@ -93,12 +104,12 @@ class Value:
             d = views["decode"] = VIEWS["decode"][1](raw)
         out = [raw] if d == raw else [raw, d]
         for name in names:
-            if name == "raw" or name == "decode":
+            if name in _BASE_VIEWS:
                 continue
             t = views.get(name)
             if t is None:
                 t = views[name] = VIEWS[name][1](d)
-            if t not in out:
+            if t != d and t not in out:
                 out.append(t)
         return out
 
@@ -162,9 +173,11 @@ def maybe_base64(v: str) -> str | None:
 class Collector:
     """Builds the value list of one phase, capped at `max_values`."""
 
-    __slots__ = ("b64", "max", "overflow", "values")
+    __slots__ = ("_session_names", "b64", "max", "overflow", "req", "values")
 
-    def __init__(self, opts: ZoneOptions) -> None:
+    def __init__(self, opts: ZoneOptions, req: Request | None = None) -> None:
+        self.req = req  # for the session-fixation context, computed only if a session name shows up
+        self._session_names: bool | None = None
         self.values: list[Value] = []
         self.max = opts.max_values
         self.b64 = opts.base64
@@ -185,8 +198,17 @@ class Collector:
 
     def add_name(self, source: str, name: str, raw: str) -> None:
         """An argument name, unless it is a plain identifier (see _SIMPLE_NAME)."""
-        if _SIMPLE_NAME.fullmatch(raw) is None:
+        if _SIMPLE_NAME.fullmatch(raw) is None or (
+            raw.lower() in SESSION_PARAM_NAMES and source != "cookie" and self.session_names
+        ):
             self.add("arg_names", source, name, raw)
+
+    @property
+    def session_names(self) -> bool:
+        """Whether session-cookie names used as parameters are inspected (see _foreign_or_no_referer)."""
+        if self._session_names is None:
+            self._session_names = self.req is not None and _foreign_or_no_referer(self.req)
+        return self._session_names
 
     def finish(self) -> list[Value]:
         if self.overflow:
@@ -196,9 +218,28 @@ class Collector:
         return self.values
 
 
+def _foreign_or_no_referer(req: Request) -> bool:
+    """True when the request does not come from a page of the same site: no Referer, or one on
+    another host. An application that rewrites URLs with its session id (`;jsessionid=`,
+    `?PHPSESSID=`) links to itself; a fixation link arrives from elsewhere or is typed in."""
+    referer = req.headers.get("referer")
+    if not referer:
+        return True
+    m = _REFERER_HOST.match(referer)
+    return m is None or _host_only(m.group(1)) != _host_only(req.headers.get("host") or "")
+
+
+def _host_only(h: str) -> str:
+    h = h.strip().lower()
+    return h[: h.find("]") + 1] if h.startswith("[") else h.partition(":")[0]
+
+
+_REFERER_HOST = re.compile(r"\s*[a-z][a-z0-9+.-]*://(?:[^/@\s]*@)?(\[[^\]]*\]|[^/:?#\s]*)", re.IGNORECASE)
+
+
 def request_head_values(req: Request, opts: ZoneOptions) -> list[Value]:
     """Values known once the request head is in: path, query, cookies, headers."""
-    c = Collector(opts)
+    c = Collector(opts, req)
     path = req.path
     c.add("path", "path", "", path)
     if path.count("/") > 1 and _PLAIN_SEGMENT.fullmatch(path.replace("/", "")) is None:
@@ -242,7 +283,7 @@ def request_body_values(req: Request, opts: ZoneOptions) -> list[Value]:
     body = req.body
     if not body:
         return []
-    c = Collector(opts)
+    c = Collector(opts, req)
     text = _text(body)
     ct_raw = req.headers.get("content-type") or ""
     ct = ct_raw.lower()
