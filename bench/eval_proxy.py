@@ -205,7 +205,8 @@ async def handle(r, w):
                     n = int(line.split(b":")[1])
             if n:
                 await r.readexactly(n)
-            w.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}")
+            body = b"" if head.startswith(b"HEAD ") else b"{\"ok\":true}"
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n" + body)
             await w.drain()
     except Exception:
         w.close()
