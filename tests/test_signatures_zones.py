@@ -132,3 +132,12 @@ def test_session_id_parameters_are_inspected_unless_the_site_links_to_itself() -
     assert names([("Host", "shop.example:8443"), ("Referer", "https://shop.example:8443/cart")]) == set()
     cookie_only = request_head_values(req("/", [("Cookie", "JSESSIONID=abc")]), ZoneOptions())
     assert not [v for v in cookie_only if v.zone == "arg_names"]  # a session cookie is ordinary
+
+
+def test_an_unencoded_ampersand_inside_a_query_value_is_also_inspected_whole() -> None:
+    got = labels(request_head_values(req("/x?ip=127.0.0.1&&ping+-c+10+127.0.0.1&b=2"), ZoneOptions()))
+    assert ("args", "query:ip", "127.0.0.1") in got
+    assert ("args", "query:ip", "127.0.0.1&&ping -c 10 127.0.0.1") in got
+    assert ("args", "query:b", "2") in got
+    plain = request_head_values(req("/x?a=1&b=2&c"), ZoneOptions())
+    assert [v.raw for v in plain if v.zone == "args"] == ["1", "2", "2&c"]  # a bare flag joins its neighbour

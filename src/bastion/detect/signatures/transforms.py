@@ -61,6 +61,13 @@ def url_decode(s: str) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
+def _fold_overlong(s: str) -> str:
+    """Overlong UTF-8 sequences carried as surrogate escapes (undecodable bytes) folded to ASCII."""
+    raw = s.encode("utf-8", "surrogateescape")
+    folded = _OVERLONG3.sub(_overlong3, _OVERLONG2.sub(_overlong2, raw))
+    return s if folded == raw else folded.decode("utf-8", "surrogateescape")
+
+
 def _js_unescape(m: re.Match[str]) -> str:
     hexdigits = m.group(1) or m.group(2) or m.group(3)
     cp = int(hexdigits, 16)
@@ -71,6 +78,8 @@ def decode(s: str) -> str:
     """Repeated decoding until the value stops changing (at most 4 rounds: enough for triple encoding)."""
     if s.isascii() and _DECODE_TRIGGER.search(s) is None:
         return s
+    if "\udcc0" in s or "\udcc1" in s or "\udce0" in s:
+        s = _fold_overlong(s)  # the zone parser already percent-decoded `%c0%ae` into raw bytes
     for _ in range(4):
         before = s
         if "%" in s:

@@ -248,17 +248,33 @@ def request_head_values(req: Request, opts: ZoneOptions) -> list[Value]:
                 c.add("path", "path", "segment", seg)
     query = req.query
     if query:
+        # An unencoded `&` inside a value (`ip=1.2.3.4&&ping -c 9 x`) splits it: a program reading
+        # the raw query (CGI, a shell wrapper) sees it whole, so the value followed by its `=`-less
+        # pieces is also inspected as one value.
+        joined: list[str] = []
+        last_k = ""
         for part in query.split("&"):
+            if "=" not in part and joined:
+                joined.append(part)
+                continue
+            if len(joined) > 1:
+                c.add("args", "query", last_k, unquote_plus("&".join(joined), errors="surrogateescape"))
+            joined = []
             if not part:
                 continue
             k, _, v = part.partition("=")
             # Decoded once, as the application will (unquote only when there is something to undo).
             if "%" in k or "+" in k:
                 k = unquote_plus(k, errors="surrogateescape")
+            c.add_name("query", k, k)
+            if "=" in part:
+                joined = [part[len(part) - len(v):]]
+                last_k = k
             if "%" in v or "+" in v:
                 v = unquote_plus(v, errors="surrogateescape")
-            c.add_name("query", k, k)
             c.add("args", "query", k, v)
+        if len(joined) > 1:
+            c.add("args", "query", last_k, unquote_plus("&".join(joined), errors="surrogateescape"))
     for name, value in req.headers.items:
         low = name.lower()
         if low == "cookie":
