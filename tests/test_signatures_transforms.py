@@ -15,6 +15,7 @@ from bastion.detect.signatures.transforms import cmd, decode, jndi, path, sql, u
         ("%25253Cscript%25253E", "<script>"),  # triple
         ("%u003cscript%u003e", "<script>"),  # IIS %u
         ("..%c0%af..%c0%afetc", "../../etc"),  # overlong UTF-8 slash
+        ("\udcc0\udcae\udcc0\udcae/etc", "../etc"),  # overlong dots already percent-decoded by the zone parser
         ("&lt;img src=x&gt;", "<img src=x>"),
         ("&#x3c;svg&#62;", "<svg>"),
         ("\\u003cscript\\u003e", "<script>"),

@@ -191,7 +191,8 @@ class Collector:
             self.overflow.append(raw)
             return
         values.append(Value(zone, source, name, raw))
-        if self.b64 and len(raw) >= 8 and zone in _B64_ZONES and " " not in raw:
+        n = len(raw)
+        if self.b64 and n >= 8 and not n % 4 and zone in _B64_ZONES and " " not in raw:  # see maybe_base64
             decoded = maybe_base64(raw)
             if decoded is not None:
                 self.values.append(Value(zone, source, f"{name}(base64)", decoded))
