@@ -446,3 +446,28 @@ async def test_absolute_form_target_is_forwarded_in_origin_form():
     assert hosts == ["api.test:8080"]
     assert query_only.status == 404 and up.requests[1].target == "/?x=1"
     assert userinfo.status == 400
+
+
+async def test_pipelining_flood_in_one_read_is_bounded_by_max_pipelined():
+    # H11: thousands of tiny pipelined requests arriving in one read were all parsed into queued
+    # exchanges at once (max_pipelined only paused the *next* read): memory per connection unbounded.
+    one = b"GET /hang HTTP/1.1\r\nHost: a\r\n\r\n"
+    async with upstream_server() as up, gateway(make_config(up.url), only=set()) as gw:
+        _reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(one * 6000)  # ~190 KB
+        await writer.drain()
+        await asyncio.sleep(0.5)
+        (conn,) = gw.server.connections
+        queued = len(conn.queue)
+        writer.close()
+    # max_pipelined (16) plus at most one parse slice of requests.
+    assert 16 <= queued <= 16 + 4096 // len(one) + 1
+
+
+async def test_many_pipelined_requests_in_one_write_all_answered_in_order():
+    async with upstream_server() as up, gateway(make_config(up.url), only=set()) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(b"".join(get(f"/echo?n={i}") for i in range(300)))
+        targets = [(await read_response(reader)).json()["target"] for _ in range(300)]
+        writer.close()
+    assert targets == [f"/echo?n={i}" for i in range(300)]

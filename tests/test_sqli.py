@@ -257,3 +257,10 @@ def test_benign_corpus_values_pass() -> None:
     assert len(values) > 10_000
     flagged = [v for v in values if sqli_check(v) is not None]
     assert len(flagged) <= len(values) // 1000, flagged[:5]
+
+
+def test_unknown_function_with_a_space_before_its_parenthesis() -> None:
+    # SQLite accepts `func (args)`: identifier-like names (with an underscore) count as calls.
+    assert sqli_check("admin@example.com' or sqlite_compileoption_used (id)--") is not None
+    assert sqli_check("admin@example.com'and not sqlite_compileoption_get (id)--") is not None
+    assert sqli_check("O'Brien or my_friend (maybe)") is None

@@ -242,8 +242,13 @@ def _tokens(s: str, pos: int, limit: int) -> Iterator[Token]:
             is_func = low in _FUNCTIONS or ("." in low and low.rsplit(".", 1)[1] in _DANGER)
             if is_func and _PAREN_AHEAD.match(s, end):
                 t = "F" if (low in _DANGER or low.rsplit(".", 1)[-1] in _DANGER) else "f"
-            if t is None and end < n and s[end] == "(" and "." not in low:
-                t = "g"  # a call of a function we don't know (user-defined, another dialect): legal, not a sign
+            if t is None and "." not in low and (
+                (end < n and s[end] == "(") or ("_" in low and _PAREN_AHEAD.match(s, end))
+            ):
+                # a call of a function we don't know (user-defined, another dialect): legal, not a
+                # sign. SQLite and others allow a space before the parenthesis; words with an
+                # underscore are identifiers, not prose, so for them the space is allowed too.
+                t = "g"
             if t is None:
                 if low.startswith(("union ",)):
                     t = "U"

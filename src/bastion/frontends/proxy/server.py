@@ -47,6 +47,11 @@ PAUSE_PIPELINE = 1  # too many requests queued on this connection
 PAUSE_BUFFER = 2  # request body piling up while the request is inspected or queued
 PAUSE_UPSTREAM = 4  # the upstream is not taking the body as fast as the client sends it
 PAUSE_DONE = 8  # the parser is finished (error, upgrade): read nothing more
+PAUSE_HELD = 16  # bytes already read but not parsed yet (pipelining over max_pipelined) are being fed
+
+# One read can hold thousands of tiny pipelined requests: it is parsed in slices of this size, and
+# what follows once max_pipelined requests are queued is held unparsed until the queue drains.
+FEED_SLICE = 4096
 
 # Read deadline kinds.
 RD_NONE, RD_FIRST, RD_HEADER, RD_BODY, RD_IDLE, RD_LINGER = range(6)
@@ -335,6 +340,7 @@ class ClientConnection(asyncio.Protocol):
         "hdr_bytes",
         "hdrs",
         "head_bytes",
+        "held",
         "host_raw",
         "host_str",
         "in_head",
@@ -389,6 +395,7 @@ class ClientConnection(asyncio.Protocol):
         self.host_str = ""
         self.peer_trusted = False
         self.out: list[bytes] = []
+        self.held = b""
         self.peer_ip = ""
         self.peer_port = 0
         self.client = Client(peer_ip="")
@@ -429,6 +436,35 @@ class ClientConnection(asyncio.Protocol):
             elif self.queue and self.queue[-1].websocket:
                 self._tunnel_pending(data)
             return
+        if self.held:  # keep the byte order: what is held is parsed first
+            self.held += data
+            return
+        if len(data) <= FEED_SLICE:
+            self._feed(data)
+            return
+        n = len(data)
+        off = 0
+        while off < n:
+            if self.dead or self.tunnel is not None:
+                self.data_received(data[off:])
+                return
+            if self.paused & PAUSE_PIPELINE:
+                self.held = data[off:]
+                return
+            self._feed(data[off:off + FEED_SLICE])
+            off += FEED_SLICE
+
+    def _feed_held(self) -> None:
+        """Parse the bytes held back while max_pipelined requests were queued (PAUSE_HELD is set)."""
+        if self.transport is None:
+            self.held = b""
+            return
+        data, self.held = self.held, b""
+        if data:
+            self.data_received(data)
+        self._resume(PAUSE_HELD)
+
+    def _feed(self, data: bytes) -> None:
         self.begun = False
         self.other = 0
         try:
@@ -1465,6 +1501,11 @@ class ClientConnection(asyncio.Protocol):
         if not self.paused & why:
             return
         self.paused &= ~why
+        if self.held and why != PAUSE_HELD and not self.paused & PAUSE_HELD:
+            # Parse the held bytes first (on the next turn: this may run inside a parser callback).
+            self.paused |= PAUSE_HELD
+            self.loop.call_soon(self._feed_held)
+            return
         if not self.paused and self.transport is not None:
             self.transport.resume_reading()
             if self.rd_kind == RD_BODY:
