@@ -118,6 +118,8 @@ def test_unusual_path_segments_are_also_inspected_one_by_one() -> None:
     got = labels(request_head_values(req("/get/if(now()=sysdate(),sleep(12),0)/x"), ZoneOptions()))
     assert ("path", "path", "/get/if(now()=sysdate(),sleep(12),0)/x") in got
     assert ("path", "path:segment", "if(now()=sysdate(),sleep(12),0)") in got
+    plus = labels(request_head_values(req("/post/24'union+all+select+1/bar"), ZoneOptions()))
+    assert ("path", "path:segment", "24'union all select 1") in plus  # `+` read as a space, too
     plain = request_head_values(req("/api/v2/users/42/orders/a-b_c.json"), ZoneOptions())
     assert [v.label for v in plain if v.zone == "path"] == ["path"]  # ordinary names: the path alone
 

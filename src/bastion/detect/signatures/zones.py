@@ -247,6 +247,10 @@ def request_head_values(req: Request, opts: ZoneOptions) -> list[Value]:
         for seg in path.split("/"):
             if seg and _PLAIN_SEGMENT.fullmatch(seg) is None:
                 c.add("path", "path", "segment", seg)
+                if "+" in seg:
+                    # Routers that form-decode path parameters read `+` as a space: `24'union+all+
+                    # select+1` reaches the code as SQL.
+                    c.add("path", "path", "segment", seg.replace("+", " "))
     query = req.query
     if query:
         # An unencoded `&` inside a value (`ip=1.2.3.4&&ping -c 9 x`) splits it: a program reading
