@@ -40,3 +40,15 @@ def test_no_detector_error_on_hostile_input(method: str, path: list[str], query:
         await h.stop()
 
     asyncio.run(run())
+
+
+async def test_activity_table_is_bounded_under_invented_addresses() -> None:
+    # H11: `activity` (one entry per subject) had only a day-long idle expiry and no size cap, so an
+    # attacker inventing addresses or API keys grew it without limit.
+    h = await Harness().start()
+    det = h.detector("behaviour")
+    det._activity_max = 1000
+    for i in range(3000):
+        await h.send(f"10.9.{i >> 8}.{i & 255}", target=f"/items?n={i}", advance=0.01)
+    assert 0 < len(det.activity) <= 1000
+    await h.stop()

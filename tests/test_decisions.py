@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -197,3 +198,20 @@ async def test_unreachable_redis_does_not_stop_the_gateway() -> None:
         assert (await h.send("127.84.0.3")).blocked
     finally:
         await h.stop()
+
+
+async def test_redis_password_never_logged_when_redis_is_down(caplog: pytest.LogCaptureFixture) -> None:
+    # H11: RedisStore logged its URL, password included, when Redis was unreachable at start.
+    import socket
+
+    from bastion.detect.behaviour.store import RedisStore
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    store = RedisStore(f"redis://:hunter2secret@127.0.0.1:{port}/13", prefix="h11-test-decisions")
+    with caplog.at_level(logging.ERROR, logger="bastion"):
+        await store.start()
+    await store.stop()
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "cannot load" in text and "hunter2secret" not in text

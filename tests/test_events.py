@@ -134,3 +134,15 @@ def test_any_exchange_becomes_a_bounded_event(target: str, message: str, evidenc
     assert len(ev.findings[0]["message"]) <= 240
     assert len(ev.findings[0].get("evidence", "")) <= 160
     assert Event.from_dict(ev.as_dict()) == ev
+
+
+def test_url_passwords_are_masked() -> None:
+    # H11: a redis:// or postgresql:// URL with a password went into the logs as is.
+    for url, secret in (("redis://:hunter2secret@10.0.0.1:6379/0", "hunter2secret"),
+                        ("postgresql://bastion:s3cret-pw@db.internal/bastion", "s3cret-pw"),
+                        ("rediss://default:pw123456@cache:6380", "pw123456")):
+        masked = mask_secrets(f"cannot load from {url} (ConnectionError)")
+        assert secret not in masked and f":{MASK}@" in masked
+    # Paths, redirects and e-mail addresses are left alone.
+    for text in ("GET /a?next=http://x.test/@y", "mailto:a@b.c", "http://user@host/", "https://a.test/p:q@r"):
+        assert mask_secrets(text) == text

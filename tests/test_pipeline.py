@@ -196,3 +196,13 @@ async def test_run_now_is_synchronous_until_a_hook_awaits() -> None:
     assert asyncio.iscoroutine(tail)
     verdict = await tail  # the sync hooks after the async one still run, the failing one is counted
     assert verdict is not None and verdict.rule_ids == ("t-4", "t-2") and p2.counters.detector_errors == {"boom": 1}
+
+
+def test_client_request_ids_are_plain_ascii() -> None:
+    # H11: str.isalnum() accepts non-ASCII letters and digits ('µ', '²', 'é'), which were echoed back
+    # and forwarded upstream as raw latin-1 bytes.
+    from bastion.engine.pipeline import valid_request_id
+
+    assert valid_request_id("client-id_1.2:3")
+    for bad in ("idµ", "id²", "café", "a b", "a\r\nb", "", "x" * 65):
+        assert not valid_request_id(bad), bad

@@ -208,6 +208,38 @@ async def test_max_connections_sheds_with_503_and_recovers():
     assert "limits-connections" in gw.sink.rules()
 
 
+async def test_one_address_cannot_hold_every_connection():
+    # H11: there was no per-address cap: one client could take all max_connections slots with idle
+    # or slow-body connections, and every other client got 503.
+    cfg = make_config("http://127.0.0.1:1", server={"max_connections_per_ip": 3})
+    async with upstream_server() as up:
+        cfg.upstream.url = up.url
+        async with gateway(cfg, only=set()) as gw:
+            held = [await asyncio.open_connection("127.0.0.1", gw.port) for _ in range(3)]
+            await asyncio.sleep(0.05)
+            shed = await request(gw.port, get("/hello"))
+            assert gw.server.per_ip == {"127.0.0.1": 3}
+            for _, w in held:
+                w.close()
+            await asyncio.sleep(0.1)
+            ok = await request(gw.port, get("/hello"))
+            await asyncio.sleep(0.05)
+            assert gw.server.per_ip == {}
+    assert shed.status == 503 and shed.header("retry-after") == "1"
+    assert ok.status == 200
+    assert "limits-connections-ip" in gw.sink.rules()
+    # Connections from a trusted proxy (a load balancer) are not capped.
+    cfg = make_config("http://127.0.0.1:1", server={"max_connections_per_ip": 1, "trusted_proxies": ["127.0.0.0/8"]})
+    async with upstream_server() as up:
+        cfg.upstream.url = up.url
+        async with gateway(cfg, only=set()) as gw:
+            held = [await asyncio.open_connection("127.0.0.1", gw.port) for _ in range(2)]
+            resp = await request(gw.port, get("/hello"))
+            for _, w in held:
+                w.close()
+    assert resp.status == 200
+
+
 async def test_blocked_request_with_unread_body_answer_not_lost():
     """A refusal before a big body is read must reach the client (no RST from unread bytes)."""
     from bastion.exchange import Exchange

@@ -167,3 +167,28 @@ def test_hostile_rule_file_text(tmp_path_factory, text):
         load_rules(parse_config({"rules": [s.model_dump(by_alias=True) for s in load_rule_file(f)]}).rules)
     except ConfigError as exc:
         assert exc.problems and all(p.startswith((str(f), "config")) for p in exc.problems)
+
+
+def test_yaml_alias_bomb_in_a_duration_or_size_is_refused_fast(tmp_path):
+    # H11: the error message repr'd the whole value; an alias bomb (9^8 strings) took seconds and GBs.
+    import itertools
+    import time
+
+    from bastion.config import load_config
+
+    levels = "abcdefgh"
+    anchors = '      a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    for prev, cur in itertools.pairwise(levels):
+        anchors += f"      {cur}: &{cur} [" + ",".join([f"*{prev}"] * 9) + "]\n"
+    for field in ("window", "threshold"):
+        path = tmp_path / f"{field}.yaml"
+        path.write_text("rules:\n  starter: all\n  overrides:\n    export-volume:\n" + anchors
+                        + f"      {field}: *h\n", encoding="utf-8")
+        t0 = time.perf_counter()
+        with pytest.raises(ConfigError) as err:
+            load_rules(load_config(path).rules)
+        assert time.perf_counter() - t0 < 1.0
+        assert any(field in p for p in err.value.problems)
+        assert max(len(p) for p in err.value.problems) < 1000
+    with pytest.raises(ValueError, match="got 'ten seconds'"):
+        parse_duration("ten seconds")

@@ -69,6 +69,9 @@ class ServerConfig(Section):
     listen: str = "127.0.0.1:8080"
     workers: int = Field(1, ge=1, le=256)
     max_connections: int = Field(4096, ge=1, description="beyond this, new clients get 503 and close")
+    max_connections_per_ip: int = Field(
+        512, ge=0, description="open connections one client address may hold (0: no cap; trusted proxies exempt)"
+    )
     max_pipelined: int = Field(16, ge=1, description="requests queued on one connection before pausing reads")
     trusted_proxies: list[str] = Field(
         default_factory=list, description="CIDRs whose X-Forwarded-For / Forwarded is believed"

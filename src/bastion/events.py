@@ -73,6 +73,8 @@ _KEY_RE = re.compile(
 
 
 _KEY_HINTS = ("AKIA", "gh", "xox", "_live_", "_test_", "AIza")
+# The password of a URL's userinfo (redis://:pw@host, postgresql://user:pw@host): config URLs end up in logs.
+_URL_CRED_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]{0,15}://[^\s/@:]*:)[^\s/@]+@")
 
 
 def mask_secrets(text: str) -> str:
@@ -92,6 +94,8 @@ def mask_secrets(text: str) -> str:
         out = _JWT_RE.sub(MASK, out)
     if any(h in out for h in _KEY_HINTS):
         out = _KEY_RE.sub(MASK, out)
+    if "://" in out and "@" in out:
+        out = _URL_CRED_RE.sub(lambda m: f"{m.group(1)}{MASK}@", out)
     return out
 
 

@@ -309,6 +309,6 @@ def valid_request_id(value: str | None) -> bool:
     """A client-supplied X-Request-Id is kept only if it is short and plain (no log injection)."""
     if not value or len(value) > 64:
         return False
-    return all(c.isalnum() or c in "-_.:" for c in value)
+    return value.isascii() and all(c.isalnum() or c in "-_.:" for c in value)
 
 

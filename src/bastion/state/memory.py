@@ -64,6 +64,7 @@ class MemoryStorage:
             if op.block_key:
                 cool = table.get(op.block_key)
                 if cool is not None and cool.expires > now:
+                    table.move_to_end(op.block_key)  # in use: a client hammering its ban keeps it
                     out.append(Outcome(True, op.limit, 0.0, cool.expires - now, cool.expires - now))
                     continue
             if op.algo == Algo.COOLDOWN:

@@ -199,6 +199,7 @@ class BehaviourDetector:
         self.activity: dict[str, Activity] = {}
         self._activity_sweeper = Sweeper()
         self._activity_idle = longest
+        self._activity_max = 500_000  # subjects; an attacker inventing addresses/keys must not grow it forever
         self.tracks: dict[str, Tracks] = {}
         for name in ScenariosNames:
             self.tracks[name] = Tracks(idle=longest)
@@ -329,6 +330,10 @@ class BehaviourDetector:
         if a is None:
             cutoff = now - self._activity_idle
             self._activity_sweeper.step(self.activity, now, lambda v: v.last < cutoff)
+            if len(self.activity) >= self._activity_max:
+                # Full of active subjects (the idle sweep keeps them a day): drop the oldest tenth.
+                for k in list(self.activity)[: max(1, self._activity_max // 10)]:
+                    del self.activity[k]
             a = self.activity[subject] = Activity()
         a.last = now
         return a

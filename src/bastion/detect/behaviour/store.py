@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from bastion.decision import Decision, DecisionIndex, Origin
+from bastion.events import mask_secrets
 
 log = logging.getLogger("bastion.decisions")
 
@@ -264,7 +265,8 @@ class RedisStore(DecisionStore):
         except Exception as exc:
             # Redis down at start-up: enforce config decisions and what this instance decides, and
             # catch up when the channel comes back (the listener reloads the hash on reconnect).
-            log.error("decisions: cannot load from %s (%r); continuing with local decisions", self.url, exc)
+            log.error("decisions: cannot load from %s (%r); continuing with local decisions", mask_secrets(self.url),
+                      exc)
             loaded = False
         self._listener = asyncio.get_running_loop().create_task(self._listen())
         if loaded:  # subscribed before serving, so no decision published from now on is missed

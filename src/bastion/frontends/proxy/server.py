@@ -231,6 +231,8 @@ class ProxyServer:
         self.t_header, self.t_body, self.t_idle = to.header, to.body, to.idle
         self.t_upstream = to.upstream_response
         self.max_connections = cfg.server.max_connections
+        self.max_per_ip = cfg.server.max_connections_per_ip
+        self.per_ip: dict[str, int] = {}  # open connections by (untrusted) peer address
         self.max_pipelined = cfg.server.max_pipelined
         self.websocket = cfg.server.websocket
         self.scrub = cfg.errors.scrub_upstream_errors
@@ -334,6 +336,7 @@ class ClientConnection(asyncio.Protocol):
         "client",
         "closing",
         "conn_checked",
+        "counted",
         "dead",
         "fwd_block",
         "fwd_host",
@@ -383,6 +386,7 @@ class ClientConnection(asyncio.Protocol):
         self.dead = False
         self.closing = False
         self.conn_checked = False
+        self.counted = False
         self.tunnel: UpstreamConnection | None = None
         self.rd = 0.0
         self.rd_kind = RD_NONE
@@ -422,6 +426,14 @@ class ClientConnection(asyncio.Protocol):
         if len(s.connections) >= s.max_connections or s._closing:
             self._shed()
             return
+        if s.max_per_ip and not self.peer_trusted:
+            # One address must not hold every slot (slowloris, slow POST): the rest of its clients wait.
+            n = s.per_ip.get(self.peer_ip, 0)
+            if n >= s.max_per_ip:
+                self._shed("limits-connections-ip", "too many concurrent connections from one address")
+                return
+            s.per_ip[self.peer_ip] = n + 1
+            self.counted = True
         s.connections.add(self)
         self._set_rd(RD_FIRST, s.t_header)
 
@@ -520,6 +532,13 @@ class ClientConnection(asyncio.Protocol):
         self.transport = None
         s = self.s
         s.connections.discard(self)
+        if self.counted:
+            self.counted = False
+            n = s.per_ip.get(self.peer_ip, 0) - 1
+            if n > 0:
+                s.per_ip[self.peer_ip] = n
+            else:
+                s.per_ip.pop(self.peer_ip, None)
         if s._drained is not None and not s.connections:
             s._drained.set()
         if self.tunnel is not None:
@@ -1425,13 +1444,14 @@ class ClientConnection(asyncio.Protocol):
         self._write_problem(req, status, reason, title, True, verdict.retry_after, verdict.headers)
         self._finish(req, True)
 
-    def _shed(self) -> None:
-        """Over max_connections: answer 503 with Retry-After and close, without reading anything."""
+    def _shed(self, rule_id: str = "limits-connections", message: str = "too many concurrent connections") -> None:
+        """Over max_connections (or the per-address cap): answer 503 with Retry-After and close,
+        without reading anything."""
         s = self.s
         s.refused_connections += 1
         ex = s.pipeline.new_exchange(self.client, "", "*", Headers())
         finding = Finding(
-            rule_id="limits-connections", detector="proxy", message="too many concurrent connections",
+            rule_id=rule_id, detector="proxy", message=message,
             severity=Severity.WARNING, action=Action.BLOCK, status=503, reason="overloaded", retry_after=1,
             tags=("limits", "flood"),
         )
