@@ -471,3 +471,19 @@ async def test_many_pipelined_requests_in_one_write_all_answered_in_order():
         targets = [(await read_response(reader)).json()["target"] for _ in range(300)]
         writer.close()
     assert targets == [f"/echo?n={i}" for i in range(300)]
+
+
+async def test_forwarded_host_claims_pass_only_from_trusted_proxies():
+    """X-Forwarded-Host from an untrusted client would let it choose the host the API builds its
+    links and password-reset URLs on; only a trusted proxy may say it."""
+    claim = "X-Forwarded-Host: evil.example\r\nX-Forwarded-Port: 8443\r\nX-Original-URL: /admin\r\n"
+    async with upstream_server() as up:
+        async with gateway(make_config(up.url), only=set()) as gw:
+            untrusted = await request(gw.port, get("/echo", extra=claim))
+        trusted_cfg = make_config(up.url, server={"trusted_proxies": ["127.0.0.0/8"]})
+        async with gateway(trusted_cfg, only=set()) as gw:
+            trusted = await request(gw.port, get("/echo", extra=claim))
+    names = {k.lower() for k, _ in untrusted.json()["headers"]}
+    assert not names & {"x-forwarded-host", "x-forwarded-port", "x-original-url"}
+    kept = {k.lower(): v for k, v in trusted.json()["headers"]}
+    assert kept["x-forwarded-host"] == "evil.example" and kept["x-original-url"] == "/admin"

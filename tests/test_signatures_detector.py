@@ -176,3 +176,16 @@ def test_a_failing_confirm_step_does_not_blind_other_rules() -> None:
             cr.confirm = broken
     hits = det.inspect_values([Value("args", "query", "q", "1' UNION SELECT password FROM users--")])
     assert "942110" in {h.rule.rule.id for h in hits}
+
+
+async def test_payload_nested_deeper_than_the_walk_is_still_inspected() -> None:
+    """Past the JSON walk's depth limit the subtree is inspected as one text; serialising it
+    (which fails past ~255 levels) once let a 300-deep payload through unchecked."""
+    from bastion.testing import inspect_request, make_pipeline
+
+    p = make_pipeline(only={"signatures"})
+    for depth in (300, 900):
+        body = ("[" * depth + '"1\' UNION SELECT password FROM users --"' + "]" * depth).encode()
+        headers = [("Host", "a"), ("Content-Type", "application/json")]
+        ex, verdict = await inspect_request(p, "POST", "/api", headers=headers, body=body)
+        assert verdict.blocks and not ex.errors, depth

@@ -350,7 +350,7 @@ def _json(c: Collector, body: bytes) -> bool:
             c.add("args", "json", path or "$", node)
         elif isinstance(node, dict):
             if depth >= MAX_DEPTH:
-                c.add("args", "json", path or "$", orjson.dumps(node).decode())
+                c.add("args", "json", path or "$", _deep_text(node))
                 continue
             items = list(node.items())
             for k, v in reversed(items):
@@ -361,12 +361,33 @@ def _json(c: Collector, body: bytes) -> bool:
                 stack.append((v, sub, depth + 1))
         elif isinstance(node, list):
             if depth >= MAX_DEPTH:
-                c.add("args", "json", path or "$", orjson.dumps(node).decode())
+                c.add("args", "json", path or "$", _deep_text(node))
                 continue
             for v in reversed(node):
                 stack.append((v, path, depth + 1))
         # numbers, booleans and null carry no injection
     return True
+
+
+def _deep_text(node: object) -> str:
+    """The keys and strings below MAX_DEPTH as one value, walked without recursion.
+
+    Serialising the subtree instead (orjson.dumps) fails past ~255 levels, and a detector that
+    fails lets the request through: a payload nested 300 deep must be inspected, not skipped.
+    """
+    parts: list[str] = []
+    stack: list[object] = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, str):
+            parts.append(n)
+        elif isinstance(n, dict):
+            for k, v in n.items():
+                parts.append(str(k))
+                stack.append(v)
+        elif isinstance(n, list):
+            stack.extend(reversed(n))
+    return " ".join(parts)
 
 
 _DISPOSITION_PARAM = re.compile(r'(\w+)\*?=(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))', re.IGNORECASE)

@@ -28,6 +28,14 @@ HOP_BY_HOP: frozenset[bytes] = frozenset(
     }
 )
 
+# Forwarding claims that only a trusted proxy may make: from anyone else they are dropped, or the
+# API would build links, redirects and password-reset URLs on an attacker's host (host header
+# injection through X-Forwarded-Host) or believe a client's own "I came over TLS".
+FORWARDED_CLAIMS: frozenset[bytes] = frozenset(
+    {b"x-forwarded-host", b"x-forwarded-port", b"x-forwarded-prefix", b"x-forwarded-server",
+     b"x-forwarded-ssl", b"x-forwarded-scheme", b"x-original-url", b"x-rewrite-url", b"x-original-host"}
+)
+
 # Request fields the proxy rewrites itself (framing, forwarding chain, request id, 100-continue).
 REQUEST_REWRITTEN: frozenset[bytes] = HOP_BY_HOP | {
     b"content-length",
@@ -37,7 +45,7 @@ REQUEST_REWRITTEN: frozenset[bytes] = HOP_BY_HOP | {
     b"forwarded",
     b"x-real-ip",
     b"x-request-id",
-}
+} | FORWARDED_CLAIMS
 
 # Response fields the proxy rewrites (framing, request id). Content-Length is relayed as is.
 RESPONSE_REWRITTEN: frozenset[bytes] = HOP_BY_HOP | {b"x-request-id"}

@@ -662,6 +662,8 @@ class ClientConnection(asyncio.Protocol):
                 xfp = svalue.strip()
             elif low == b"x-request-id":
                 rid = svalue if valid_request_id(svalue) else None
+            elif low in h.FORWARDED_CLAIMS and self.peer_trusted:
+                fwd.append(b"%b: %b\r\n" % (name, value))
         if total > s.max_header_bytes:
             raise _Refuse("limits-header-bytes", 431, "headers-too-large", "request header fields too large")
         self.hdr_bytes = total
