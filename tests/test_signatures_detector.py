@@ -189,3 +189,20 @@ async def test_payload_nested_deeper_than_the_walk_is_still_inspected() -> None:
         headers = [("Host", "a"), ("Content-Type", "application/json")]
         ex, verdict = await inspect_request(p, "POST", "/api", headers=headers, body=body)
         assert verdict.blocks and not ex.errors, depth
+
+
+async def test_a_body_too_costly_to_confirm_is_refused_quickly() -> None:
+    """Thousands of quotes set off more pattern events than can be attributed to values; confirming
+    every rule on everything would cost a core for a quarter second. Refused within the budget."""
+    import orjson
+
+    from bastion.detect.signatures.matcher import _hs
+    from bastion.testing import inspect_request, make_pipeline
+
+    if _hs is None:
+        pytest.skip("hyperscan not installed: the pure-Python matcher has no event attribution")
+    p = make_pipeline(only={"signatures"})
+    body = orjson.dumps([f"it's {i}'s" for i in range(6000)])
+    headers = [("Host", "a"), ("Content-Type", "application/json")]
+    ex, verdict = await inspect_request(p, "POST", "/api", headers=headers, body=body)
+    assert verdict.blocks and [f.rule_id for f in ex.findings] == ["signatures-budget"]

@@ -99,12 +99,14 @@ class SignaturesDetector:
     def request_headers(self, ex: Exchange) -> None:
         values = request_head_values(ex.request, self.zone_options)
         self._report(ex, self.request_matcher.match(values, self._excluder(ex)))
+        self._budget(ex, self.request_matcher)
 
     def request_body(self, ex: Exchange) -> None:
         if not ex.request.body:
             return
         values = request_body_values(ex.request, self.zone_options)
         self._report(ex, self.request_matcher.match(values, self._excluder(ex)))
+        self._budget(ex, self.request_matcher)
 
     def response_body(self, ex: Exchange) -> None:
         resp = ex.response
@@ -140,6 +142,16 @@ class SignaturesDetector:
             return False
 
         return excluded
+
+    def _budget(self, ex: Exchange, matcher: Matcher) -> None:
+        """A request whose inspection ran out of budget is refused, not let through half-read: its
+        values set off so many patterns that confirming them all would cost a core for a while."""
+        if matcher.exhausted:
+            ex.add(Finding(
+                rule_id="signatures-budget", detector=self.name,
+                message="too many signature candidates to confirm within the inspection budget",
+                severity=Severity.CRITICAL, score=int(Severity.CRITICAL), tags=("inspection-budget",),
+            ))
 
     def _report(self, ex: Exchange, hits: list[Hit]) -> None:
         for h in hits:

@@ -47,6 +47,13 @@ HYPERSCAN_AVAILABLE = _hs is not None
 # thousands of times must cost thousands of C-level matches at most, not Python callbacks).
 MAX_EVENTS = 512
 
+# Characters that Python `re` may read per request when hyperscan could not say which values a rule
+# may match (no hyperscan, or past MAX_EVENTS). Without a cap, a body of thousands of quotes costs
+# every rule a full regex pass over it: ~250 ms of CPU per 80 KB request, a denial-of-service lever.
+# Past the cap the request is refused as uninspectable (see SignaturesDetector), never let through
+# half-read. Ordinary API bodies stay far below it.
+CONFIRM_BUDGET = 1_000_000
+
 # Compiled databases by (expressions, flags). Scanning from one thread (the event loop) only.
 _DB_CACHE: dict[tuple[tuple[bytes, ...], tuple[int, ...]], object] = {}
 
@@ -235,6 +242,7 @@ class Matcher:
 
     def __init__(self, rules: Sequence[CompiledRule], engine: str = "auto") -> None:
         self.rules = list(rules)
+        self.exhausted = False  # the last match() ran out of CONFIRM_BUDGET before finishing
         self.views = tuple(dict.fromkeys(v for r in self.rules for v in r.views)) or ("raw",)
         self._pattern_rule: list[int] = []
         self._db: object | None = None
@@ -363,9 +371,11 @@ class Matcher:
 
     def match(self, values: Sequence[Value], excluded: Excluded | None = None) -> list[Hit]:
         """At most one hit per rule: the first candidate value the rule confirms on."""
+        self.exhausted = False
         if not values or not self.rules:
             return []
         hits: list[Hit] = []
+        budget = CONFIRM_BUDGET
         for ri, where in self.candidates(values):
             cr = self.rules[ri]
             order: Sequence[Value] = values if where is None else [values[i] for i in where]
@@ -374,6 +384,11 @@ class Matcher:
                     continue
                 if excluded is not None and excluded(cr, v):
                     continue
+                if where is None and self._db is not None:  # without hyperscan every request is this slow path
+                    budget -= len(v.raw) * len(cr.views) * len(cr.regexes)
+                    if budget < 0:
+                        self.exhausted = True
+                        return hits
                 evidence = cr.check(v)
                 if evidence is not None:
                     hits.append(Hit(cr, v, evidence))
