@@ -12,11 +12,37 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from bastion.config import BastionConfig
 from bastion.errors import ConfigError
 from bastion.events import Event
+
+
+def where_clause(
+    placeholder: str,
+    rule_condition: str,
+    rule_argument: str | None,
+    since: float | None,
+    until: float | None,
+    action: str | None,
+    client: str | None,
+) -> tuple[str, list[Any]]:
+    """The WHERE clause and arguments of an event query, for a store's placeholder style.
+
+    Stores differ only in the placeholder (`?`, `%s`) and in how a rule id is found in the row
+    (`rule_condition`, with `{}` where the placeholder goes, and its `rule_argument`).
+    """
+    wanted: list[tuple[str, Any]] = [
+        ("time >= {}", since),
+        ("time < {}", until),
+        ("action = {}", action or None),
+        ("client_ip = {}", client or None),
+        (rule_condition, rule_argument),
+    ]
+    clauses = [cond.format(placeholder) for cond, arg in wanted if arg is not None]
+    args = [arg for _, arg in wanted if arg is not None]
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
 @runtime_checkable

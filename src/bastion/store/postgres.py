@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from bastion.errors import ConfigError
 from bastion.events import Event
+from bastion.store import where_clause
 
 _COLUMNS = (
     "time, request_id, client_ip, peer_ip, method, path, route, site, status, action, score, "
@@ -134,24 +135,7 @@ class PostgresStore:
     def _where(
         since: float | None, until: float | None, action: str | None, client: str | None, rule: str | None
     ) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        args: list[Any] = []
-        if since is not None:
-            clauses.append("time >= %s")
-            args.append(since)
-        if until is not None:
-            clauses.append("time < %s")
-            args.append(until)
-        if action:
-            clauses.append("action = %s")
-            args.append(action)
-        if client:
-            clauses.append("client_ip = %s")
-            args.append(client)
-        if rule:
-            clauses.append("%s = ANY(rule_ids)")
-            args.append(rule)
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+        return where_clause("%s", "{} = ANY(rule_ids)", rule if rule else None, since, until, action, client)
 
     def query(
         self,

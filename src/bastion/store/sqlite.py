@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from bastion.events import Event
+from bastion.store import where_clause
 
 _COLUMNS = (
     "time, request_id, client_ip, peer_ip, method, path, route, site, status, action, score, "
@@ -102,24 +103,7 @@ class SQLiteStore:
     def _where(
         since: float | None, until: float | None, action: str | None, client: str | None, rule: str | None
     ) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        args: list[Any] = []
-        if since is not None:
-            clauses.append("time >= ?")
-            args.append(since)
-        if until is not None:
-            clauses.append("time < ?")
-            args.append(until)
-        if action:
-            clauses.append("action = ?")
-            args.append(action)
-        if client:
-            clauses.append("client_ip = ?")
-            args.append(client)
-        if rule:
-            clauses.append("instr(rule_ids, ?) > 0")
-            args.append(f" {rule} ")
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+        return where_clause("?", "instr(rule_ids, {}) > 0", f" {rule} " if rule else None, since, until, action, client)
 
     def query(
         self,
