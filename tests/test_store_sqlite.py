@@ -83,3 +83,31 @@ def test_open_store_by_url(tmp_path: Path) -> None:
         open_store(BastionConfig(data_dir=tmp_path / "missing"), create=False)
     with pytest.raises(ConfigError, match="unsupported event store 'mysql'"):
         open_store(cfg, url="mysql://x")
+
+
+def _open_at(path: str, start: float) -> str:
+    import time
+
+    from bastion.store.sqlite import SQLiteStore
+
+    time.sleep(max(0.0, start - time.time()))
+    try:
+        SQLiteStore(path).close()
+    except Exception as exc:
+        return repr(exc)
+    return ""
+
+
+def test_workers_opening_a_new_file_at_once_all_succeed(tmp_path) -> None:
+    """`--workers N` opens one new events.db from N processes at the same moment; switching it to
+    WAL is not covered by SQLite's busy handler, so the losers must wait and retry, not fail."""
+    import multiprocessing
+    import time
+
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(6) as pool:
+        for round_ in range(8):
+            path = str(tmp_path / f"events-{round_}.db")
+            start = time.time() + 0.2
+            errors = [e for e in pool.starmap(_open_at, [(path, start)] * 6) if e]
+            assert errors == []

@@ -65,16 +65,27 @@ class SQLiteStore:
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            str(self.path), timeout=busy_timeout, check_same_thread=False, isolation_level=None
-        )
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error:
-            self._db.close()
-            raise
+        # Several worker processes open the same new file at once: switching it to WAL takes an
+        # exclusive lock that SQLite does not wait for (no busy handler there), so a worker that
+        # loses the race is told "database is locked" at once. Wait and try again, briefly.
+        deadline = time.monotonic() + busy_timeout
+        while True:
+            self._db = sqlite3.connect(
+                str(self.path), timeout=busy_timeout, check_same_thread=False, isolation_level=None
+            )
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                self._db.close()
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
+            except sqlite3.Error:
+                self._db.close()
+                raise
 
     def write_many(self, events: Sequence[Event]) -> int:
         if not events:
