@@ -32,6 +32,7 @@ from bastion.engine import build_pipeline
 from bastion.entity import EntityGraph
 from bastion.exchange import Client, Headers, Response
 from bastion.verdict import Action
+from procs import stop_all
 
 CHROME = [("Host", "shop.test"), ("User-Agent", "Mozilla/5.0 (X11) AppleWebKit/537.36 Chrome/124.0 Safari/537.36"),
           ("Accept", "application/json"), ("Accept-Language", "en-US"), ("Accept-Encoding", "gzip")]
@@ -166,13 +167,7 @@ def gateway(seconds: float) -> None:
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         print(f"gateway: could not run: {exc}")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

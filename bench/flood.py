@@ -33,6 +33,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from gateway_load import UPSTREAM, free_port, spawn, wait_port
+from procs import stop_all
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -185,13 +186,7 @@ async def flood(args: argparse.Namespace) -> None:
               f"latency p50 {pct([t for _, t in after], 0.5):.1f} ms")
         print(f"  gateway RSS {rss0:.0f} MB before, {rss_mb(gw.pid):.0f} MB after; still running: {gw.poll() is None}")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         if args.state.startswith("redis"):
             from state_cleanup import wipe_prefix
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from procs import stop_all
+
 UPSTREAM = r'''
 import asyncio, sys
 try:
@@ -144,13 +146,7 @@ async def gateway_ratio(redis_url: str, seconds: float, rules: list[dict], *, wi
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         print(f"gateway: could not run: {exc}")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         if redis_url.startswith("redis"):
             from state_cleanup import wipe_prefix
 
