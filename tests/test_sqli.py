@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote_plus
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bastion.detect.sqli import SqliResult, sqli_check, tokenize
-
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "libinjection"
+from libinjection_corpus import CORPUS, corpus_lines, needs_corpus, samples
 
 MUST_MATCH = [
     # tautologies and boolean logic after a quote breakout
@@ -191,27 +189,18 @@ def test_never_raises(value: str) -> None:
     assert r is None or isinstance(r, SqliResult)
 
 
-def _lines(path: Path) -> list[str]:
-    out = []
-    for raw in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
-        line = raw.rstrip()
-        if line and not line.startswith("#"):
-            out.append(unquote_plus(line, errors="surrogateescape"))
-    return out
 
 
-@pytest.mark.skipif(not CORPUS.is_dir(), reason="libinjection corpus not present (../shared/corpora/libinjection)")
+@needs_corpus
 def test_libinjection_sqli_samples_detection_rate() -> None:
-    lines: list[str] = []
-    for f in sorted((CORPUS / "data").glob("sqli-*.txt")):
-        lines += _lines(f)
+    lines = samples("sqli-*.txt")
     hits = sum(1 for v in lines if sqli_check(v) is not None)
     assert hits / len(lines) >= 0.95, f"{hits}/{len(lines)}"
 
 
-@pytest.mark.skipif(not CORPUS.is_dir(), reason="libinjection corpus not present (../shared/corpora/libinjection)")
+@needs_corpus
 def test_libinjection_false_positives_rate() -> None:
-    lines = _lines(CORPUS / "data" / "false_positives.txt")
+    lines = corpus_lines(CORPUS / "data" / "false_positives.txt")
     flagged = [v for v in lines if sqli_check(v) is not None]
     assert len(flagged) / len(lines) <= 0.01, flagged
 

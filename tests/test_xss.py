@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote_plus
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bastion.detect.xss import XssResult, xss_check
-
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "libinjection"
+from libinjection_corpus import CORPUS, corpus_lines, needs_corpus, samples
 
 MUST_MATCH = [
     # HTML: script and active content
@@ -143,27 +141,18 @@ def test_never_raises(value: str) -> None:
     assert r is None or isinstance(r, XssResult)
 
 
-def _lines(path: Path) -> list[str]:
-    out = []
-    for raw in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
-        line = raw.rstrip()
-        if line and not line.startswith("#"):
-            out.append(unquote_plus(line, errors="surrogateescape"))
-    return out
 
 
-@pytest.mark.skipif(not CORPUS.is_dir(), reason="libinjection corpus not present (../shared/corpora/libinjection)")
+@needs_corpus
 def test_libinjection_xss_samples_detection_rate() -> None:
-    lines: list[str] = []
-    for f in sorted((CORPUS / "data").glob("xss-*.txt")):
-        lines += _lines(f)
+    lines = samples("xss-*.txt")
     hits = sum(1 for v in lines if xss_check(v) is not None)
     assert hits / len(lines) >= 0.95, f"{hits}/{len(lines)}"
 
 
-@pytest.mark.skipif(not CORPUS.is_dir(), reason="libinjection corpus not present (../shared/corpora/libinjection)")
+@needs_corpus
 def test_libinjection_false_positives_not_xss() -> None:
-    flagged = [v for v in _lines(CORPUS / "data" / "false_positives.txt") if xss_check(v) is not None]
+    flagged = [v for v in corpus_lines(CORPUS / "data" / "false_positives.txt") if xss_check(v) is not None]
     assert flagged == []
 
 

@@ -171,6 +171,13 @@ class EndpointPressure:
         return b >= min_bad and b >= share * self.total.value(now, half_life)
 
 
+def _refused_share(t: Track, now: float, window: float, refused: bool) -> float:
+    """Count one request on a track and return the share of its recent requests that were refused."""
+    total = t.total.add(now, window)
+    bad = t.bad.add(now, window, 1.0 if refused else 0.0)
+    return float(bad / max(total, 1.0))
+
+
 def _lowered(threshold: float, pressure: bool, factor: float = 3.0, floor: float = 2.0) -> float:
     return max(floor, threshold / factor) if pressure else threshold
 
@@ -517,9 +524,7 @@ class BehaviourDetector:
         if not s.enabled:
             return
         t = self.tracks["enumeration"].get(f"{subj}|{template}", now)
-        total = t.total.add(now, s.window)
-        bad = t.bad.add(now, s.window, 1.0 if miss else 0.0)
-        share = bad / max(total, 1.0)
+        share = _refused_share(t, now, s.window, miss)
         n = 0
         for v in idents:
             n = t.fast.add(hash_key(v), now, s.window, int(s.threshold * 3) + 1)
@@ -543,9 +548,7 @@ class BehaviourDetector:
         if not s.enabled:
             return
         t = self.tracks["bola"].get(f"{subj}|{template}", now)
-        total = t.total.add(now, s.window)
-        bad = t.bad.add(now, s.window, 1.0 if denied else 0.0)
-        share = bad / max(total, 1.0)
+        share = _refused_share(t, now, s.window, denied)
         cap = int(s.threshold * 5) + 1
         fresh = obj_id not in t.fast
         n = t.fast.add(obj_id, now, s.window, cap)
