@@ -115,7 +115,7 @@ def test_full_queue_drops_and_counts_without_blocking(caplog: pytest.LogCaptureF
     assert store.closed
 
 
-def test_failing_store_counts_logs_once_and_recovers(caplog: pytest.LogCaptureFixture) -> None:
+def test_failing_store_keeps_events_logs_once_and_writes_them_when_back(caplog: pytest.LogCaptureFixture) -> None:
     store = FlakyStore()
     store.broken.set()
     w = make_writer(store, batch_size=1, error_interval=3600)
@@ -123,18 +123,82 @@ def test_failing_store_counts_logs_once_and_recovers(caplog: pytest.LogCaptureFi
         for i in range(5):
             w.exchange_done(flagged(i))
         assert w.flush(5)
-    assert w.stats.failed == 5 and w.stats.written == 0
+    assert w.stats.pending == 5 and w.stats.failed == 0 and w.stats.written == 0
     msgs = [r.getMessage() for r in caplog.records if "write failed" in r.getMessage()]
-    assert len(msgs) == 1 and "disk is full" in msgs[0]
+    assert len(msgs) == 1 and "disk is full" in msgs[0] and "kept for a retry" in msgs[0]
     store.broken.clear()  # space freed
     w.exchange_done(flagged(10))
     assert w.flush(5)
-    assert [e.request_id for e in store.events] == ["req-10"]
+    # nothing lost, and the order kept: the backlog first
+    assert [e.request_id for e in store.events] == ["req-0", "req-1", "req-2", "req-3", "req-4", "req-10"]
+    assert w.stats.pending == 0 and w.stats.failed == 0 and w.stats.written == 6
     assert w._thread is not None and w._thread.is_alive()
     w.close()
 
 
-def test_store_that_cannot_open_is_retried_later() -> None:
+def test_backlog_is_retried_with_a_growing_delay_without_a_flush() -> None:
+    now = [0.0]
+    store = FlakyStore()
+    store.broken.set()
+    calls: list[float] = []
+    real = store.write_many
+
+    def counted(events: Sequence[Event]) -> int:
+        calls.append(now[0])
+        return real(events)
+
+    store.write_many = counted  # type: ignore[method-assign]
+    w = EventWriter(lambda: store, flush_interval=0.02, log_events=False, monotonic=lambda: now[0])
+    w.exchange_done(flagged(1))
+    deadline = time.monotonic() + 5
+    while w.stats.pending == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.3)  # idle ticks before the retry is due: no new attempt
+    assert len(calls) == 1
+    now[0] = 1.5  # past the first delay (1 s): retried, fails, the next delay is 2 s
+    while len(calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    now[0] = 2.5
+    time.sleep(0.3)
+    assert len(calls) == 2
+    store.broken.clear()
+    now[0] = 4.0
+    while w.stats.pending and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert [e.request_id for e in store.events] == ["req-1"] and w.stats.failed == 0
+    w.close()
+
+
+def test_backlog_is_bounded_and_the_oldest_events_are_lost_counted(caplog: pytest.LogCaptureFixture) -> None:
+    store = FlakyStore()
+    store.broken.set()
+    w = make_writer(store, backlog_size=10, error_interval=3600)
+    with caplog.at_level(logging.ERROR, logger="bastion.store"):
+        for i in range(25):
+            w.exchange_done(flagged(i))
+        assert w.flush(5)
+    assert w.stats.pending == 10 and w.stats.failed == 15
+    assert any("backlog full" in r.getMessage() for r in caplog.records)
+    store.broken.clear()
+    assert w.flush(5)
+    assert [e.request_id for e in store.events] == [f"req-{i}" for i in range(15, 25)]
+    w.close()
+
+
+def test_events_still_pending_at_shutdown_are_counted_lost(caplog: pytest.LogCaptureFixture) -> None:
+    store = FlakyStore()
+    store.broken.set()
+    w = make_writer(store)
+    for i in range(3):
+        w.exchange_done(flagged(i))
+    assert w.flush(5)
+    with caplog.at_level(logging.ERROR, logger="bastion.store"):
+        w.close()
+    assert w.stats.failed == 3 and w.stats.pending == 0
+    assert any("3 events lost" in r.getMessage() for r in caplog.records)
+
+
+def test_store_that_cannot_open_is_retried_later_and_loses_nothing() -> None:
     now = [0.0]
     attempts: list[float] = []
     store = FlakyStore()
@@ -146,15 +210,20 @@ def test_store_that_cannot_open_is_retried_later() -> None:
         return store
 
     w = EventWriter(opener, flush_interval=0.05, log_events=False, reopen_interval=5.0, monotonic=lambda: now[0])
-    w.exchange_done(flagged(1))
-    assert w.flush(5)
-    w.exchange_done(flagged(2))  # within reopen_interval: no new attempt, the event is lost
-    assert w.flush(5)
-    assert len(attempts) == 1 and w.stats.failed == 2
-    now[0] = 6.0
-    w.exchange_done(flagged(3))
-    assert w.flush(5)
-    assert len(attempts) == 2 and [e.request_id for e in store.events] == ["req-3"]
+    w.start()
+    deadline = time.monotonic() + 5
+    while not attempts and time.monotonic() < deadline:
+        time.sleep(0.005)
+    w.submit(Event(time=1.0, request_id="req-1", client_ip="x"))  # no flush: the thread keeps its delays
+    w.submit(Event(time=2.0, request_id="req-2", client_ip="x"))
+    while w.stats.pending < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert len(attempts) == 1 and w.stats.pending == 2
+    now[0] = 6.0  # past reopen_interval and the retry delay
+    while w.stats.pending and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert len(attempts) == 2 and [e.request_id for e in store.events] == ["req-1", "req-2"]
+    assert w.stats.failed == 0
     w.close()
 
 
@@ -169,12 +238,13 @@ def test_locked_sqlite_never_blocks_the_request_path(tmp_path: Path) -> None:
         w.exchange_done(flagged(i))
     assert time.perf_counter() - start < 0.5
     assert w.flush(10)
-    assert w.stats.failed > 0
+    assert w.stats.pending > 0
     locker.execute("ROLLBACK")
     locker.close()
     w.exchange_done(flagged(999))
     assert w.flush(5)
     assert store.query(limit=1)[0].request_id == "req-999"
+    assert store.count() == 201 and w.stats.failed == 0  # the locked time cost no event
     w.close()
 
 
@@ -242,8 +312,9 @@ def test_unusable_data_dir_is_reported_at_start(tmp_path: Path, caplog: pytest.L
         deadline = time.monotonic() + 5
         while not caplog.records and time.monotonic() < deadline:
             time.sleep(0.01)
-        w.exchange_done(flagged(1))  # the gateway carries on; the event is counted as lost
+        w.exchange_done(flagged(1))  # the gateway carries on; the event waits for the store
         assert w.flush(5)
-    w.close()
+        assert w.stats.pending == 1
+        w.close()  # the store never came: the event is counted as lost
     assert "cannot open the event store" in caplog.records[0].getMessage()
     assert w.stats.failed == 1

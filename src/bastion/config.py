@@ -137,6 +137,9 @@ class StoreConfig(Section):
     batch_size: int = Field(500, ge=1)
     flush_interval: float = Field(0.5, gt=0)
     queue_size: int = Field(100_000, ge=100)
+    backlog_size: int = Field(
+        50_000, ge=0, description="events kept in memory for a retry while the store refuses writes"
+    )
     retention_days: float = Field(30, gt=0)
 
 

@@ -179,7 +179,8 @@ class AdminApi:
         writer = rt.services.get("events")
         if writer is not None:
             ws = writer.stats
-            out["events"] = {k: getattr(ws, k) for k in ("queued", "written", "dropped", "failed", "batches")}
+            names = ("queued", "written", "dropped", "failed", "batches", "pending")
+            out["events"] = {k: getattr(ws, k) for k in names}
         alerter = rt.services.get("alerts")
         if alerter is not None:
             st = alerter.stats

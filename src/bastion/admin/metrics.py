@@ -108,6 +108,7 @@ def snapshot(runtime: Any, endpoints: EndpointMetrics | None, started: float) ->
             counters[f"bastion_events_{name}_total"] = {"": getattr(ws, name)}
         q = getattr(writer, "_queue", None)
         gauges["bastion_events_queue_length"] = {"": q.qsize() if q is not None else 0}
+        gauges["bastion_events_backlog_length"] = {"": ws.pending}
     alerter = runtime.services.get("alerts")
     if alerter is not None:
         st = alerter.stats

@@ -4,10 +4,14 @@
 on a bounded queue; that is all the request path pays. One daemon thread takes batches off the
 queue, writes each event as a log line and the batch to the store in one transaction.
 
-Failure is contained here: a full queue drops the event and counts it; a store that cannot be
-opened is retried later; a failed write (disk full, database locked, PostgreSQL down) loses that
-batch, counts it, and is logged at most once per `error_interval` per kind of failure. The gateway
-never waits and never sees the exception.
+Failure is contained here, and costs no event while memory allows: a batch the store refuses (disk
+full, database locked, PostgreSQL down, a store that cannot be opened) joins a bounded backlog that
+is retried with a growing delay (1 s up to `retry_max`) and written, oldest first, once the store is
+back. Only what overflows the backlog (`backlog_size` events, oldest first) or is still pending at
+shutdown is lost, and counted (`failed`); a full queue drops the new event and counts it
+(`dropped`). Each kind of failure is logged at most once per `error_interval`. Every event was also
+written as a log line when it was taken off the queue. The gateway never waits and never sees the
+exception.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,8 +41,9 @@ class WriterStats:
     queued: int = 0
     written: int = 0
     dropped: int = 0  # queue full: the gateway produced events faster than the store took them
-    failed: int = 0  # the store refused or could not be reached
+    failed: int = 0  # lost: the store stayed unreachable longer than the backlog could hold
     batches: int = 0
+    pending: int = 0  # refused by the store, waiting in the backlog for a retry
 
 
 class EventWriter(ExchangeSink):
@@ -56,6 +62,8 @@ class EventWriter(ExchangeSink):
         error_interval: float = 60.0,
         reopen_interval: float = 5.0,
         prune_interval: float = 3600.0,
+        backlog_size: int = 50_000,
+        retry_max: float = 30.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._opener = opener
@@ -68,6 +76,13 @@ class EventWriter(ExchangeSink):
         self.reopen_interval = reopen_interval
         self.prune_interval = prune_interval
         self._mono = monotonic
+        self.backlog_size = backlog_size
+        self.retry_max = retry_max
+        self._backlog: deque[Event] = deque()
+        self._retry_delay = 0.0  # 0: the last write worked; else the wait before the next attempt
+        self._next_retry = 0.0
+        self._retry_now = threading.Event()  # flush(): retry the backlog at once
+        self._attempts = 0  # backlog write attempts, so that flush() can wait for one
         self._queue: queue.Queue[Event] = queue.Queue(maxsize=queue_size)
         self.stats = WriterStats()
         self.store: EventStore | None = None
@@ -91,6 +106,7 @@ class EventWriter(ExchangeSink):
             batch_size=sc.batch_size,
             flush_interval=sc.flush_interval,
             queue_size=sc.queue_size,
+            backlog_size=sc.backlog_size,
             retention=sc.retention_days * 86400.0,
             log_events=config.logging.events_to_log,
         )
@@ -130,10 +146,13 @@ class EventWriter(ExchangeSink):
                 self._thread.start()
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every queued event was handled (written, or counted as failed)."""
+        """Wait until every queued event was handled and the backlog was retried once (without its
+        delay). True when the queue is empty; events the store still refuses stay `pending`."""
         if self._thread is None:
             return self._queue.unfinished_tasks == 0
         deadline = time.monotonic() + timeout
+        attempts = self._attempts
+        self._retry_now.set()
         self._flush.set()
         with self._queue.all_tasks_done:
             while self._queue.unfinished_tasks:
@@ -142,6 +161,9 @@ class EventWriter(ExchangeSink):
                     return False
                 self._queue.all_tasks_done.wait(min(remaining, 0.05))
                 self._flush.set()
+        while self._backlog and self._attempts == attempts and time.monotonic() < deadline:
+            self._retry_now.set()
+            time.sleep(0.005)
         return True
 
     def close(self, timeout: float = 5.0) -> None:
@@ -167,7 +189,10 @@ class EventWriter(ExchangeSink):
                     self._queue.task_done()
             elif self._stop.is_set():
                 break
+            else:
+                self._drain()
             self._maybe_prune()
+        self._drain(final=True)
         self._close_store()
 
     def _take(self) -> list[Event]:
@@ -211,16 +236,71 @@ class EventWriter(ExchangeSink):
                 self._error("listener", f"event listener {getattr(fn, '__name__', fn)!r} failed: {exc!r}")
         if self._opener is None:
             return
+        if self._backlog:  # the store is down: keep the order, the backlog goes first
+            self._keep(batch)
+            self._drain()
+            return
+        if not self._write(batch):
+            self._keep(batch)
+
+    def _write(self, batch: list[Event]) -> bool:
+        """One store write; False (logged, retry scheduled) when the store refuses it."""
         store = self._open()
         if store is None:
-            self.stats.failed += len(batch)
-            return
+            self._schedule_retry()
+            return False
         try:
             self.stats.written += store.write_many(batch)
-            self.stats.batches += 1
         except Exception as exc:
-            self.stats.failed += len(batch)
-            self._error("write", f"event store write failed, {len(batch)} events lost: {type(exc).__name__}: {exc}")
+            self._schedule_retry()
+            self._error("write", f"event store write failed, {len(batch)} events kept for a retry: "
+                                 f"{type(exc).__name__}: {exc}")
+            return False
+        self.stats.batches += 1
+        self._retry_delay = 0.0
+        return True
+
+    def _keep(self, batch: list[Event]) -> None:
+        """Backlog a refused batch; beyond `backlog_size` the oldest events are lost (counted)."""
+        self._backlog.extend(batch)
+        over = len(self._backlog) - self.backlog_size
+        if over > 0:
+            for _ in range(over):
+                self._backlog.popleft()
+            self.stats.failed += over
+            self._error("backlog", f"event backlog full ({self.backlog_size}): the oldest events are lost")
+        self.stats.pending = len(self._backlog)
+
+    def _schedule_retry(self) -> None:
+        self._retry_delay = min(self.retry_max, max(1.0, self._retry_delay * 2))
+        self._next_retry = self._mono() + self._retry_delay
+
+    def _drain(self, *, final: bool = False) -> None:
+        """Write the backlog, oldest first, when its retry is due (at once for flush and close)."""
+        if not self._backlog:
+            return
+        forced = final or self._retry_now.is_set()
+        if not forced and self._mono() < self._next_retry:
+            return
+        self._retry_now.clear()
+        if forced:
+            self._next_open = 0.0  # a flush or close retries opening too
+        try:
+            while self._backlog:
+                chunk = [self._backlog[i] for i in range(min(self.batch_size, len(self._backlog)))]
+                if not self._write(chunk):
+                    break
+                for _ in chunk:
+                    self._backlog.popleft()
+        finally:
+            self._attempts += 1
+            self.stats.pending = len(self._backlog)
+        if final and self._backlog:
+            lost = len(self._backlog)
+            self._backlog.clear()
+            self.stats.failed += lost
+            self.stats.pending = 0
+            log.error("event store unavailable at shutdown: %d events lost (each was written to the log)", lost)
 
     def _open(self) -> EventStore | None:
         if self.store is not None or self._opener is None:
