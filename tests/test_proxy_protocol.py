@@ -174,6 +174,35 @@ async def test_body_timeout_408():
     assert "timeouts-body" in gw.sink.rules()
 
 
+async def test_slow_post_below_the_minimum_data_rate_408_while_a_steady_upload_passes():
+    # Each byte arrives well within `body` (0.5 s), so only the data rate can end the trickle.
+    cfg = make_config("http://127.0.0.1:1", timeouts={"body": 0.5, "body_min_rate": 200})
+    async with upstream_server() as up:
+        cfg.upstream.url = up.url
+        async with gateway(cfg, only=set()) as gw:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+            writer.write(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n")
+            read = asyncio.ensure_future(read_response(reader))
+            for _ in range(40):  # 10 bytes/s, for up to 4 s
+                if read.done():
+                    break
+                writer.write(b"x")
+                await asyncio.sleep(0.1)
+            resp = await asyncio.wait_for(read, 3)
+            writer.close()
+            # 1,000 bytes at 400 bytes/s: slower than `body` allows alone, above the minimum rate
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+            writer.write(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n")
+            for _ in range(10):
+                writer.write(b"y" * 100)
+                await asyncio.sleep(0.25)
+            ok = await read_response(reader)
+            writer.close()
+    assert resp.status == 408
+    assert "timeouts-body-rate" in gw.sink.rules()
+    assert ok.status == 200
+
+
 async def test_idle_and_silent_connections_are_closed():
     cfg = make_config("http://127.0.0.1:1", timeouts={"idle": 0.3, "header": 0.3})
     async with upstream_server() as up:

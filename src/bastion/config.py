@@ -46,6 +46,9 @@ class TimeoutsConfig(Section):
 
     header: float = Field(10.0, gt=0)
     body: float = Field(30.0, gt=0, description="between two body reads")
+    body_min_rate: float = Field(
+        500.0, ge=0, description="bytes/s: a body must arrive within `body` s plus 1 s per this many bytes (0: off)"
+    )
     idle: float = Field(60.0, gt=0, description="keep-alive idle time between requests")
     upstream_connect: float = Field(5.0, gt=0)
     upstream_response: float = Field(60.0, gt=0, description="upstream silence before 504")

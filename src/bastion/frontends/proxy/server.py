@@ -229,6 +229,9 @@ class ProxyServer:
         self.inspect_resp_bytes = lim.inspect_response_bytes
         self.buffer_cap = max(self.inspect_bytes, 64 * 1024) + 64 * 1024
         self.t_header, self.t_body, self.t_idle = to.header, to.body, to.idle
+        # mod_reqtimeout's MinRate: every byte of body buys 1/rate s more, so a slow POST that trickles
+        # a byte within each `body` interval still ends (0: only the between-reads timeout)
+        self.body_byte_s = 1.0 / to.body_min_rate if to.body_min_rate else 0.0
         self.t_upstream = to.upstream_response
         self.max_connections = cfg.server.max_connections
         self.max_per_ip = cfg.server.max_connections_per_ip
@@ -333,6 +336,7 @@ class ClientConnection(asyncio.Protocol):
 
     __slots__ = (
         "begun",
+        "body_due",
         "client",
         "closing",
         "conn_checked",
@@ -390,6 +394,7 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel: UpstreamConnection | None = None
         self.rd = 0.0
         self.rd_kind = RD_NONE
+        self.body_due = 0.0  # the whole body's deadline (timeouts.body_min_rate); 0: none
         self.up_deadline = 0.0
         self.wr = 0.0
         self.lingered = 0
@@ -747,6 +752,7 @@ class ClientConnection(asyncio.Protocol):
         req.head = b"".join(fwd)
         if chunked or length > 0:
             self._set_rd(RD_BODY, s.t_body)
+            self.body_due = self.loop.time() + s.t_body if s.body_byte_s else 0.0
         else:
             self.rd_kind = RD_NONE
             self.rd = 0.0
@@ -795,6 +801,8 @@ class ClientConnection(asyncio.Protocol):
             raise _Refuse("limits-body-size", 413, "body-too-large", "body too large")
         if self.rd_kind == RD_BODY:
             self.rd = self.loop.time() + self.s.t_body
+            if self.body_due:
+                self.body_due += n * self.s.body_byte_s
         req.ex.request.body_size = req.received
         up = req.up
         if up is not None and req.st == Q_UPSTREAM:
@@ -1533,6 +1541,8 @@ class ClientConnection(asyncio.Protocol):
             if self.rd_kind == RD_BODY:
                 self.rd = self.loop.time() + self.s.t_body
             elif self.rd_kind == RD_HEADER:
+                if self.body_due:  # the time we did not read is not the client's
+                    self.body_due = max(self.body_due, self.rd)
                 self.rd = self.loop.time() + self.s.t_header
 
     def _pause_up(self, req: _Req, why: int) -> None:
@@ -1567,6 +1577,10 @@ class ClientConnection(asyncio.Protocol):
             elif kind == RD_BODY:
                 self._refuse_parse(_Refuse("timeouts-body", 408, "request-timeout", "request body too slow"))
         if self.up_deadline and now >= self.up_deadline and self.queue:
+        elif self.rd_kind == RD_BODY and self.body_due and now >= self.body_due and not self.paused:
+            self._set_rd(RD_NONE, 0.0)
+            self._refuse_parse(_Refuse("timeouts-body-rate", 408, "request-timeout",
+                                       "request body below the minimum data rate"))
             self.up_deadline = 0.0
             req = self.queue[0]
             if req.up is not None:
