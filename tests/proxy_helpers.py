@@ -16,6 +16,7 @@ parser, so the proxy is tested against something it did not write. Its routes:
   /drop             closes the connection without an answer
   /ws               101 Switching Protocols, then echoes raw bytes (a stand-in for WebSocket)
   /badframing       200 with Content-Length and Transfer-Encoding (response smuggling)
+  /endlesshead      a response head that never ends (header lines until the client goes)
 """
 
 from __future__ import annotations
@@ -183,6 +184,12 @@ async def _respond(req: Received, reader: asyncio.StreamReader, writer: asyncio.
     elif path == "/badframing":
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
                      b"5\r\nhello\r\n0\r\n\r\n")
+    elif path == "/endlesshead":
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for i in range(100_000):
+            writer.write(b"X-Filler-%d: %b\r\n" % (i, b"v" * 100))
+            await writer.drain()
+        return False
     else:
         send(_resp(404, b"not found", [("Content-Type", "text/plain")]))
     return True

@@ -239,6 +239,14 @@ async def test_upstream_response_smuggling_is_refused():
     assert resp.status == 502
 
 
+async def test_upstream_head_that_never_ends_gives_502_and_bounded_memory():
+    async with upstream_server() as up, gateway(make_config(up.url), only=set()) as gw:
+        resp = await asyncio.wait_for(request(gw.port, get("/endlesshead")), 10)
+        ok = await request(gw.port, get("/hello"))
+    assert resp.status == 502
+    assert ok.status == 200
+
+
 async def test_stack_trace_scrubbed_and_plain_500_kept():
     async with upstream_server() as up, gateway(make_config(up.url), only=set()) as gw:
         scrubbed = await request(gw.port, get("/stack"))

@@ -54,6 +54,16 @@ class UpstreamTarget:
         self.host_header = (host if self.port == default else f"{host}:{self.port}").encode("latin-1")
 
 
+# An upstream (broken, or compromised) that never ends its response head must not grow our memory:
+# beyond these, the response is a 502. Generous: real response heads are a few KB.
+MAX_HEAD_BYTES = 256 * 1024
+MAX_HEAD_FIELDS = 500
+
+
+class UpstreamHeadTooLarge(Exception):
+    pass
+
+
 class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to the upstream and its response parser."""
 
@@ -68,6 +78,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.tunnel = False
         self.got_bytes = False
         self.in_head = False
+        self.head_bytes = 0  # bytes read while the response head is incomplete
         self.done = True  # no request in flight
         self.skip_message = False
         self.closed = False
@@ -96,6 +107,11 @@ class UpstreamConnection(asyncio.Protocol):
             handler.up_tunnel(data)
             return
         self.got_bytes = True
+        if self.in_head:
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD_BYTES:
+                self._fail(UpstreamHeadTooLarge(f"response head over {MAX_HEAD_BYTES} bytes"))
+                return
         try:
             self.parser.feed_data(data)
             handler.up_flush()  # everything this read produced goes out in one write
@@ -109,7 +125,7 @@ class UpstreamConnection(asyncio.Protocol):
                     self.handler.up_tunnel(data[offset:])
             else:
                 self._fail(exc)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, UpstreamHeadTooLarge) as exc:
             self._fail(exc)
 
     def eof_received(self) -> bool | None:
@@ -145,6 +161,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.in_head = True
+        self.head_bytes = 0
         self.headers = []
         self.chunked = False
         self.has_length = False
@@ -158,6 +175,8 @@ class UpstreamConnection(asyncio.Protocol):
         # Trailers of a chunked body arrive after the head: dropped (RFC 9110 section 6.5.1 allows it).
         if self.in_head:
             self.headers.append((name, value))
+            if len(self.headers) > MAX_HEAD_FIELDS:
+                raise UpstreamHeadTooLarge(f"response head over {MAX_HEAD_FIELDS} fields")
 
     def on_headers_complete(self) -> None:
         self.in_head = False
