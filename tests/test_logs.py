@@ -120,3 +120,41 @@ def test_analyze_command_reports_and_stores(tmp_path) -> None:
     assert [e.client_ip for e in events] == ["203.0.113.7"]
     missing = CliRunner().invoke(app, ["analyze", str(tmp_path / "nope.log")])
     assert missing.exit_code != 0
+
+
+def test_analyze_finds_a_failed_login_surge_in_yesterdays_logs(tmp_path) -> None:
+    import random
+    from datetime import UTC, datetime
+
+    import orjson
+    from typer.testing import CliRunner
+
+    from bastion.cli import app
+
+    rng = random.Random(5)
+    t0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC).timestamp()
+    lines = []
+
+    def line(t: float, ip: str, method: str, path: str, status: int) -> str:
+        stamp = datetime.fromtimestamp(t, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
+        return f'{ip} - - [{stamp}] "{method} {path} HTTP/1.1" {status} 120 "-" "Mozilla/5.0" 0.020'
+
+    for i in range(40 * 60):  # 40 minutes of ordinary shop traffic, one request a second
+        t = t0 + i
+        if i % 6 == 0:
+            lines.append(line(t, f"198.51.100.{rng.randint(1, 200)}", "POST", "/login",
+                              401 if rng.random() < 0.1 else 200))
+        else:
+            lines.append(line(t, f"198.51.100.{rng.randint(1, 200)}", "GET", f"/products/{rng.randint(1, 500)}", 200))
+    for i in range(300):  # then a minute and a half of failed logins from many addresses
+        lines.append(line(t0 + 2400 + i * 0.3, f"203.0.113.{rng.randint(1, 250)}", "POST", "/login", 401))
+    log = tmp_path / "access.log"
+    log.write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(app, ["analyze", str(log), "--no-store", "--json"])
+    assert result.exit_code == 0, result.output
+    report = orjson.loads(result.stdout[result.stdout.index("{"):])
+    found = {(s["rule"], s["route"]) for s in report["symptoms"]}
+    # 401s where the API answered them, or Bastion's blocks where the behaviour detectors would have
+    # stopped the stuffing first: either way the login endpoint is named
+    assert found & {("symptom-auth_failures", "/login"), ("symptom-blocked", "/login")}
+    assert all(s["time"] >= t0 + 2400 for s in report["symptoms"])  # nothing during the quiet part

@@ -19,6 +19,7 @@ from bastion.alerts.settings import AlertsConfig
 from bastion.catalog.settings import CatalogConfig, SpecConfig
 from bastion.detect.behaviour.settings import BehaviourConfig
 from bastion.detect.signatures.settings import SignaturesConfig
+from bastion.detect.symptoms_settings import SymptomsConfig
 from bastion.errors import ConfigError
 from bastion.rulespec.model import RulesConfig
 from bastion.state.settings import StateConfig
@@ -186,6 +187,7 @@ class BastionConfig(Section):
     signatures: SignaturesConfig = Field(default_factory=SignaturesConfig)
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
     spec: SpecConfig | None = None
+    symptoms: SymptomsConfig = Field(default_factory=SymptomsConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
 
     def detector(self, name: str) -> DetectorSettings:

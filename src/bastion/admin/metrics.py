@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from bastion.admin.sources import behaviour_core, version
+from bastion.detect.symptoms import symptoms_of
 from bastion.engine import ExchangeSink
 from bastion.exchange import Exchange
 
@@ -122,6 +123,12 @@ def snapshot(runtime: Any, endpoints: EndpointMetrics | None, started: float) ->
         gauges_max["bastion_decisions_active"] = {"": active}
         gauges["bastion_entity_keys"] = {"": len(core.graph)}
         counters["bastion_risk_blocks_total"] = {"": core.risk.blocks}
+    symptoms = symptoms_of(pipe)
+    if symptoms is not None:
+        # 1 per symptom in progress (signal, endpoint; route "*" is the whole API); any worker seeing it is enough
+        gauges_max["bastion_symptom_active"] = {
+            labels(signal=signal, method=method, route=route): 1 for signal, method, route, _ in symptoms.active()
+        }
     histograms: dict[str, dict[str, Any]] = {}
     if endpoints is not None:
         req: dict[str, float] = {}

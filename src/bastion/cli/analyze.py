@@ -83,6 +83,11 @@ def _print(r: ReplayReport) -> None:
         for rule, n in sorted(r.by_rule.items(), key=lambda kv: -kv[1])[:25]:
             t.add_row(rule, str(n))
         console.print(t)
+    if r.symptoms:
+        t = Table("time (UTC)", "symptom", "figures", title="Symptoms: what the API went through")
+        for s in r.symptoms:
+            t.add_row(_ts(s["time"]), s["message"], s["figures"])
+        console.print(t)
     if r.by_client:
         t = Table("client", "blocked requests", title="Top offending clients")
         for ip, n in sorted(r.by_client.items(), key=lambda kv: -kv[1])[:15]:

@@ -38,6 +38,7 @@ DETECTORS: list[tuple[str, str]] = [
     ("schema", "bastion.detect.schema:make"),
     ("behaviour", "bastion.detect.behaviour.scenarios:make"),
     ("catalog", "bastion.detect.catalog:make"),
+    ("symptoms", "bastion.detect.symptoms:make"),  # after catalog: it names the endpoint
 ]
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from bastion.clock import ManualClock
+from bastion.detect.symptoms import symptoms_of
 from bastion.engine.pipeline import Pipeline
 from bastion.exchange import Client, Exchange, Headers, Response
 from bastion.verdict import Action
@@ -195,6 +196,8 @@ class ReplayReport:
     by_client: dict[str, int] = field(default_factory=dict)
     first: float | None = None
     last: float | None = None
+    # symptoms that started during the logs (bastion.detect.symptoms): time, rule, route, message, figures
+    symptoms: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Replayer:
@@ -210,6 +213,13 @@ class Replayer:
         for record in self._records(lines, fmt):
             await self.replay(record)
         await self.pipeline.drain()
+        symptoms = symptoms_of(self.pipeline)
+        if symptoms is not None:
+            self.report.symptoms = [
+                {"time": ev.time, "rule": ev.rule_ids[0], "method": ev.method, "route": ev.route,
+                 "message": ev.findings[0]["message"], "figures": ev.findings[0]["evidence"]}
+                for ev in symptoms.started
+            ]
         return self.report
 
     def _records(self, lines: Iterable[str], fmt: str) -> Iterator[LogRecord]:
