@@ -1,5 +1,5 @@
 """Reverse-proxy benchmark: upstream direct, nginx as a proxy, Bastion pass-through, Bastion with the
-default detectors. Prints req/s and p50/p99 latency (medians over alternating rounds) and the
+signature rules only (protocol + signatures), Bastion with the default detectors. Prints req/s and p50/p99 latency (medians over alternating rounds) and the
 ratios to nginx measured in the same run.
 
 Needs wrk and nginx (as root: `apt-get install -y wrk nginx`). Only 127.0.0.1 is targeted; every
@@ -239,11 +239,12 @@ def main() -> int:
         return 2
     two_cores = (os.cpu_count() or 1) >= 2
     proxy_cpu, side_cpu = (0, 1) if two_cores else (None, None)
-    up_port, ngx_port, b0_port, b1_port = free_port(), free_port(), free_port(), free_port()
+    up_port, ngx_port, b0_port, bs_port, b1_port = (free_port() for _ in range(5))
     targets = {
         "upstream direct": up_port,
         "nginx proxy": ngx_port,
         "bastion, no detectors": b0_port,
+        "bastion, signatures": bs_port,
         "bastion, default detectors": b1_port,
     }
     results: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in targets}
@@ -254,9 +255,10 @@ def main() -> int:
         nginx(upstream_conf(up_port), side_cpu) as up_pid,
         nginx(nginx_proxy_conf(ngx_port, up_port), proxy_cpu) as ngx_pid,
         bastion(b0_port, up_port, "none", proxy_cpu) as b0_pid,
+        bastion(bs_port, up_port, "protocol,signatures", proxy_cpu) as bs_pid,
         bastion(b1_port, up_port, "default", proxy_cpu) as b1_pid,
     ):
-        pids = dict(zip(targets, (up_pid, ngx_pid, b0_pid, b1_pid), strict=True))
+        pids = dict(zip(targets, (up_pid, ngx_pid, b0_pid, bs_pid, b1_pid), strict=True))
         for port in targets.values():
             wait_port(port)
             wrk(port, 1, args.connections, side_cpu)  # warm-up: pools, caches
