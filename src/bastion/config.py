@@ -60,6 +60,7 @@ class TLSConfig(Section):
     key: Path | None = None
     hsts: bool = False
     hsts_max_age: int = 31536000
+    ja4: bool = Field(True, description="fingerprint each ClientHello (JA4) into the `tls` entity key")
 
 
 class UpstreamConfig(Section):
@@ -160,6 +161,11 @@ class ProtocolConfig(Section):
         description="request charsets that add no points; EBCDIC/UTF-7/UTF-32 always score critical",
     )
     max_ranges: int = Field(10, ge=1, description="byte ranges in one Range header")
+    allowed_content_types: list[str] = Field(
+        default_factory=list,
+        description="media types a request body may declare (e.g. application/json); others score critical. "
+        "Empty (the default): any well-formed type",
+    )
     check_bodies: bool = Field(True, description="check bodies against their declared Content-Type")
 
 
@@ -186,8 +192,8 @@ class BastionConfig(Section):
     state: StateConfig = Field(default_factory=StateConfig)
     signatures: SignaturesConfig = Field(default_factory=SignaturesConfig)
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
-    spec: SpecConfig | None = None
     symptoms: SymptomsConfig = Field(default_factory=SymptomsConfig)
+    spec: SpecConfig | None = None
     admin: AdminConfig = Field(default_factory=AdminConfig)
 
     def detector(self, name: str) -> DetectorSettings:

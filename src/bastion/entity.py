@@ -22,14 +22,25 @@ import hashlib
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import orjson
 
 from bastion.exchange import Exchange
 
+if TYPE_CHECKING:
+    from bastion.jwtauth import JwtVerifier
+
 STRONG_KINDS = frozenset({"api_key", "user", "session"})
+_IDENTITIES = ("api_key", "user", "session")
+_CLAIMED = ("api_key", "session")
 WEAK_KINDS = frozenset({"fp", "tls", "net"})
 ESTABLISHED = 2  # normal answers after which an entity is no longer judged by its client software
+# A marker in the keys, not a key: "unverified" when `user` is a claim Bastion could not check (a JWT
+# `sub` without `entity.jwt` keys, a Basic-auth name), "invalid" when a bearer JWT failed verification.
+# An unverified user is not in the graph: it never links entities and never carries an automatic
+# decision (see EntityGraph.observe); rules, scenarios and manual decisions still see it.
+CLAIM = "claim"
 
 # Cookie names that carry a session in common frameworks (Django, Rails, Express, PHP, Java, ASP.NET).
 SESSION_COOKIES = frozenset(
@@ -56,6 +67,7 @@ class KeySettings:
     api_key_headers: tuple[str, ...] = API_KEY_HEADERS
     api_key_params: tuple[str, ...] = ("api_key", "apikey", "key")
     salt: str = ""  # mixed into hashed keys; same on every instance so decisions are shared
+    jwt: JwtVerifier | None = None  # verifies bearer JWTs (behaviour.entity.jwt); None: subs are claims
     wanted: frozenset[str] = frozenset()  # header names read in the one pass (set by __post_init__)
 
     def __post_init__(self) -> None:
@@ -163,8 +175,9 @@ def _scan(ex: Exchange, found: dict[str, str] | None, s: KeySettings) -> tuple[s
     return fp, got
 
 
-def extract_keys(ex: Exchange, s: KeySettings) -> dict[str, str]:
-    """All entity keys of one exchange, as {kind: value}. Secret values are hashed."""
+def extract_keys(ex: Exchange, s: KeySettings, query: bool = True) -> dict[str, str]:
+    """All entity keys of one exchange, as {kind: value}. Secret values are hashed. `query=False`
+    leaves out an API key given in the query string (the rest depends only on headers and address)."""
     ip = ex.client.ip
     keys: dict[str, str] = {"ip": ip}
     net = network_of(ip)
@@ -177,18 +190,31 @@ def extract_keys(ex: Exchange, s: KeySettings) -> dict[str, str]:
         cred = cred.strip()
         sch = scheme.lower()
         if sch == "bearer" and cred:
-            sub = jwt_subject(cred)
-            if sub:
-                keys["user"] = sub
+            verifier = s.jwt
+            if verifier is not None and cred.count(".") == 2:
+                # only a verified subject is an identity; a failing token is none at all
+                sub, ok = verifier.check(cred)
+                if sub:
+                    keys["user"] = sub
+                elif ok:  # a verified token without a subject (a client's token): a credential
+                    keys["api_key"] = hash_key(cred, s.salt)
+                else:
+                    keys[CLAIM] = "invalid"
             else:
-                keys["api_key"] = hash_key(cred, s.salt)
+                sub = jwt_subject(cred)
+                if sub:
+                    keys["user"] = sub
+                    keys[CLAIM] = "unverified"
+                else:
+                    keys["api_key"] = hash_key(cred, s.salt)
         elif sch == "basic" and cred:
             try:
                 user = base64.b64decode(cred, validate=False).decode("utf-8", "replace").split(":", 1)[0]
             except ValueError:
                 user = ""
-            if user:
+            if user:  # the API checks the password, not Bastion: a claim
                 keys["user"] = user[:128]
+                keys[CLAIM] = "unverified"
         elif cred:
             keys["api_key"] = hash_key(cred, s.salt)
     if "api_key" not in keys:
@@ -198,15 +224,17 @@ def extract_keys(ex: Exchange, s: KeySettings) -> dict[str, str]:
                 keys["api_key"] = hash_key(v.strip(), s.salt)
                 break
         else:
-            if s.api_key_params and "?" in ex.request.target:
+            if query and s.api_key_params and "?" in ex.request.target:
                 for k, v in ex.request.query_args():
                     if k.lower() in s.api_key_params and v:
                         keys["api_key"] = hash_key(v, s.salt)
                         break
     if s.user_header:
         u = h.get(s.user_header.lower())
-        if u:
+        if u:  # set by a trusted authenticating front: verified
             keys["user"] = u.strip()[:128]
+            if keys.get(CLAIM) == "unverified":
+                del keys[CLAIM]
     cookie_line = h.get("cookie")
     if cookie_line:
         for part in cookie_line.split(";"):
@@ -326,22 +354,28 @@ class EntityGraph:
         n = self.nodes.get(key)
         return None if n is None else n.entity
 
-    def observe(self, keys: dict[str, str], now: float) -> Resolved:
-        """Record the keys of one exchange, link them, and return the exchange's entity."""
+    def observe(self, keys: dict[str, str], now: float, names: dict[str, str] | None = None) -> Resolved:
+        """Record the keys of one exchange, link them, and return the exchange's entity. `names`:
+        the node name of each key ('ip:1.2.3.4'), when the caller has them already."""
+        if names is None:
+            names = {k: f"{k}:{v}" for k, v in keys.items()}
         nodes: dict[str, Node] = {}
         strong: Node | None = None
-        for kind in ("api_key", "user", "session"):
+        for kind in self.identity_kinds(keys):
+            # An unverified user (a forgeable JWT sub, a Basic name) is left out of the graph:
+            # linked, a forger's requests would join the victim's entity, and the ban they earn
+            # would reach the victim and every address the victim uses.
             v = keys.get(kind)
             if not v:
                 continue
-            n = self.node(f"{kind}:{v}", now)
+            n = self.node(names[kind], now)
             nodes[kind] = n
             if strong is None:
                 strong = n
             elif n.entity is not strong.entity:
                 self._merge(strong.entity, n.entity)
         ip = keys.get("ip")
-        ipn = self.node(f"ip:{ip}", now) if ip else None
+        ipn = self.node(names["ip"], now) if ip else None
         if ipn is not None:
             nodes["ip"] = ipn
             if strong is not None and ipn.entity is not strong.entity:
@@ -354,7 +388,7 @@ class EntityGraph:
         for kind in ("fp", "tls", "net"):
             v = keys.get(kind)
             if v:
-                fn = self.node(f"{kind}:{v}", now)
+                fn = self.node(names[kind], now)
                 nodes[kind] = fn
                 if strong is not None:
                     self._saw_identity(fn, strong.entity)
@@ -364,8 +398,10 @@ class EntityGraph:
             ent = self.anonymous_at(ipn, now)
         else:
             ent = self.node("entity:anonymous", now).entity
-        cutoff = now - self.limits.idle_ttl
-        self._sweeper.step(self.nodes, now, lambda n: n.seen < cutoff, self._drop)
+        sw = self._sweeper
+        if sw.pos < len(sw.keys) or now - sw.started >= sw.every:  # a sweep slice is due
+            cutoff = now - self.limits.idle_ttl
+            sw.step(self.nodes, now, lambda n: n.seen < cutoff, self._drop)
         return Resolved(ent, nodes)
 
     def anonymous_at(self, ipn: Node, now: float | None = None) -> Entity:
@@ -457,6 +493,11 @@ class EntityGraph:
             ent.n_ip -= 1
         elif kind in STRONG_KINDS:
             ent.n_strong -= 1
+
+    @staticmethod
+    def identity_kinds(keys: dict[str, str]) -> tuple[str, ...]:
+        """The strong kinds of `keys` that identify the requester (an unverified user does not)."""
+        return _CLAIMED if keys.get(CLAIM) == "unverified" else _IDENTITIES
 
     def follows_software(self, ent: Entity, keys: dict[str, str]) -> bool:
         """Whether a fingerprint's risk and decisions apply to this requester: only to anonymous

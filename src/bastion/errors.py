@@ -51,12 +51,17 @@ def problem_for(reason: str, status: int | None = None) -> tuple[int, str]:
     return (status or default_status), title
 
 
-def problem_body(reason: str, status: int, title: str, request_id: str) -> bytes:
-    return orjson.dumps(
-        {
-            "type": PROBLEM_BASE + (reason or "request-refused"),
-            "title": title,
-            "status": status,
-            "request_id": request_id,
-        }
-    )
+def problem_body(
+    reason: str, status: int, title: str, request_id: str, extra: tuple[tuple[str, str | int], ...] = ()
+) -> bytes:
+    """The problem document. `extra` adds members Bastion made itself (a challenge id), never
+    anything the client sent; it cannot replace the standard ones."""
+    doc: dict[str, str | int] = {
+        "type": PROBLEM_BASE + (reason or "request-refused"),
+        "title": title,
+        "status": status,
+        "request_id": request_id,
+    }
+    for k, v in extra:
+        doc.setdefault(k, v)
+    return orjson.dumps(doc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import unquote_plus
 
 from bastion.verdict import Finding, Verdict
@@ -152,6 +153,7 @@ class Exchange:
     site: str = ""  # the Host the request was for
     keys: dict[str, str] = field(default_factory=dict)  # entity keys: ip, api_key, user, session...
     entity: str = ""  # id of the linked entity (attacker or user), when behaviour tracking is on
+    links: Any = None  # behaviour: the entity graph's nodes of `keys` (bastion.entity.Resolved), request time
     risk: float = 0.0  # the entity's current (decayed) risk when the request arrived
     findings: list[Finding] = field(default_factory=list)
     verdict: Verdict | None = None

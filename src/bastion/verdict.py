@@ -61,6 +61,7 @@ class Finding:
     headers: tuple[tuple[str, str], ...] = ()
     observe: bool = False
     phase: Phase = Phase.REQUEST_HEADERS
+    extra: tuple[tuple[str, str | int], ...] = ()  # members added to the problem document (a challenge id)
 
     def as_dict(self) -> dict[str, object]:
         d: dict[str, object] = {
@@ -104,6 +105,7 @@ class Verdict:
     headers: tuple[tuple[str, str], ...] = ()
     would_block: bool = False  # observe mode: what enforce mode would have done
     close: bool = False  # close the client connection after answering
+    extra: tuple[tuple[str, str | int], ...] = ()  # members added to the problem document
 
     @property
     def blocks(self) -> bool:

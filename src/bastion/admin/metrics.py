@@ -123,6 +123,12 @@ def snapshot(runtime: Any, endpoints: EndpointMetrics | None, started: float) ->
         gauges_max["bastion_decisions_active"] = {"": active}
         gauges["bastion_entity_keys"] = {"": len(core.graph)}
         counters["bastion_risk_blocks_total"] = {"": core.risk.blocks}
+        su = core.step_up
+        if su is not None:
+            for name in ("issued", "passed", "refused", "exhausted"):
+                counters[f"bastion_step_up_{name}_total"] = {"": getattr(su.stats, name)}
+            for name in ("sent", "failed", "dropped"):
+                counters[f"bastion_step_up_deliveries_{name}_total"] = {"": getattr(su.deliverer.stats, name)}
     symptoms = symptoms_of(pipe)
     if symptoms is not None:
         # 1 per symptom in progress (signal, endpoint; route "*" is the whole API); any worker seeing it is enough
@@ -248,6 +254,13 @@ HELP = {
     "bastion_decisions_active": "Decisions currently enforced.",
     "bastion_entity_keys": "Entity keys (addresses, API keys, users, sessions, fingerprints) tracked in memory.",
     "bastion_risk_blocks_total": "Entities blocked by the risk engine.",
+    "bastion_step_up_issued_total": "Step-up challenges whose one-time code was queued for delivery.",
+    "bastion_step_up_passed_total": "Step-up codes verified (a pass granted).",
+    "bastion_step_up_refused_total": "Step-up values refused (wrong, unknown, expired, malformed, another user's).",
+    "bastion_step_up_exhausted_total": "Step-up challenges that ran out of attempts (a block).",
+    "bastion_step_up_deliveries_sent_total": "Step-up codes the API's delivery webhook accepted.",
+    "bastion_step_up_deliveries_failed_total": "Step-up deliveries that failed (the challenge was withdrawn).",
+    "bastion_step_up_deliveries_dropped_total": "Step-up codes not sent: delivery rate cap or full queue.",
     "bastion_endpoint_requests_total": "Requests per endpoint (method, route template) and status class.",
     "bastion_endpoint_blocked_total": "Requests refused per endpoint.",
     "bastion_workers_reporting": "Gateway worker processes whose metrics are included.",

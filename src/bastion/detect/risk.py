@@ -12,20 +12,25 @@ and an entity that is currently blocked gains no risk from the requests it keeps
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING
 
 from bastion.config import BastionConfig
 from bastion.decision import Decision, DecisionAction, KeyKind, Origin
-from bastion.entity import STRONG_KINDS, WEAK_KINDS, Entity, decayed
+from bastion.detect.stepup import Answer, Outcome
+from bastion.entity import CLAIM, STRONG_KINDS, WEAK_KINDS, Entity, decayed
 from bastion.exchange import Exchange
 from bastion.verdict import Action, Finding, Severity
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from bastion.detect.behaviour.core import BehaviourCore
     from bastion.engine.pipeline import Pipeline
     from bastion.engine.registry import BuildContext
 
+log = logging.getLogger("bastion.risk")
 _SILENT = frozenset({"decisions", "risk"})
 _DECIDABLE = frozenset({"ip", "fp", "tls", "net"}) | STRONG_KINDS
 HISTORY = 16
@@ -93,7 +98,7 @@ class RiskModel:
             return
         core = self.core
         now = core.clock.now()
-        ent = core.resolve(ex.keys)
+        ent = core.entity_of(ex)
         if ent is None:
             return
         cap = self.s.max_points_per_exchange
@@ -127,9 +132,11 @@ class RiskModel:
         # firing on several subjects raises the exchange's entity once.
         own: dict[str, float] = {}
         graph = core.graph
+        # an unverified user (a forgeable claim) is no one's identity: its findings raise the requester
+        claimed = f"user:{ex.keys.get('user')}" if ex.keys.get(CLAIM) == "unverified" else ""
         for f, p in explicit:
             subject = subject_of(f)
-            node = graph.nodes.get(subject) if subject else None
+            node = graph.nodes.get(subject) if subject and subject != claimed else None
             if node is None or node.entity is ent:
                 own[f.rule_id] = max(own.get(f.rule_id, 0.0), p)
                 continue
@@ -201,7 +208,7 @@ class RiskDetector:
         self.observe = False
         self._sink = False
 
-    def request_headers(self, ex: Exchange) -> None:
+    def request_headers(self, ex: Exchange) -> Awaitable[None] | None:
         core = self.core
         now = self.clock.now()
         cur = core.current
@@ -213,13 +220,13 @@ class RiskDetector:
         if ent.blocked_until > now:
             self._act(ex, Action.BLOCK, "access-denied", 403, ent, "entity blocked",
                       retry=int(ent.blocked_until - now + 0.999))
-            return
+            return None
         risk = self.model.current(ent, now)
         graph = core.graph
         for kind in ("fp", "net"):
             # weak keys (client software, network): their risk reaches only fresh anonymous
             # requesters, and only the kind of request it is about (logins, lookups)
-            node = core.node(kind, ex.keys)
+            node = core.linked(ex, kind)
             if node is None:
                 continue
             other = node.entity
@@ -233,21 +240,23 @@ class RiskDetector:
                 self._act(ex, Action.BLOCK, "access-denied", 403, node.entity,
                           "client fingerprint blocked" if kind == "fp" else "network blocked",
                           retry=int(node.entity.blocked_until - now + 0.999))
-                return
+                return None
             risk = max(risk, self.model.current(node.entity, now))
         ex.risk = risk
         s = self.s
         if risk < s.watch:
-            return
+            return None
         if risk >= s.block:
             self.model.block(ent, now)
             self._act(ex, Action.BLOCK, "access-denied", 403, ent, "risk over the block threshold",
                       retry=int(ent.blocked_until - now + 0.999))
+        elif risk >= s.throttle and core.step_up is not None and self._passed(ex, now):
+            # a user who answered a step-up code: watched, neither tarpitted nor challenged again
+            self._act(ex, Action.LOG, "", None, ent, "step-up pass: risk over the throttle threshold")
         elif risk >= s.challenge:
             if s.challenge_enabled:
-                self._act(ex, Action.CHALLENGE, "challenge-required", 401, ent, "risk over the challenge threshold")
-            else:
-                self._act(ex, Action.BLOCK, "access-denied", 403, ent, "risk over the challenge threshold")
+                return self._challenge(ex, ent, now)
+            self._act(ex, Action.BLOCK, "access-denied", 403, ent, "risk over the challenge threshold")
         elif risk >= s.throttle:
             # the tarpit grows with risk: from throttle_delay at the threshold to 3x below challenge
             span = max(1e-9, s.challenge - s.throttle)
@@ -255,9 +264,75 @@ class RiskDetector:
             self._act(ex, Action.THROTTLE, "", None, ent, "risk over the throttle threshold", delay=delay)
         else:
             self._act(ex, Action.LOG, "", None, ent, "watched: risk over the watch threshold")
+        return None
+
+    def _passed(self, ex: Exchange, now: float) -> bool:
+        su = self.core.step_up
+        user = ex.keys.get("user")
+        return su is not None and user is not None and CLAIM not in ex.keys and su.store.has_pass(user, now)
+
+    def _challenge(self, ex: Exchange, ent: Entity, now: float) -> Awaitable[None] | None:
+        """The challenge band: a step-up code for a verified user (see bastion.detect.stepup); a
+        plain 401 without step-up, without a user key or with an unverified one (a Basic-auth name, a
+        JWT `sub` without `entity.jwt` keys: a code must not go to whoever a client claims to be), or
+        in observe mode (no code is sent). With the Redis store the answer is awaited (returned to
+        the pipeline as an awaitable)."""
+        su = self.core.step_up
+        user = ex.keys.get("user")
+        if su is None or not user or CLAIM in ex.keys or self.observe or self.core.config.mode == "observe":
+            self._act(ex, Action.CHALLENGE, "challenge-required", 401, ent, "risk over the challenge threshold")
+            return None
+        value = ex.request.headers.get(su.header)
+        if su.remote is not None:
+            return self._challenge_remote(ex, ent, now, user, value)
+        self._answered(ex, ent, now, su.answer(user, value, now, ex.id))
+        return None
+
+    async def _challenge_remote(self, ex: Exchange, ent: Entity, now: float, user: str, value: str | None) -> None:
+        su = self.core.step_up
+        assert su is not None
+        self._answered(ex, ent, now, await su.answer_async(user, value, now, ex.id))
+
+    def _answered(self, ex: Exchange, ent: Entity, now: float, ans: Answer) -> None:
+        su = self.core.step_up
+        assert su is not None
+        outcome, ch = ans.outcome, ans.challenge
+        if outcome is Outcome.PASSED:
+            assert ch is not None
+            self._step_up_finding(ex, "step-up-passed", 0.0, f"step-up code verified: pass for {su.s.pass_ttl:g} s",
+                                  ch.id, Action.LOG)
+            log.info("step-up challenge %s verified; pass for %g s", ch.id, su.s.pass_ttl)
+            return
+        if ans.passed:  # a pass this instance learnt from the shared store
+            self._act(ex, Action.LOG, "", None, ent, "step-up pass: risk over the challenge threshold")
+            return
+        if outcome is not None:
+            points = 0.0 if outcome is Outcome.EXPIRED else su.s.fail_risk
+            self._step_up_finding(ex, f"step-up-{outcome.value}", points, f"step-up code refused ({outcome.value})",
+                                  ch.id if ch is not None else "")
+            if outcome is Outcome.EXHAUSTED:
+                self.model.block(ent, now, reason="step-up-exhausted")
+                self._act(ex, Action.BLOCK, "access-denied", 403, ent, "step-up attempts exhausted",
+                          retry=int(ent.blocked_until - now + 0.999))
+                return
+        if ch is None:  # no code could be sent now (rate cap, store down): the plain challenge
+            self._act(ex, Action.CHALLENGE, "challenge-required", 401, ent, "risk over the challenge threshold")
+            return
+        self._act(ex, Action.CHALLENGE, "challenge-required", 401, ent,
+                  "risk over the challenge threshold; step-up challenge", extra=su.problem(ch, now),
+                  headers=(("WWW-Authenticate", f'Bastion-Step-Up challenge_id="{ch.id}", header="{su.header}"'),))
+
+    @staticmethod
+    def _step_up_finding(ex: Exchange, rule: str, points: float, message: str, cid: str,
+                         action: Action | None = None) -> None:
+        """A step-up event. Its detector is not `risk`, so a refused code's points count."""
+        ex.add(Finding(rule_id=rule, detector="step_up", message=message,
+                       severity=Severity.NOTICE if points == 0 else Severity.WARNING, action=action,
+                       evidence=f"challenge {cid}" if cid else "", tags=("step-up",), risk=points))
 
     def _act(self, ex: Exchange, action: Action, reason: str, status: int | None, ent: Entity, why: str,
-             retry: int | None = None, delay: float = 0.0) -> None:
+             retry: int | None = None, delay: float = 0.0, extra: tuple[tuple[str, str | int], ...] = (),
+             headers: tuple[tuple[str, str], ...] = ()) -> None:
         trail = "; ".join(explain(ent)[-4:])
         ex.add(Finding(
             rule_id=f"risk-{action.name.lower()}",
@@ -272,6 +347,8 @@ class RiskDetector:
             evidence=trail[:300],
             tags=("risk",),
             risk=0.0,
+            extra=extra,
+            headers=headers,
         ))
 
     def complete(self, ex: Exchange) -> None:

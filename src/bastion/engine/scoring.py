@@ -85,6 +85,7 @@ class Evaluator:
             retry_after=f.retry_after,
             headers=f.headers,
             close=status in (400, 408, 413, 414, 431),
+            extra=f.extra,
         )
 
     @staticmethod

@@ -200,7 +200,7 @@ class BastionMiddleware:
         """Status, headers and body of Bastion's own answer to `ex`. Echoes nothing the client sent."""
         reason = verdict.reason or "request-blocked"
         status, title = problem_for(reason, verdict.status or None)
-        body = problem_body(reason, status, verdict.title or title, ex.id)
+        body = problem_body(reason, status, verdict.title or title, ex.id, verdict.extra)
         headers = [
             (b"content-type", b"application/problem+json"),
             (b"content-length", str(len(body)).encode()),

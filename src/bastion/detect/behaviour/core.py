@@ -6,15 +6,21 @@ decision store. Built once per pipeline (`BuildContext.services["behaviour"]`), 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
 
 from bastion.clock import Clock
 from bastion.config import BastionConfig
 from bastion.decision import Decision, DecisionAction, KeyKind, Origin, normalise_ip_value
 from bastion.detect.behaviour.settings import BehaviourConfig
 from bastion.detect.behaviour.store import DecisionStore, open_store
-from bastion.entity import Entity, EntityGraph, GraphLimits, KeySettings, Node, extract_keys
+from bastion.entity import CLAIM, Entity, EntityGraph, GraphLimits, KeySettings, Node, extract_keys
 from bastion.exchange import Exchange
+from bastion.jwtauth import make_verifier
+from bastion.verdict import Finding, Severity
+
+if TYPE_CHECKING:
+    from bastion.detect.stepup import StepUp
 
 SERVICE = "behaviour"
 
@@ -32,6 +38,7 @@ class BehaviourCore:
             session_cookies=frozenset(c.lower() for c in es.session_cookies),
             api_key_headers=tuple(h.lower() for h in es.api_key_headers),
             salt=es.key_salt,
+            jwt=make_verifier(es.jwt),
         )
         self.graph = EntityGraph(GraphLimits(max_ips=es.max_ips, max_strong=es.max_strong, idle_ttl=es.idle_ttl,
                                              max_keys=es.max_keys, popular=es.popular,
@@ -46,8 +53,17 @@ class BehaviourCore:
         self.login_re = re.compile("|".join(f"(?:{r})" for r in lg.routes)) if lg.routes else None
         self.login_methods = frozenset(m.upper() for m in lg.methods)
         self.risk = RiskModel(self)
+        self.step_up: StepUp | None = None  # behaviour.step_up: the challenge's one-time code
+        if self.settings.step_up.enabled and self.settings.risk.challenge_enabled:
+            from bastion.detect.behaviour.store import RedisStore
+            from bastion.detect.stepup import StepUp
+
+            st = self.store  # decisions in Redis: challenges and passes there too
+            self.step_up = (StepUp(self.settings.step_up, redis_url=st.url, prefix=st.prefix + ":step-up")
+                            if isinstance(st, RedisStore) else StepUp(self.settings.step_up))
         self._started = False
         self.current: tuple[Exchange, Entity] | None = None
+        self._memo: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[dict[str, str], dict[str, str]]] = {}
         self.store.on_revoke.append(self._revoked)
         self.load_config_decisions()
 
@@ -77,18 +93,57 @@ class BehaviourCore:
 
     def observe(self, ex: Exchange) -> Entity:
         """Read the exchange's keys into ex.keys, link them and set ex.entity. Returns the entity."""
-        keys = extract_keys(ex, self.key_settings)
+        keys, names = self._keys(ex)
         ex.keys.update(keys)
-        res = self.graph.observe(keys, self.clock.now())
+        if keys.get(CLAIM) == "invalid":
+            ex.add(Finding(rule_id="invalid-jwt", detector="decisions", severity=Severity.NOTICE,
+                           message="bearer JWT failed verification: no user key", tags=("identity",), risk=0.0))
+        res = self.graph.observe(keys, self.clock.now(), names)
         ex.entity = res.entity.id
+        ex.links = res  # the nodes, for the risk detector and the complete phase (no second lookup)
         # the risk detector runs next in the same synchronous pass: hand it the entity directly
         self.current = (ex, res.entity)
         return res.entity
 
+    def _keys(self, ex: Exchange) -> tuple[dict[str, str], dict[str, str]]:
+        """extract_keys, memoised by what the keys are made of (address, TLS fingerprint, header
+        fields): a client sends the same headers request after request, and reading them (a
+        fingerprint digest, cookie parsing, key hashing) costs more than the lookup. Returns the
+        keys and their graph node names ('ip:1.2.3.4'). Both are shared: never modify them."""
+        client = ex.client
+        req = ex.request
+        memo_key = (client.ip, client.fingerprint, tuple(req.headers.items))
+        hit = self._memo.get(memo_key)
+        if hit is not None and self.key_settings.jwt is not None and ("user" in hit[0] or CLAIM in hit[0]):
+            hit = None  # a verified token expires: ask the verifier again (its own cache makes it cheap)
+        if hit is None:
+            keys = extract_keys(ex, self.key_settings, query=False)
+            hit = (keys, {k: f"{k}:{v}" for k, v in keys.items()})
+            if len(self._memo) >= 8192:
+                self._memo.clear()
+            self._memo[memo_key] = hit
+        if "api_key" not in hit[0] and "?" in req.target and self._query_key(req.query):
+            keys = extract_keys(ex, self.key_settings)  # an API key in the query (rare): not memoised
+            return keys, {k: f"{k}:{v}" for k, v in keys.items()}
+        return hit
+
+    def _query_key(self, query: str) -> bool:
+        """Whether a query string may carry an API key parameter (exact: no false negatives)."""
+        params = self.key_settings.api_key_params
+        if not params:
+            return False
+        for part in query.split("&"):
+            name = part.partition("=")[0]
+            if "%" in name or "+" in name:
+                name = unquote_plus(name, errors="surrogateescape")
+            if name.lower() in params:
+                return True
+        return False
+
     def resolve(self, keys: dict[str, str]) -> Entity | None:
         """The entity of a set of keys, without recording anything (complete phase, read-only)."""
         g = self.graph
-        for kind in ("api_key", "user", "session"):
+        for kind in g.identity_kinds(keys):
             v = keys.get(kind)
             if v:
                 n = g.nodes.get(f"{kind}:{v}")
@@ -97,6 +152,31 @@ class BehaviourCore:
         v = keys.get("ip")
         n = g.nodes.get(f"ip:{v}") if v else None
         return g.anonymous_at(n) if n is not None else None
+
+    def entity_of(self, ex: Exchange) -> Entity | None:
+        """resolve(ex.keys), through the nodes linked at request time (ex.links) when there are."""
+        links = ex.links
+        if links is None:
+            return self.resolve(ex.keys)
+        nodes = links.nodes
+        table = self.graph.nodes
+        for kind in ("api_key", "user", "session"):
+            n = nodes.get(kind)
+            if n is not None:
+                n = table.get(n.key)  # the live node (its key may have been dropped since)
+                if n is not None:
+                    return n.entity
+        n = nodes.get("ip")
+        n = table.get(n.key) if n is not None else None
+        return self.graph.anonymous_at(n) if n is not None else None
+
+    def linked(self, ex: Exchange, kind: str) -> Node | None:
+        """node(kind, ex.keys), through the nodes linked at request time (ex.links) when there are."""
+        links = ex.links
+        if links is None:
+            return self.node(kind, ex.keys)
+        n = links.nodes.get(kind)
+        return None if n is None else self.graph.nodes.get(n.key)
 
     def request_class(self, ex: Exchange) -> str:
         """'login' (a POST to a login route), 'lookup' (carries an identifier) or ''."""
@@ -127,6 +207,8 @@ class BehaviourCore:
         if self._started:
             self._started = False
             await self.store.stop()
+            if self.step_up is not None:
+                await self.step_up.stop()
 
 
 def get_core(config: BastionConfig, ctx: Any) -> BehaviourCore:

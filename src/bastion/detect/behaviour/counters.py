@@ -44,10 +44,14 @@ class Distinct:
 
     def add(self, member: str, now: float, window: float, cap: int) -> int:
         seen = self.seen
-        if member in seen:
-            del seen[member]  # re-insert at the end: the dict stays ordered by last sight
+        seen.pop(member, None)  # re-insert at the end: the dict stays ordered by last sight
         seen[member] = now
-        self.trim(now, window, cap)
+        cutoff = now - window  # trim(), inlined: this runs for every request of every subject
+        while seen:
+            first = next(iter(seen))
+            if seen[first] >= cutoff and len(seen) <= cap:
+                break
+            del seen[first]
         return len(seen)
 
     def trim(self, now: float, window: float, cap: int) -> None:

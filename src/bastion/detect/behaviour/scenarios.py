@@ -173,9 +173,19 @@ class EndpointPressure:
 
 def _refused_share(t: Track, now: float, window: float, refused: bool) -> float:
     """Count one request on a track and return the share of its recent requests that were refused."""
-    total = t.total.add(now, window)
-    bad = t.bad.add(now, window, 1.0 if refused else 0.0)
-    return float(bad / max(total, 1.0))
+    tot, bad = t.total, t.bad
+    last = tot.t
+    if last != bad.t:
+        total = tot.add(now, window)
+        b = bad.add(now, window, 1.0 if refused else 0.0)
+        return float(b / max(total, 1.0))
+    # Both counts were last updated together (the usual case): Decayed.add twice, inlined, with
+    # the one decay factor they share (the same arithmetic, so the same floats).
+    f = 0.5 ** ((now - last) / window) if now > last else 1.0
+    total = tot.v * f + 1.0
+    b = bad.v * f + (1.0 if refused else 0.0)
+    tot.v, tot.t, bad.v, bad.t = total, now, b, now
+    return float(b / max(total, 1.0))
 
 
 def _lowered(threshold: float, pressure: bool, factor: float = 3.0, floor: float = 2.0) -> float:
@@ -201,6 +211,7 @@ class BehaviourDetector:
         self.account_fields = tuple(f.lower() for f in lg.account_fields)
         self.salt = s.entity.key_salt
         self.templates = _Templates()
+        self._targets: dict[str, tuple[str, str, str, str]] = {}
         self.baseline = Baseline()
         longest = max(x.slow_window for x in self._all()) + 600.0
         self.activity: dict[str, Activity] = {}
@@ -230,42 +241,57 @@ class BehaviourDetector:
         now = self.clock.now()
         keys = ex.keys
         ip = keys.get("ip") or ex.client.ip
-        graph = self.core.graph
-        ip_key = f"ip:{ip}"
+        core = self.core
+        graph = core.graph
+        links = ex.links
+        ip_link = links.nodes.get("ip") if links is not None else None
+        # the name built at request time when there is one (no formatting, hash cached)
+        ip_key = ip_link.key if ip_link is not None and ip_link.key[3:] == ip else f"ip:{ip}"
         ip_node = graph.nodes.get(ip_key)
         # (subject key, weak): a weak subject is shared by many people (client software, network, an
         # address behind which several identities log in: a NAT); it needs a bad-outcome share too
         subjects: list[tuple[str, bool]] = [(ip_key, ip_node is not None and graph.popular(ip_node))]
-        ent = self.core.resolve(keys)
+        ent = core.entity_of(ex)
         if ent is not None and ent.id != ip_key and not ent.id.startswith(("ip:", "nat:")):
             subjects.append((ent.id, False))
         weak_nodes = []
         for kind in ("fp", "net"):
-            v = keys.get(kind)
-            node = graph.nodes.get(f"{kind}:{v}") if v else None
+            node = core.linked(ex, kind)
             if node is not None:
                 weak_nodes.append(node)
                 if not graph.popular(node):
                     subjects.append((node.key, True))
         req = ex.request
         method = req.method.upper()
-        path = req.path.lower()
+        parsed = self._targets.get(req.target)
+        if parsed is None:
+            parsed = self._parse_target(req.target)
+        path, template, obj_id, target = parsed
         status = resp.status
         is_login = method in self.login_methods and self.login_re is not None and bool(self.login_re.search(path))
-        template, obj_id = self.templates(path)
 
         # activity: every answered request
-        acts = [self._activity(s, now) for s, _ in subjects]
-        clean_get = method == "GET" and 200 <= status < 300 and not is_login and "{ident}" not in template
+        activity = self.activity
+        acts: list[Activity] = []
+        for subj, _ in subjects:
+            act = activity.get(subj)
+            if act is None:
+                act = self._activity(subj, now)
+            else:
+                act.last = now
+            acts.append(act)
+        is_get = method == "GET"
+        clean_get = is_get and 200 <= status < 300 and not is_login and "{ident}" not in template
+        seq_post = method == "POST" and (is_login or (self.seq_re is not None and self.seq_re.search(path) is not None))
         for (subj, weak), act in zip(subjects, acts, strict=True):
             if not weak:
                 act.total.add(now, 60.0)
-            if method == "POST" and (is_login or (self.seq_re is not None and self.seq_re.search(path))):
+            if seq_post:
                 self._sequence(ex, subj, weak, act, now)
-            if method == "GET":
+            if is_get:
                 act.last_get = now
             if not weak:
-                self._scraping(ex, subj, act, req.target.lower(), now)
+                self._scraping(ex, subj, act, target, now)
             if not weak_nodes or subj != ip_key:
                 continue
             # Popularity of the client software (and network), counted in addresses: those browsing
@@ -312,6 +338,17 @@ class BehaviourDetector:
             v = keys.get(kind)
             if v:
                 self._token_spread(ex, f"{kind}:{v}", ip, keys.get("net", ip), now)
+
+    def _parse_target(self, raw: str) -> tuple[str, str, str, str]:
+        """(lower-cased path, route template, last id, lower-cased target cut to 256), memoised."""
+        q = raw.find("?")
+        path = (raw if q < 0 else raw[:q]).lower()
+        template, obj_id = self.templates(path)
+        out = (path, template, obj_id, raw.lower()[:256])
+        if len(self._targets) >= 20_000:
+            self._targets.clear()
+        self._targets[raw] = out
+        return out
 
     # --- scenarios ---------------------------------------------------------------------------------
 
@@ -481,6 +518,8 @@ class BehaviourDetector:
 
     def _identifiers(self, ex: Exchange, template: str) -> list[str]:
         req = ex.request
+        if not req.body and "?" not in req.target and "{ident}" not in template:
+            return []  # the common case: nothing that could carry an identifier
         out: list[str] = []
         if "{ident}" in template:
             for seg in req.path.split("/"):
@@ -547,22 +586,33 @@ class BehaviourDetector:
         s = self.sc.bola
         if not s.enabled:
             return
-        t = self.tracks["bola"].get(f"{subj}|{template}", now)
-        share = _refused_share(t, now, s.window, denied)
-        cap = int(s.threshold * 5) + 1
-        fresh = obj_id not in t.fast
-        n = t.fast.add(obj_id, now, s.window, cap)
-        known = self._population_ids(template, obj_id, now)
-        walked = 0
-        if fresh and obj_id.isascii() and obj_id.isdigit() and len(obj_id) < 18:
-            i = int(obj_id)
-            if str(i - 1) in t.fast or str(i + 1) in t.fast:
-                walked = 1
-        seq = self._walk(t, walked, fresh, now, s.window)
+        window = s.window
+        tracks = self.tracks["bola"]
+        key = subj + "|" + template
+        t = tracks.by_subject.get(key)
+        if t is None:
+            t = tracks.get(key, now)
+        else:
+            t.last = now  # Tracks.get, inlined (this runs for every id fetched)
+        share = _refused_share(t, now, window, denied)
+        fast = t.fast
+        fresh = obj_id not in fast.seen
+        n = fast.add(obj_id, now, window, int(s.threshold * 5) + 1)
+        pop = self.population.get(template)
+        known = len(pop.seen) if pop is not None and obj_id in pop.seen else self._population_ids(template, obj_id, now)
+        if fresh:
+            walked = 0
+            if obj_id.isascii() and obj_id.isdigit() and len(obj_id) < 18:
+                i = int(obj_id)
+                if str(i - 1) in fast.seen or str(i + 1) in fast.seen:
+                    walked = 1
+            self._walk(t, walked, fresh, now, window)
+        elif t.new is None or t.walked is None:
+            t.new, t.walked = Decayed(), Decayed()
         if n >= s.threshold and share >= s.min_share:
             self._fire(ex, "bola", s, t, subj, now, f"{n} distinct objects of {template}, {share:.0%} refused"[:200],
                        f"{n} ids, refused share {share:.2f}")
-        elif n >= 2.5 * s.threshold and seq >= 0.8:
+        elif n >= 2.5 * s.threshold and (seq := self._walked_share(t, now, s.window)) >= 0.8:
             self._fire(ex, "bola", s, t, subj, now, f"{n} objects of {template} walked in sequence"[:200],
                        f"{n} ids, sequential share {seq:.2f}")
         elif n >= 4 * s.threshold and known >= 5 * s.threshold and n >= 0.6 * known:
@@ -592,22 +642,29 @@ class BehaviourDetector:
         return d.add(obj_id, now, 86400.0, 5000)
 
     @staticmethod
-    def _walk(t: Track, walked: int, fresh: bool, now: float, window: float) -> float:
-        """Decayed share of new ids that were the neighbour (id +/- 1) of one already seen."""
+    def _walk(t: Track, walked: int, fresh: bool, now: float, window: float) -> None:
+        """Count a new id, and whether it was the neighbour (id +/- 1) of one already seen."""
         if t.new is None or t.walked is None:
             t.new, t.walked = Decayed(), Decayed()
         if fresh:
             t.new.add(now, window)
             t.walked.add(now, window, float(walked))
+
+    @staticmethod
+    def _walked_share(t: Track, now: float, window: float) -> float:
+        """Decayed share of new ids that were the neighbour of one already seen (after _walk)."""
+        assert t.new is not None and t.walked is not None
         return t.walked.value(now, window) / max(t.new.value(now, window), 1.0)
 
     def _scraping(self, ex: Exchange, subj: str, act: Activity, target: str, now: float) -> None:
         s = self.sc.scraping
         if not s.enabled:
             return
-        n = act.paths.add(target[:256], now, s.window, int(s.threshold * 8) + 1)
-        self.baseline.crossed(n)
-        limit = max(s.threshold, 4.0 * self.baseline.p99(now))
+        n = act.paths.add(target, now, s.window, int(s.threshold * 8) + 1)
+        baseline = self.baseline
+        if n & (n - 1) == 0:  # only a power of two counts (see Baseline.crossed)
+            baseline.crossed(n)
+        limit = max(s.threshold, 4.0 * (baseline._p99 if now - baseline._at < 5.0 else baseline.p99(now)))
         if n >= limit:
             t = self.tracks["scraping"].get(subj, now)
             self._fire(ex, "scraping", s, t, subj, now, f"{n} distinct resources in {s.window:g}s",
@@ -615,7 +672,7 @@ class BehaviourDetector:
         elif s.slow_threshold:
             if act.slow_paths is None:
                 act.slow_paths = Distinct()
-            m = act.slow_paths.add(target[:256], now, s.slow_window, int(s.slow_threshold) + 1)
+            m = act.slow_paths.add(target, now, s.slow_window, int(s.slow_threshold) + 1)
             if m >= s.slow_threshold:
                 t = self.tracks["scraping"].get(subj, now)
                 self._fire(ex, "scraping", s, t, subj, now, f"{m} distinct resources in {s.slow_window:g}s",

@@ -7,6 +7,7 @@ Windows are seconds; `slow_*` fields are the low-and-slow variant of the same sc
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -15,8 +16,53 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
+                  "ES384", "ES512", "ES256K", "EdDSA")
+
+
+class JwtSettings(_Section):
+    """Verification of bearer JWTs before their `sub` becomes the `user` key (see bastion.jwtauth).
+    With no secret, public key or JWKS file, tokens are not verified and their `sub` is only an
+    unverified claim: it never links entities and never carries a decision."""
+
+    secrets: list[str] = Field(
+        default_factory=list, description="HMAC keys (HS256/384/512); `env:NAME` reads the environment variable"
+    )
+    public_keys: list[Path] = Field(
+        default_factory=list, description="PEM public keys or certificates (RSA: RS*/PS*, EC: ES*, Ed25519/448: EdDSA)"
+    )
+    jwks_file: Path | None = Field(None, description="a JWKS document (`{\"keys\": [...]}`); `kid` selects the key")
+    algorithms: list[str] = Field(
+        default_factory=list, description="accepted `alg` values; empty: every algorithm the keys given can verify"
+    )
+    issuer: list[str] = Field(default_factory=list, description="accepted `iss` values (required when set)")
+    audience: list[str] = Field(default_factory=list, description="accepted `aud` values (required when set)")
+    leeway: float = Field(30.0, ge=0, le=3600, description="seconds of clock skew allowed on exp/nbf/iat")
+    require: list[str] = Field(default_factory=lambda: ["exp"], description="claims a token must carry")
+    subject_claim: str = Field("sub", description="the claim that names the user")
+    cache_size: int = Field(10_000, ge=0, le=1_000_000, description="verified tokens remembered (LRU, by hash)")
+
+    @field_validator("issuer", "audience", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("algorithms")
+    @classmethod
+    def _algs(cls, v: list[str]) -> list[str]:
+        bad = [a for a in v if a not in JWT_ALGORITHMS]
+        if bad:
+            raise ValueError(f"unknown or unsafe algorithm(s) {bad}; use some of {list(JWT_ALGORITHMS)}")
+        return v
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.secrets or self.public_keys or self.jwks_file)
+
+
 class EntitySettings(_Section):
     user_header: str = Field("", description="header carrying the authenticated user, set by a trusted front")
+    jwt: JwtSettings = Field(default_factory=lambda: JwtSettings.model_validate({}))
     session_cookies: list[str] = Field(
         default_factory=lambda: ["session", "sessionid", "sid", "connect.sid", "phpsessid", "jsessionid",
                                  "_session", "session_id", "sessid", "laravel_session", "_session_id"],
@@ -53,6 +99,42 @@ class RiskSettings(_Section):
     def _ordered(self) -> RiskSettings:
         if not self.watch <= self.throttle <= self.challenge <= self.block:
             raise ValueError("risk thresholds must be ordered: watch <= throttle <= challenge <= block")
+        return self
+
+
+class StepUpSettings(_Section):
+    """Step-up verification of the risk challenge: a one-time code the API delivers to its user."""
+
+    enabled: bool = Field(False, description="answer the challenge band with a one-time code (needs a user key)")
+    deliver_url: str = Field("", description="the API's webhook that sends the code to the user (email, SMS, push)")
+    deliver_secret: str = Field(
+        "", description="HMAC-SHA256 key signing each delivery (`X-Bastion-Signature`); 16+ characters"
+    )
+    deliver_timeout: float = Field(3.0, gt=0, le=30, description="seconds per delivery attempt")
+    header: str = Field("X-Bastion-Step-Up", description="request header carrying `<challenge_id>.<code>`")
+    code_length: int = Field(6, ge=6, le=8, description="digits of the one-time code")
+    ttl: float = Field(300.0, ge=30, le=3600, description="seconds a challenge (and its code) stays valid")
+    max_attempts: int = Field(5, ge=1, le=20, description="wrong codes before the challenge turns into a block")
+    pass_ttl: float = Field(900.0, gt=0, le=86400, description="seconds a verified user skips the risk challenge")
+    fail_risk: float = Field(10.0, ge=0, description="risk points of each wrong, unknown or malformed code")
+    max_challenges: int = Field(100_000, ge=100, description="live challenges and passes kept per process")
+    max_deliveries_per_minute: int = Field(120, ge=1, description="beyond this, no code is sent (plain 401)")
+    queue_size: int = Field(1000, ge=10, description="deliveries waiting for the sender thread")
+
+    @field_validator("header")
+    @classmethod
+    def _header(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", v):
+            raise ValueError("a header name (letters, digits, '-')")
+        return v
+
+    @model_validator(mode="after")
+    def _usable(self) -> StepUpSettings:
+        if self.enabled:
+            if not self.deliver_url.startswith(("http://", "https://")):
+                raise ValueError("step_up.enabled needs deliver_url (http:// or https://)")
+            if len(self.deliver_secret) < 16:
+                raise ValueError("step_up.enabled needs deliver_secret (16 characters or more)")
         return self
 
 
@@ -140,3 +222,4 @@ class BehaviourConfig(_Section):
     login: LoginSettings = Field(default_factory=lambda: LoginSettings.model_validate({}))
     scenarios: ScenariosSettings = Field(default_factory=lambda: ScenariosSettings.model_validate({}))
     decisions: DecisionsSettings = Field(default_factory=lambda: DecisionsSettings.model_validate({}))
+    step_up: StepUpSettings = Field(default_factory=lambda: StepUpSettings.model_validate({}))

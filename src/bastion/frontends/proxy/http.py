@@ -91,9 +91,10 @@ def problem_response(
     headers: tuple[tuple[str, str], ...] = (),
     hsts: bytes = b"",
     head_only: bool = False,
+    extra: tuple[tuple[str, str | int], ...] = (),
 ) -> bytes:
     """A complete RFC 9457 response produced by Bastion itself. Echoes nothing the client sent."""
-    body = problem_body(reason, status, title, request_id)
+    body = problem_body(reason, status, title, request_id, extra)
     lines = [
         b"HTTP/1.1 %d %b\r\n" % (status, reason_phrase(status)),
         b"Content-Type: application/problem+json\r\n",

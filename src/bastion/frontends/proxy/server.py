@@ -28,6 +28,7 @@ from bastion.engine.pipeline import PhaseTail, valid_request_id
 from bastion.errors import problem_for
 from bastion.exchange import Client, Exchange, Headers, Response
 from bastion.frontends.proxy import http as h
+from bastion.frontends.proxy import ja4
 from bastion.frontends.proxy.forwarding import (
     TrustedProxies,
     forwarded_for_chain,
@@ -425,7 +426,8 @@ class ClientConnection(asyncio.Protocol):
         if sslobj is not None:
             client.tls = True
             client.tls_version = sslobj.version() or ""
-            client.sni = sslobj.server_hostname or ""
+            client.fingerprint, sni = ja4.fingerprint_of(sslobj)
+            client.sni = sslobj.server_hostname or sni
         self.client = client
         self.peer_trusted = s.trusted.contains(self.peer_ip)
         if len(s.connections) >= s.max_connections or s._closing:
@@ -684,7 +686,7 @@ class ClientConnection(asyncio.Protocol):
             ip = resolve_client_ip(self.peer_ip, forwarded_for_chain(xff, fwded), s.trusted)
             if ip != client.ip:
                 client = Client(peer_ip=client.peer_ip, peer_port=client.peer_port, ip=ip, tls=client.tls,
-                                tls_version=client.tls_version, sni=client.sni)
+                                tls_version=client.tls_version, sni=client.sni, fingerprint=client.fingerprint)
         headers = RawHeaders(hdrs)
         ex = s.pipeline.new_exchange(client, method, target, headers, version, rid or s.next_request_id())
         req = _Req(ex, method)
@@ -1320,7 +1322,7 @@ class ClientConnection(asyncio.Protocol):
             self._finish(req, True)
             self.abort()
             return
-        self._write_problem(req, status, reason, title, close, v.retry_after, v.headers)
+        self._write_problem(req, status, reason, title, close, v.retry_after, v.headers, v.extra)
         self._finish(req, close)
 
     def _replace_response(self, req: _Req, status: int, body: bytes) -> None:
@@ -1352,6 +1354,7 @@ class ClientConnection(asyncio.Protocol):
         close: bool,
         retry_after: int | None = None,
         headers: tuple[tuple[str, str], ...] = (),
+        extra: tuple[tuple[str, str | int], ...] = (),
     ) -> None:
         ex = req.ex
         ex.response = Response(
@@ -1361,7 +1364,7 @@ class ClientConnection(asyncio.Protocol):
         )
         self._write(
             h.problem_response(status, reason, title, ex.id, close=close, retry_after=retry_after,
-                               headers=headers, hsts=self.s.hsts, head_only=req.method == "HEAD")
+                               headers=headers, hsts=self.s.hsts, head_only=req.method == "HEAD", extra=extra)
         )
         req.rs = R_STREAM
 
@@ -1540,9 +1543,9 @@ class ClientConnection(asyncio.Protocol):
             self.transport.resume_reading()
             if self.rd_kind == RD_BODY:
                 self.rd = self.loop.time() + self.s.t_body
-            elif self.rd_kind == RD_HEADER:
                 if self.body_due:  # the time we did not read is not the client's
                     self.body_due = max(self.body_due, self.rd)
+            elif self.rd_kind == RD_HEADER:
                 self.rd = self.loop.time() + self.s.t_header
 
     def _pause_up(self, req: _Req, why: int) -> None:
@@ -1576,11 +1579,11 @@ class ClientConnection(asyncio.Protocol):
                 self._refuse_parse(_Refuse("timeouts-header", 408, "request-timeout", "request head too slow"))
             elif kind == RD_BODY:
                 self._refuse_parse(_Refuse("timeouts-body", 408, "request-timeout", "request body too slow"))
-        if self.up_deadline and now >= self.up_deadline and self.queue:
         elif self.rd_kind == RD_BODY and self.body_due and now >= self.body_due and not self.paused:
             self._set_rd(RD_NONE, 0.0)
             self._refuse_parse(_Refuse("timeouts-body-rate", 408, "request-timeout",
                                        "request body below the minimum data rate"))
+        if self.up_deadline and now >= self.up_deadline and self.queue:
             self.up_deadline = 0.0
             req = self.queue[0]
             if req.up is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bastion.config import TLSConfig, UpstreamConfig
 from bastion.errors import ConfigError
+from bastion.frontends.proxy import ja4
 
 # Mozilla intermediate (TLS 1.2 part): ECDHE/DHE key exchange, AES-GCM and ChaCha20-Poly1305 only.
 TLS12_CIPHERS = ":".join(
@@ -44,6 +45,8 @@ def server_context(tls: TLSConfig) -> ssl.SSLContext | None:
         ctx.load_cert_chain(str(tls.cert), str(tls.key))
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError([f"server.tls: cannot load {tls.cert} / {tls.key}: {exc}"]) from None
+    if tls.ja4:
+        ja4.install(ctx)  # every ClientHello read is fingerprinted (see ja4.py)
     return ctx
 
 

@@ -1,0 +1,185 @@
+"""Verified identity claims: a bearer JWT's `sub` becomes the `user` entity key only when its
+signature, expiry, issuer and audience check out (`behaviour.entity.jwt`).
+
+Keys come from HMAC secrets (HS256/384/512), PEM public keys or certificates (RSA: RS*/PS*,
+EC: ES* by curve, Ed25519/Ed448: EdDSA) and a JWKS file (a `kid` in the token header selects the
+key). A token is only tried against keys of its own `alg` family, and `alg` must be one the keys
+can verify (never `none`, never an HMAC check with a public key: no algorithm confusion).
+
+Verification is cached: a bounded LRU keyed by a digest of the token remembers its subject and
+expiry, so a client that sends the same token on every request pays one signature check; a failed
+token is remembered too, so a flood of one forged token costs one check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from bastion.detect.behaviour.settings import JwtSettings
+from bastion.errors import ConfigError
+
+_HS = ("HS256", "HS384", "HS512")
+_RSA = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+_CURVES = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512", "secp256k1": "ES256K"}
+MAX_TRIES = 4  # keys tried per token (without a matching kid): bounds the cost of a forged token
+MAX_TOKEN = 8192
+
+
+def _algorithms_of(key: object) -> tuple[str, ...]:
+    if isinstance(key, bytes):
+        return _HS
+    if isinstance(key, rsa.RSAPublicKey):
+        return _RSA
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        alg = _CURVES.get(key.curve.name)
+        return (alg,) if alg else ()
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return ("EdDSA",)
+    return ()
+
+
+def _secret(value: str) -> bytes:
+    if value.startswith("env:"):
+        got = os.environ.get(value[4:], "")
+        if not got:
+            raise ConfigError([f"behaviour.entity.jwt.secrets: environment variable {value[4:]} is not set"])
+        value = got
+    return value.encode("utf-8")
+
+
+def _pem(path: Any) -> object:
+    try:
+        data = open(path, "rb").read()  # noqa: SIM115 - read once at start-up
+    except OSError as exc:
+        raise ConfigError([f"behaviour.entity.jwt.public_keys: cannot read {path}: {exc}"]) from None
+    try:
+        if b"CERTIFICATE" in data:
+            return x509.load_pem_x509_certificate(data).public_key()
+        return load_pem_public_key(data)
+    except ValueError as exc:
+        raise ConfigError([f"behaviour.entity.jwt.public_keys: {path} is not a PEM public key: {exc}"]) from None
+
+
+class JwtVerifier:
+    """Checks bearer tokens. `check(token)` -> (subject, valid); one instance per pipeline."""
+
+    def __init__(self, s: JwtSettings, now: Callable[[], float] = time.time) -> None:
+        self.s = s
+        self.now = now
+        keys: list[tuple[str, object, tuple[str, ...]]] = []  # (kid, key, algorithms)
+        for i, sec in enumerate(s.secrets):
+            raw = _secret(sec)
+            # RFC 7518 3.2: an HMAC key at least as long as the hash; a shorter one is brute-forced
+            # offline from a single token
+            algs = tuple(a for a, n in (("HS256", 32), ("HS384", 48), ("HS512", 64)) if len(raw) >= n)
+            if not algs:
+                raise ConfigError([f"behaviour.entity.jwt.secrets[{i}]: shorter than 32 bytes (RFC 7518 3.2)"])
+            keys.append(("", raw, algs))
+        for p in s.public_keys:
+            key = _pem(p)
+            algs = _algorithms_of(key)
+            if not algs:
+                raise ConfigError([f"behaviour.entity.jwt.public_keys: {p}: unsupported key type"])
+            keys.append(("", key, algs))
+        if s.jwks_file is not None:
+            try:
+                text = open(s.jwks_file, encoding="utf-8").read()  # noqa: SIM115
+                jwks = jwt.PyJWKSet.from_json(text)
+            except (OSError, ValueError, jwt.PyJWKSetError, jwt.PyJWKError) as exc:
+                raise ConfigError([f"behaviour.entity.jwt.jwks_file: {s.jwks_file}: {exc}"]) from None
+            for k in jwks.keys:
+                if (getattr(k, "public_key_use", None) or "sig") != "sig":
+                    continue
+                algs = _algorithms_of(k.key)
+                if isinstance(k.key, bytes):
+                    algs = tuple(a for a, n in (("HS256", 32), ("HS384", 48), ("HS512", 64)) if len(k.key) >= n)
+                alg = getattr(k, "algorithm_name", "")
+                if alg in algs:  # a JWK that names its algorithm allows that one only
+                    algs = (alg,)
+                if algs:
+                    keys.append((k.key_id or "", k.key, algs))
+        usable = {a for _, _, algs in keys for a in algs}
+        self.algorithms = frozenset(a for a in (s.algorithms or usable) if a in usable)
+        if not self.algorithms:
+            raise ConfigError(["behaviour.entity.jwt: no key can verify any of the accepted algorithms"])
+        self.keys = keys
+        self.issuers = frozenset(s.issuer)
+        self.audience = list(s.audience) or None
+        self.require = list(s.require) + (["iss"] if s.issuer else []) + (["aud"] if s.audience else [])
+        self.cache: OrderedDict[bytes, tuple[str, bool, float]] = OrderedDict()
+        self.checks = 0  # signature checks done (cache misses), for tests and benches
+
+    def check(self, token: str) -> tuple[str, bool]:
+        """(subject, valid): the token's verified subject ('' if it has none), or ('', False)."""
+        if len(token) > MAX_TOKEN:
+            return "", False
+        digest = hashlib.blake2b(token.encode("utf-8", "surrogateescape"), digest_size=16).digest()
+        cache = self.cache
+        hit = cache.get(digest)
+        now = self.now()
+        if hit is not None:
+            sub, ok, until = hit
+            if now <= until:
+                cache.move_to_end(digest)
+                return sub, ok
+            del cache[digest]  # expired since it was verified (or a failure worth re-checking)
+        sub, ok, until = self._verify(token, now)
+        if self.s.cache_size:
+            cache[digest] = (sub, ok, until)
+            if len(cache) > self.s.cache_size:
+                cache.popitem(last=False)
+        return sub, ok
+
+    def _verify(self, token: str, now: float) -> tuple[str, bool, float]:
+        fail = ("", False, now + 3600.0)
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            return fail
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            return fail
+        kid = header.get("kid")
+        cands = [key for k, key, algs in self.keys if alg in algs and (not kid or not k or k == kid)]
+        if kid:  # a key with that very kid first
+            named = [key for k, key, algs in self.keys if k == kid and alg in algs]
+            cands = named or cands
+        s = self.s
+        for key in cands[:MAX_TRIES]:
+            self.checks += 1
+            try:
+                claims = jwt.decode(token, key, algorithms=[alg], audience=self.audience, leeway=s.leeway,  # type: ignore[arg-type]
+                                    options={"require": self.require, "verify_aud": self.audience is not None})
+            except jwt.ImmatureSignatureError:
+                return "", False, now + 5.0  # not valid yet: may be soon (re-check in a few seconds)
+            except jwt.ExpiredSignatureError:
+                return fail
+            except jwt.InvalidSignatureError:
+                continue  # maybe another key (rotation)
+            except (jwt.PyJWTError, ValueError, TypeError):
+                return fail
+            if self.issuers and claims.get("iss") not in self.issuers:
+                return fail
+            exp = claims.get("exp")
+            until = float(exp) + s.leeway if isinstance(exp, int | float) else now + 3600.0
+            if now > until:  # expired by our clock (PyJWT reads the wall clock)
+                return fail
+            sub = claims.get(s.subject_claim)
+            sub = str(sub)[:128] if isinstance(sub, str | int) and not isinstance(sub, bool) else ""
+            return sub, True, min(until, now + 3600.0)
+        return fail
+
+
+def make_verifier(s: JwtSettings) -> JwtVerifier | None:
+    """The verifier for a configuration, or None when no key is configured (claims stay unverified)."""
+    return JwtVerifier(s) if s.configured else None
