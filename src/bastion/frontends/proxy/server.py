@@ -242,6 +242,11 @@ class ProxyServer:
         self.scrub = cfg.errors.scrub_upstream_errors
         self.banners = BANNER_HEADERS_BYTES if cfg.errors.strip_banners else frozenset()
         self.resp_dropped = h.RESPONSE_REWRITTEN | self.banners
+        step_up = cfg.behaviour.step_up
+        # the step-up code is Bastion's business (and spent once verified): the API never sees it
+        self.req_rewritten = h.REQUEST_REWRITTEN | (
+            {step_up.header.lower().encode("latin-1")} if step_up.enabled else set()
+        )
         p = self.pipeline
         self.wants_conn = p.wants(Phase.CONNECTION)
         self.wants_head = p.wants(Phase.REQUEST_HEADERS)
@@ -634,7 +639,7 @@ class ClientConnection(asyncio.Protocol):
         fwded: list[str] = []
         xfp: str | None = None
         rid: str | None = None
-        rewritten = h.REQUEST_REWRITTEN
+        rewritten = s.req_rewritten
         host = ""
         total = 0
         max_value = s.max_header_value
