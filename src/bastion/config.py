@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bastion.admin.settings import AdminConfig
 from bastion.alerts.settings import AlertsConfig
 from bastion.catalog.settings import CatalogConfig, SpecConfig
+from bastion.detect.access_settings import AccessConfig
 from bastion.detect.behaviour.settings import BehaviourConfig
 from bastion.detect.signatures.settings import SignaturesConfig
 from bastion.detect.symptoms_settings import SymptomsConfig
@@ -193,6 +194,7 @@ class BastionConfig(Section):
     signatures: SignaturesConfig = Field(default_factory=SignaturesConfig)
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
     symptoms: SymptomsConfig = Field(default_factory=SymptomsConfig)
+    access: AccessConfig = Field(default_factory=AccessConfig)
     spec: SpecConfig | None = None
     admin: AdminConfig = Field(default_factory=AdminConfig)
 

@@ -30,6 +30,8 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "access-denied": (403, "Access denied"),
     "rate-limited": (429, "Too many requests"),
     "challenge-required": (401, "Additional verification required"),
+    "authentication-required": (401, "Authentication required"),
+    "insufficient-scope": (403, "Insufficient scope"),
     "bad-request": (400, "Bad request"),
     "uri-too-long": (414, "URI too long"),
     "headers-too-large": (431, "Request header fields too large"),

@@ -33,6 +33,7 @@ _RSA = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 _CURVES = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512", "secp256k1": "ES256K"}
 MAX_TRIES = 4  # keys tried per token (without a matching kid): bounds the cost of a forged token
 MAX_TOKEN = 8192
+_NO_SCOPES: frozenset[str] = frozenset()
 
 
 def _algorithms_of(key: object) -> tuple[str, ...]:
@@ -116,32 +117,38 @@ class JwtVerifier:
         self.issuers = frozenset(s.issuer)
         self.audience = list(s.audience) or None
         self.require = list(s.require) + (["iss"] if s.issuer else []) + (["aud"] if s.audience else [])
-        self.cache: OrderedDict[bytes, tuple[str, bool, float]] = OrderedDict()
+        self.cache: OrderedDict[bytes, tuple[str, bool, float, frozenset[str]]] = OrderedDict()
         self.checks = 0  # signature checks done (cache misses), for tests and benches
 
     def check(self, token: str) -> tuple[str, bool]:
         """(subject, valid): the token's verified subject ('' if it has none), or ('', False)."""
+        sub, ok, _ = self.verify(token)
+        return sub, ok
+
+    def verify(self, token: str) -> tuple[str, bool, frozenset[str]]:
+        """(subject, valid, scopes): scopes from `scope` (space-separated, RFC 8693), `scp`,
+        `scopes` or `permissions` (a list or a string); empty when the token is not valid."""
         if len(token) > MAX_TOKEN:
-            return "", False
+            return "", False, _NO_SCOPES
         digest = hashlib.blake2b(token.encode("utf-8", "surrogateescape"), digest_size=16).digest()
         cache = self.cache
         hit = cache.get(digest)
         now = self.now()
         if hit is not None:
-            sub, ok, until = hit
+            sub, ok, until, scopes = hit
             if now <= until:
                 cache.move_to_end(digest)
-                return sub, ok
+                return sub, ok, scopes
             del cache[digest]  # expired since it was verified (or a failure worth re-checking)
-        sub, ok, until = self._verify(token, now)
+        sub, ok, until, scopes = self._verify(token, now)
         if self.s.cache_size:
-            cache[digest] = (sub, ok, until)
+            cache[digest] = (sub, ok, until, scopes)
             if len(cache) > self.s.cache_size:
                 cache.popitem(last=False)
-        return sub, ok
+        return sub, ok, scopes
 
-    def _verify(self, token: str, now: float) -> tuple[str, bool, float]:
-        fail = ("", False, now + 3600.0)
+    def _verify(self, token: str, now: float) -> tuple[str, bool, float, frozenset[str]]:
+        fail = ("", False, now + 3600.0, _NO_SCOPES)
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -161,7 +168,7 @@ class JwtVerifier:
                 claims = jwt.decode(token, key, algorithms=[alg], audience=self.audience, leeway=s.leeway,  # type: ignore[arg-type]
                                     options={"require": self.require, "verify_aud": self.audience is not None})
             except jwt.ImmatureSignatureError:
-                return "", False, now + 5.0  # not valid yet: may be soon (re-check in a few seconds)
+                return "", False, now + 5.0, _NO_SCOPES  # not valid yet: may be soon (re-check in a few seconds)
             except jwt.ExpiredSignatureError:
                 return fail
             except jwt.InvalidSignatureError:
@@ -176,8 +183,20 @@ class JwtVerifier:
                 return fail
             sub = claims.get(s.subject_claim)
             sub = str(sub)[:128] if isinstance(sub, str | int) and not isinstance(sub, bool) else ""
-            return sub, True, min(until, now + 3600.0)
+            return sub, True, min(until, now + 3600.0), scopes_of(claims)
         return fail
+
+
+def scopes_of(claims: dict[str, Any]) -> frozenset[str]:
+    """The scopes a token grants: OAuth's `scope` string, Azure's `scp`, or a `scopes`/`permissions` list."""
+    out: set[str] = set()
+    for name in ("scope", "scp", "scopes", "permissions"):
+        v = claims.get(name)
+        if isinstance(v, str):
+            out.update(v.split())
+        elif isinstance(v, list):
+            out.update(x for x in v if isinstance(x, str))
+    return frozenset(list(out)[:256])
 
 
 def make_verifier(s: JwtSettings) -> JwtVerifier | None:

@@ -31,6 +31,7 @@ Factory = Callable[[BastionConfig, BuildContext], Detector | None]
 DETECTORS: list[tuple[str, str]] = [
     ("decisions", "bastion.detect.decisions:make"),
     ("risk", "bastion.detect.risk:make"),
+    ("access", "bastion.detect.access:make"),
     ("ratelimit", "bastion.detect.ratelimit:make"),
     ("limits", "bastion.detect.limits:make"),
     ("protocol", "bastion.detect.protocol:make"),
