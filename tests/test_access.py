@@ -128,3 +128,26 @@ async def test_through_the_real_proxy() -> None:
     assert denied.json()["type"].endswith("/authentication-required")
     assert ok.status != 401 and bearer.status != 401 and health.status != 401
     assert len([r for r in up.requests if r.target.startswith("/orders")]) == 2  # the refused one never reached it
+
+
+async def test_in_the_asgi_middleware() -> None:
+    import httpx
+
+    from bastion.frontends.asgi import BastionMiddleware
+
+    calls: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        calls.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    cfg = BastionConfig.model_validate({**CONFIG, "logging": {"events_to_log": False}})
+    mw = BastionMiddleware(app, config=cfg, with_store=False)
+    transport = httpx.ASGITransport(app=mw, client=("203.0.113.9", 4711))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.example") as c:
+        denied = await c.get("/admin/users", headers={"Authorization": f"Bearer {token()}"})
+        ok = await c.get("/admin/users", headers={"Authorization": f"Bearer {token(scope='admin')}"})
+    assert denied.status_code == 403 and denied.headers["content-type"] == "application/problem+json"
+    assert 'error="insufficient_scope"' in denied.headers["www-authenticate"]
+    assert ok.status_code == 200 and calls == ["/admin/users"]
