@@ -95,6 +95,21 @@ async def test_login_failure_by_body_marker() -> None:
     await h.stop()
 
 
+async def test_oauth_token_endpoint_failures_are_400_invalid_grant() -> None:
+    h = await Harness().start()
+    sent = [await h.send("127.31.1.9", "POST", "/oauth/token", body=creds(f"o{i}"), status=400,
+                         resp_body=b'{"error":"invalid_grant","error_description":"Bad credentials"}')
+            for i in range(12)]
+    assert any(s.blocked for s in sent)
+    # a 400 that is not about credentials (a client bug) is not a failed login
+    h2 = await Harness().start()
+    sent = [await h2.send("127.31.2.9", "POST", "/oauth/token", body=creds(f"p{i}"), status=400,
+                          resp_body=b'{"error":"unsupported_grant_type"}') for i in range(12)]
+    assert not any(s.blocked for s in sent)
+    await h.stop()
+    await h2.stop()
+
+
 async def test_office_behind_one_nat_address_mistyping_all_day() -> None:
     # 60 people behind one address, each logging in once or twice a day, a third mistyping first
     h = await Harness().start()

@@ -438,7 +438,9 @@ class BehaviourDetector:
         resp = ex.response
         assert resp is not None
         failed = status in self.failure_statuses
-        if not failed and status == 200 and resp.body and self.markers:
+        # 200 with an error body, or 400/422 (OAuth's token endpoint answers a wrong password with
+        # 400 invalid_grant, RFC 6749 5.2): a failure when the body says so
+        if not failed and status in (200, 400, 422) and resp.body and self.markers:
             low = resp.body[:4096].lower()
             failed = any(m in low for m in self.markers)
         success = not failed and 200 <= status < 400

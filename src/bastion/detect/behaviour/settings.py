@@ -152,8 +152,9 @@ class LoginSettings(_Section):
         default_factory=lambda: ["invalid credentials", "invalid password", "incorrect password",
                                  "login failed", "authentication failed", "wrong password",
                                  '"success":false', '"success": false', '"authenticated":false',
-                                 '"authenticated": false', "invalid username or password"],
-        description="response body substrings (lower-case) that mean failure even with a 200",
+                                 '"authenticated": false', "invalid username or password", "invalid_grant",
+                                 "bad credentials", "incorrect username or password"],
+        description="response body substrings (lower-case) that mean failure with a 200, 400 or 422",
     )
     account_fields: list[str] = Field(
         default_factory=lambda: ["username", "user", "email", "login", "account", "user_name", "userid",
