@@ -28,6 +28,7 @@ from bastion.clock import ManualClock
 from bastion.config import BastionConfig
 from bastion.engine import build_pipeline
 from bastion.engine.pipeline import Pipeline
+from bastion.engine.registry import DETECTORS
 from bastion.exchange import Client, Headers, Response
 from bastion.verdict import Action
 
@@ -525,6 +526,8 @@ async def run_simulation(benign: int = 400, attackers: int = 6, hours: float = 2
         cfg = config or BastionConfig.model_validate({"data_dir": tmp})
         if config is None:
             cfg.behaviour.decisions.persist = False
+        if only is None:  # every detector that acts on requests; symptoms only report on the API
+            only = {name for name, _ in DETECTORS} - {"symptoms"}
         pipeline = build_pipeline(cfg, clock=clock, only=only)
         await pipeline.startup()
         shop = Shop(rng)
