@@ -60,7 +60,7 @@ class Harness:
         self.clock.advance(advance)
         h = Headers(list(headers if headers is not None else TOOL))
         raw = orjson.dumps(body) if isinstance(body, dict) else body
-        if raw:
+        if raw and h.get("content-type") is None:
             h.add("Content-Type", "application/json")
         p = self.pipeline
         ex = p.new_exchange(Client(peer_ip=ip), method, target, h)

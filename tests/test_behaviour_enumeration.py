@@ -25,6 +25,15 @@ async def test_enumeration_with_200_and_empty_answers() -> None:
     await h.stop()
 
 
+async def test_enumeration_through_a_form_post() -> None:
+    h = await Harness().start()
+    form = [*TOOL, ("Content-Type", "application/x-www-form-urlencoded")]
+    sent = [await h.send("127.40.0.3", "POST", "/account/check-email", body=f"email=u{i}%40mail.test".encode(),
+                         headers=form, status=404) for i in range(40)]
+    assert any(s.blocked for s in sent[:20])
+    await h.stop()
+
+
 async def test_rotating_addresses_with_one_api_key() -> None:
     h = await Harness().start()
     sent = []

@@ -533,15 +533,24 @@ class BehaviourDetector:
                 if v and (k.lower() in IDENT_PARAMS or looks_identifier(v)):
                     out.append(v.strip().lower()[:128])
         body = req.body
-        if body and req.method.upper() in ("POST", "PUT") and len(body) < 8192 and body[:1] == b"{":
-            try:
-                data = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                data = None
-            if isinstance(data, dict) and len(data) <= 8:
-                for k, v in data.items():
-                    if isinstance(v, str | int) and (str(k).lower() in IDENT_PARAMS or looks_identifier(str(v))):
-                        out.append(str(v).strip().lower()[:128])
+        if body and req.method.upper() in ("POST", "PUT") and len(body) < 8192:
+            if body[:1] == b"{":
+                try:
+                    data = orjson.loads(body)
+                except orjson.JSONDecodeError:
+                    data = None
+                if isinstance(data, dict) and len(data) <= 8:
+                    for k, v in data.items():
+                        if isinstance(v, str | int) and (str(k).lower() in IDENT_PARAMS or looks_identifier(str(v))):
+                            out.append(str(v).strip().lower()[:128])
+            elif b"=" in body and (req.headers.get("content-type") or "").lower().startswith(
+                    "application/x-www-form-urlencoded"):
+                # a classic HTML form (a "forgot password" or "check availability" page)
+                pairs = parse_qsl(body.decode("latin-1"))
+                if len(pairs) <= 8:
+                    for k, v in pairs:
+                        if v and (k.lower() in IDENT_PARAMS or looks_identifier(v)):
+                            out.append(v.strip().lower()[:128])
         return out[:4]
 
     def _missed(self, ex: Exchange) -> bool:
