@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from bastion.detect import protocol as P
-from bastion.testing import make_exchange, make_pipeline, run_request
+from bastion.testing import make_exchange, make_pipeline, run_exchange, run_request
 from bastion.verdict import Action
 
 JSON = {"Content-Type": "application/json"}
@@ -96,11 +96,13 @@ MUST_MATCH = [
     (P.HEADER_ENCODED_INJECTION, R(headers={"Referer": "http://a/%0d%0aSet-Cookie:%20sid=evil"})),
     (P.HEADER_ENCODED_INJECTION, R(headers={"X-Next": "x%250d%250aLocation:%20http://evil"})),
     (P.HTTPOXY, R(headers={"Proxy": "http://attacker.example:8080"})),
-    (P.DAV_HEADER, R(headers={"Lock-Token": "<opaquelocktoken:x>"})),
+    (P.DAV_HEADER_UNEXPECTED, R(headers={"Lock-Token": "<opaquelocktoken:x>"})),
+    (P.DAV_HEADER_UNEXPECTED, R(headers={"If": "(<urn:uuid:1>)"})),
     (P.METHOD_OVERRIDE, R("POST", headers={"X-HTTP-Method-Override": "TRACE"})),
     (P.METHOD_OVERRIDE, R("POST", headers={"X-Method-Override": "CONNECT"})),
     (P.CONNECTION_CONFLICT, R(headers={"Connection": "keep-alive, close"})),
-    (P.CONNECTION_CONFLICT, R(headers={"Connection": "close,close"})),
+    (P.CONNECTION_REPEATED, R(headers={"Connection": "close,close"})),
+    (P.CONNECTION_REPEATED, R(headers=[("Connection", "keep-alive"), ("Connection", "keep-alive")])),
     (P.CT_CHARSET_UNKNOWN, R("POST", headers={"Content-Type": "application/x-www-form-urlencoded; charset=garbage"},
                              body=b"a=1")),
     (P.CT_CHARSET_UNKNOWN, R("POST", headers={"Content-Type": 'text/plain; charset="utf-88"'}, body=b"a")),
@@ -114,7 +116,58 @@ MUST_MATCH = [
     (P.BODY_NO_CT, R("POST", body=b"a=1")),
     (P.CT_MULTIPLE, R("POST", headers=[("Content-Type", "application/json"), ("Content-Type", "text/plain")],
                       body=b"{}")),
-    (P.CT_INVALID, R("POST", headers={"Content-Type": "json"}, body=b"{}")),
+    (P.CT_TYPE_INVALID, R("POST", headers={"Content-Type": "json"}, body=b"{}")),
+    (P.CT_TYPE_INVALID, R("POST", headers={"Content-Type": "multipart/; boundary=x"}, body=b"--x\r\n")),
+    (P.CT_CHARSET, R("POST", headers={"Content-Type": 'application/x-www-form-urlencoded; boundary="charset=utf-7"'},
+                     body=b"a=1")),
+    (P.REQUEST_RANGE, R(headers={"Request-Range": "bytes=0-99"})),
+    (P.CONTENT_RANGE, R(headers={"Content-Range": "bytes 0-99/200"})),
+    (P.CONTENT_RANGE, R("PUT", headers={"Content-Range": "test"}, body=b"x")),
+    (P.ACCEPT_ENCODING_LONG, R(headers={"Accept-Encoding": "A" * 60 + "," + "A" * 60 + "&**"})),
+    (P.ACCEPT_CHARSET, R(headers={"Accept": "text/html;q=0.9;charset=CP1026,*/*;q=0.8"})),
+    (P.ACCEPT_CHARSET, R(headers={"Accept": 'application/json; charset="utf-7"'})),
+    (P.ACCEPT_CHARSET, R(headers={"Accept": "text/html;charset=utf-16,*/*;q=0.8"})),
+    (P.HEADER_ENCODED_NUL, R(headers={"Referer": "https://a.example/x%00.html"})),
+    (P.HEADER_ENCODED_INJECTION, R(headers={"Cookie": "s=x%0d%0a%0d%0a<html>"})),
+    (P.HEADER_ENCODED_INJECTION, R(headers={"X-Data": "ok%0dInjected-Header: 1"})),
+    (P.COOKIE_V1, R(headers={"Cookie": '$Version=1; session="abc"; $Path="/"'})),
+    (P.MIDDLEWARE_SUBREQUEST, R(headers={"x-middleware-subrequest": "middleware:middleware:middleware"})),
+    (P.URL_OVERLONG, R(target="/files/..%c0%af..%c0%afetc/passwd")),
+    (P.URL_OVERLONG, R(target="/?p=%e0%80%ae")),
+    (P.URL_OVERLONG, R(target="/?p=%F5%80%BF%BF")),
+    (P.URL_OVERLONG, R("POST", headers=FORM, body=b"p=%ed%a0%80")),
+    (P.URL_U_ENCODING, R(target="/?q=%uff1cscript%uff1e")),
+    (P.URL_U_ENCODING, R(target="/%u002e%u002e/%u002e%u002e/etc/passwd")),
+    (P.ARG_UNICODE_ESCAPE, R(target="/?a=%5Cu0061lert(1)")),
+    (P.ARG_UNICODE_ESCAPE, R("POST", headers=FORM, body=b"x=%5Cu0065val%28%29")),
+    (P.PATH_SENSITIVE_FILE, R(target="/index.php~")),
+    (P.PATH_SENSITIVE_FILE, R(target="/backup/db.sql")),
+    (P.PATH_SENSITIVE_FILE, R(target="/dump%2Erdb")),
+    (P.PATH_SENSITIVE_FILE, R(target="/etc/letsencrypt/live/a.example/privkey.pem")),
+    (P.PATH_SENSITIVE_FILE, R(target="/config.php.bak/x")),
+    (P.MULTIPART_PARAM, R("POST", headers={"Content-Type": "multipart/form-data; boundary=b"},
+                          body=b'--b\r\nContent-Disposition: form-data; name="a;b"\r\n\r\n1\r\n--b--\r\n')),
+    (P.MULTIPART_PARAM, R("POST", headers={"Content-Type": "multipart/form-data; boundary=b"},
+                          body=b'--b\r\nContent-Disposition: form-data; name="f"; filename="x=.txt"\r\n\r\n1\r\n'
+                               b"--b--\r\n")),
+    (P.MULTIPART_PARAM, R("POST", headers={"Content-Type": "multipart/form-data; boundary=b"},
+                          body=b'--b\r\nContent-Disposition: form-data; name="f"; filename="a.p\\h\\p"\r\n\r\n1\r\n'
+                               b"--b--\r\n")),
+    (P.MULTIPART_PARAM, R("POST", headers={"Content-Type": "multipart/form-data; boundary=b"},
+                          body=b'--b\r\nContent-Disposition: form-data; name="a"; name="b"\r\n\r\n1\r\n--b--\r\n')),
+    (P.MULTIPART_CHARSET, R("POST", headers={"Content-Type": "multipart/form-data; boundary=b"},
+                            body=b'--b\r\nContent-Disposition: form-data; name="a"\r\n'
+                                 b"Content-Type: text/plain; charset=utf-16\r\n\r\n1\r\n--b--\r\n")),
+    (P.MULTIPART_PARAM, R("POST", headers={"Content-Type": "multipart/form-data; boundary=b"},
+                          body=b'--b\r\nContent-Disposition: form-data; name="safe"\r\n'
+                               b'Content-Disposition: form-data; name="cmd"\r\n\r\nid\r\n--b--\r\n')),
+    (P.MULTIPART_BOUNDARY, R("POST", headers={"Content-Type": "multipart/form-data; boundary=a; boundary=b"},
+                             body=b"--a\r\n")),
+    (P.MULTIPART_CHARSET, R("POST", headers={"Content-Type": "multipart/form-data; boundary=b"},
+                            body=b'--b\r\nContent-Disposition: form-data; name="_charset_"\r\n\r\nutf-7\r\n--b--\r\n')),
+    (P.MULTIPART_CTE, R("POST", headers={"Content-Type": "multipart/form-data; boundary=b"},
+                        body=b'--b\r\nContent-Disposition: form-data; name="a"\r\n'
+                             b"Content-Transfer-Encoding: base64\r\n\r\nJzsgLS0=\r\n--b--\r\n")),
     (P.CT_INVALID, R("POST", headers={"Content-Type": "application/json; charset"}, body=b"{}")),
     (P.CT_INVALID, R("POST", headers={"Content-Type": "application/x-www-form-urlencoded;,multipart/form-data"},
                      body=b"a=1")),
@@ -139,6 +192,8 @@ MUST_MATCH = [
     (P.BODY_SMUGGLED, R("POST", headers=FORM, body=b"x=1\r\n\r\nGET /admin HTTP/1.1\r\nHost: internal\r\n\r\n")),
     (P.BODY_SMUGGLED, R("POST", headers={"Content-Type": "text/plain"},
                         body=b"0\r\n\r\nPOST /internal/delete HTTP/1.1\r\nContent-Length: 5\r\n\r\nx=1")),
+    (P.BODY_SMUGGLED, R("POST", headers={"Content-Type": "text/plain"},
+                        body=b"barGET /a.html HTTP/1.1\r\nX-Ignore: GET /b HTTP/1.1\r\nHost: x\r\n\r\n")),
 ]
 
 # Requests that the rule must NOT report (benign, if sometimes odd, clients).
@@ -186,6 +241,46 @@ MUST_NOT_MATCH = [
     (P.HTTPOXY, R(headers={"Proxy-Authorization": "Basic eDp5"})),
     (P.METHOD_OVERRIDE, R("POST", headers={"X-HTTP-Method-Override": "PATCH"})),
     (P.CONNECTION_CONFLICT, R(headers={"Connection": "keep-alive"})),
+    (P.CONNECTION_CONFLICT, R(headers={"Connection": "close,close"})),
+    (P.REQUEST_RANGE, R(headers={"Range": "bytes=0-99"})),
+    (P.CONTENT_RANGE, R("PUT", headers={"Content-Range": "bytes 0-524287/2000000"}, body=b"x")),
+    (P.CONTENT_RANGE, R("PUT", headers={"Content-Range": "bytes */2000000"})),
+    (P.ACCEPT_ENCODING_LONG, R(headers={"Accept-Encoding": "gzip, deflate, br, zstd"})),
+    (P.ACCEPT_CHARSET, R(headers={"Accept": "application/json; charset=utf-8, text/plain;q=0.5"})),
+    (P.ACCEPT_CHARSET, R(headers={"Accept": "text/html;charset=ISO-8859-1"})),
+    (P.MULTIPART_BOUNDARY, R("POST", headers={"Content-Type": 'multipart/form-data; boundary="  spaced out"'},
+                             body=b"--  spaced out\r\n")),
+    (P.HEADER_ENCODED_NUL, R(headers={"Referer": "https://a.example/?discount=100%25"})),
+    (P.HEADER_ENCODED_INJECTION, R(headers={"Cookie": "note=line%0Aline2; a=b"})),
+    (P.COOKIE_V1, R(headers={"Cookie": "version=1; session=abc"})),
+    (P.COOKIE_V1, R(headers={"Cookie": "tpl=$version; session=abc"})),
+    (P.CT_TYPE_INVALID, R("GET", headers={"Content-Type": ""})),
+    (P.URL_OVERLONG, R(target="/search?q=caf%C3%A9%20%E2%82%AC%20%F0%9F%8E%89")),
+    (P.URL_OVERLONG, R(target="/search?q=K%F6ln%20M%FCnchen")),
+    (P.URL_U_ENCODING, R(target="/search?q=%u4e2d%u6587")),
+    (P.ARG_UNICODE_ESCAPE, R(target="/search?q=%5Cu4e2d%5Cu6587")),
+    (P.ARG_UNICODE_ESCAPE, R("POST", headers=JSON, body=b'{"a": "\\u0061lert"}')),
+    (P.PATH_SENSITIVE_FILE, R(target="/~alice/profile")),
+    (P.PATH_SENSITIVE_FILE, R(target="/api/v1/dbs/main.dbo/tables")),
+    (P.PATH_SENSITIVE_FILE, R(target="/api/keys/7/rotate")),
+    (P.PATH_SENSITIVE_FILE, R(target="/static/app.bundle.js?v=old")),
+    (P.MULTIPART_PARAM, R("POST", headers={"Content-Type": "multipart/form-data; boundary=b"},
+                          body=b'--b\r\nContent-Disposition: form-data; name="avatar"; '
+                               b'filename="O\'Brien photo (1).png"; '
+                               b"filename*=UTF-8''O%E2%80%99Brien.png\r\n\r\n1\r\n--b--\r\n")),
+    (P.MULTIPART_PARAM, R("POST", headers={"Content-Type": "multipart/form-data; boundary=b"},
+                          body=b'--b\r\nContent-Disposition: form-data; name="doc"; filename="C:\\fakepath\\cv.pdf"'
+                               b'\r\n\r\n1\r\n--b--\r\n')),
+    (P.MULTIPART_PARAM, R("POST", headers={"Content-Type": "multipart/form-data; boundary=b"},
+                          body=b'--b\r\nContent-Disposition: form-data; name="f"; filename="M&uuml;ller &amp; Co.txt"'
+                               b'\r\n\r\n1\r\n--b--\r\n')),
+    (P.MULTIPART_CHARSET, R("POST", headers={"Content-Type": "multipart/form-data; boundary=b"},
+                            body=b'--b\r\nContent-Disposition: form-data; name="_charset_"\r\n\r\nUTF-8\r\n--b\r\n'
+                                 b'Content-Disposition: form-data; name="a"\r\nContent-Type: text/plain; charset=utf-8'
+                                 b"\r\n\r\nx\r\n--b--\r\n")),
+    (P.MULTIPART_CTE, R("POST", headers={"Content-Type": "multipart/form-data; boundary=b"},
+                        body=b'--b\r\nContent-Disposition: form-data; name="f"; filename="a.bin"\r\n'
+                             b"Content-Transfer-Encoding: binary\r\n\r\n\x00\x01\r\n--b--\r\n")),
     (P.CT_CHARSET_UNKNOWN, R("POST", headers={"Content-Type": "text/plain; charset=koi8-r"}, body=b"x")),
     (P.CT_CONFUSION, R("POST", headers={
         "Content-Type": 'multipart/related; type="application/xop+xml"; boundary=abc; start-info="text/xml"'},
@@ -325,8 +420,29 @@ async def test_observe_mode_never_blocks():
     assert verdict.action == Action.LOG and verdict.would_block
 
 
+async def test_dav_headers_only_score_when_webdav_is_allowed():
+    pipeline = make_pipeline({"protocol": {"allowed_methods": ["GET", "PROPFIND", "LOCK"]}}, only={"protocol"})
+    ex = make_exchange("GET", "/dav/a.txt", headers={"Lock-Token": "<opaquelocktoken:x>"}, pipeline=pipeline)
+    verdict = await run_exchange(pipeline, ex)
+    assert [f.rule_id for f in ex.findings] == [P.DAV_HEADER.id]
+    assert not verdict.blocks
+
+
+async def test_content_type_policy_is_opt_in():
+    policy = make_pipeline({"protocol": {"allowed_content_types": ["application/json", "multipart/form-data"]}},
+                           only={"protocol"})
+    default = make_pipeline(only={"protocol"})
+    plain = {"headers": {"Content-Type": "text/plain"}, "body": b"hello"}
+    assert (await run_request(policy, "POST", "/x", **plain)).blocks
+    assert not (await run_request(default, "POST", "/x", **plain)).blocks
+    ok = {"headers": {"Content-Type": "application/json; charset=utf-8"}, "body": b"{}"}
+    assert not (await run_request(policy, "POST", "/x", **ok)).blocks
+    assert not (await run_request(policy, "GET", "/x", headers={"Content-Type": "text/plain"})).blocks
+
+
 def test_every_rule_has_a_must_match_case():
-    covered = {rule.id for rule, _ in MUST_MATCH}
+    # DAV_HEADER and CT_NOT_ALLOWED need a non-default config: the tests above
+    covered = {rule.id for rule, _ in MUST_MATCH} | {P.DAV_HEADER.id, P.CT_NOT_ALLOWED.id}
     assert covered == {r.id for r in P.RULES}
 
 

@@ -137,3 +137,19 @@ def test_a_header_exclusion_zone_inspects_every_header_but_the_named_ones() -> N
     assert cr.wants(Value("args", "query", "referer", "x"))  # only the header is left out
     assert not cr.wants(Value("headers", "header", "referer", "x"))
     assert not cr.wants(Value("cookies", "cookie", "a", "x"))
+
+
+def test_a_names_filter_limits_a_rule_to_values_whose_name_it_finds(tmp_path: Path) -> None:
+    from bastion.detect.signatures.matcher import compile_rule
+    from bastion.detect.signatures.rules import Rule
+    from bastion.detect.signatures.zones import Value
+
+    rule = Rule.model_validate({"id": "999002", "class": "rfi", "message": "test rule", "zones": ["args"],
+                                "names": "(?:path|dir)$", "patterns": ["^https?://"]})
+    cr = compile_rule(rule, 0, None)
+    assert cr.wants(Value("args", "query", "include_PATH", "http://x/"))  # case-insensitive
+    assert not cr.wants(Value("args", "query", "avatar_url", "http://x/"))
+    p = write(tmp_path, 'rules:\n  - {id: "990005", class: rfi, message: bad names, zones: [args], names: "(a", '
+                        'patterns: ["a"]}\n')
+    with pytest.raises(ConfigError, match="990005"):
+        load_rules([p])

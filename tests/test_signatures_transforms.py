@@ -22,6 +22,9 @@ from bastion.detect.signatures.transforms import cmd, decode, jndi, path, sql, u
         ("\\x3cscript\\x3e", "<script>"),
         ("\uff1cscript\uff1e", "<script>"),  # full-width forms
         ("a\x00b", "ab"),
+        ("ja&tab;vascript&colon;", "ja\tvascript:"),  # IE reads named entities in any letter case
+        ("v&NewLine;b&TAB;s", "v\nb\ts"),
+        ("Tom &amp; Jerry", "Tom & Jerry"),
         ("plain text", "plain text"),
     ],
 )
@@ -52,6 +55,10 @@ def test_sql_opens_comments() -> None:
         ("cat${IFS}/etc/passwd", "cat /etc/passwd"),
         ("ca$@t /etc/passwd", "cat /etc/passwd"),
         ("c^m^d", "cmd"),
+        ("a; sh$XX -c id", "a; sh -c id"),
+        ("|$u wget x", "| wget x"),
+        ("echo $HOME/x", "echo $HOME/x"),
+        ("cat $FILE", "cat $FILE"),
     ],
 )
 def test_cmd(raw: str, expected: str) -> None:

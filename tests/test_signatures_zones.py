@@ -54,6 +54,16 @@ def test_json_values_carry_their_path() -> None:
     assert not any(raw == "3" for _, _, raw in got if _ == "args")  # numbers carry no injection
 
 
+def test_a_bare_key_is_inspected_even_when_plain() -> None:
+    # `?information_schema` or a form body sent as one word: the key is the whole value
+    got = labels(request_head_values(req("/?information_schema&page=2"), ZoneOptions()))
+    assert ("arg_names", "query:information_schema", "information_schema") in got
+    assert not any(raw == "page" for z, _, raw in got if z == "arg_names")
+    got = labels(request_body_values(req(headers=[("Content-Type", "application/x-www-form-urlencoded")],
+                                         body=b"tempdb"), ZoneOptions()))
+    assert ("arg_names", "form:tempdb", "tempdb") in got
+
+
 def test_deep_json_does_not_recurse_forever() -> None:
     body = ("[" * 5000 + "]" * 5000).encode()
     vals = request_body_values(req(headers=[("Content-Type", "application/json")], body=body), ZoneOptions())
@@ -134,6 +144,30 @@ def test_session_id_parameters_are_inspected_unless_the_site_links_to_itself() -
     assert names([("Host", "shop.example:8443"), ("Referer", "https://shop.example:8443/cart")]) == set()
     cookie_only = request_head_values(req("/", [("Cookie", "JSESSIONID=abc")]), ZoneOptions())
     assert not [v for v in cookie_only if v.zone == "arg_names"]  # a session cookie is ordinary
+    cookies = request_head_values(req("/", [("Cookie", "connect.sid=s%3Aa; _shop_session=x; __Host-next-auth"
+                                                        ".session-token=t")]), ZoneOptions())
+    assert not [v for v in cookies if v.zone == "arg_names"]  # plain or not, as cookies they are ordinary
+    same_site = [("Host", "shop.example"), ("Referer", "https://shop.example/")]
+    linked = request_head_values(req("/a?next-auth.session-token=t&sessionid=1", same_site), ZoneOptions())
+    assert not [v for v in linked if v.zone == "arg_names"]
+    target = "/login?__Secure-next-auth.session-token=t&session-id=1&_shop_session=2"
+    planted = request_head_values(req(target, [("Accept", "text/html,*/*;q=0.8")]), ZoneOptions())
+    assert {v.raw for v in planted if v.zone == "arg_names"} == {"__Secure-next-auth.session-token", "session-id",
+                                                                 "_shop_session"}
+    api_client = request_head_values(req(target, [("Accept", "application/json")]), ZoneOptions())
+    assert {v.raw for v in api_client if v.zone == "arg_names"} == {"__Secure-next-auth.session-token"}
+    from_elsewhere = request_head_values(req(target, [("Referer", "https://mail.example/")]), ZoneOptions())
+    assert len([v for v in from_elsewhere if v.zone == "arg_names"]) == 3
+
+
+def test_json_keys_that_are_framework_session_names_are_inspected_generic_ones_are_data() -> None:
+    doc = {"phpsession": "x", "session_id": "y", "_shop_session": "w", "user": {"jsessionid": "z"}}
+    body = json.dumps(doc).encode()
+    vals = request_body_values(req(headers=[("Content-Type", "application/json")], body=body), ZoneOptions())
+    assert {v.raw for v in vals if v.zone == "arg_names"} == {"phpsession"}
+    same_site = [("Content-Type", "application/json"), ("Host", "a.example"), ("Referer", "https://a.example/")]
+    vals = request_body_values(req(headers=same_site, body=body), ZoneOptions())
+    assert not [v for v in vals if v.zone == "arg_names"]
 
 
 def test_an_unencoded_ampersand_inside_a_query_value_is_also_inspected_whole() -> None:

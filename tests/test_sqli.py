@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bastion.detect.sqli import SqliResult, sqli_check, tokenize
+from bastion.detect.sqli import SqliResult, sql_call_check, sqli_check, tokenize
 from libinjection_corpus import CORPUS, corpus_lines, needs_corpus, samples
 
 MUST_MATCH = [
@@ -253,3 +253,19 @@ def test_unknown_function_with_a_space_before_its_parenthesis() -> None:
     assert sqli_check("admin@example.com' or sqlite_compileoption_used (id)--") is not None
     assert sqli_check("admin@example.com'and not sqlite_compileoption_get (id)--") is not None
     assert sqli_check("O'Brien or my_friend (maybe)") is None
+
+
+@pytest.mark.parametrize("value", [
+    "concat(0x3a,user())", "ascii(substring((select 1),1,1))", "group_concat(table_name)", "unhex(",
+    "Rand (", "md5\\(", ", find_in_set('22', col)", "div(23,-2)", "substr(@@version,1,1)",
+])
+def test_sql_call_must_match(value: str) -> None:
+    assert sql_call_check(value) is not None
+
+
+@pytest.mark.parametrize("value", [
+    "Trim (cm)", "pow(x, 2)", "Database (MySQL)", "version()", "md5(password)", "sin(x) + cos(y)",
+    "Sleep(8) isn't a thing", "concat the lists", "div(class)", "count(*) of rows", "appUser(sitename,user)",
+])
+def test_sql_call_must_not_match(value: str) -> None:
+    assert sql_call_check(value) is None

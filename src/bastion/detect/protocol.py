@@ -86,7 +86,9 @@ EXPECT_INVALID = Rule("protocol-expect-invalid", "unsupported expectation", Seve
 # attack needs a proxy that does), so the request is served over HTTP/1.1 and only scored.
 UPGRADE_H2C = Rule("protocol-upgrade-h2c", "h2c upgrade request", Severity.WARNING, tags=_S)
 HOST_MISSING_10 = Rule("protocol-host-missing-http10", "HTTP/1.0 request without Host", Severity.WARNING)
-HOST_EMPTY = Rule("protocol-host-empty", "empty Host header", Severity.WARNING)
+# An empty Host on an origin-form request names no authority at all (RFC 9112 §3.2 allows it only
+# for a target without one): virtual-host routing and Host-derived links fall back to defaults.
+HOST_EMPTY = Rule("protocol-host-empty", "empty Host header", Severity.CRITICAL)
 TARGET_AUTHORITY = Rule(
     "protocol-target-authority", "absolute-form target names another host than Host", Severity.CRITICAL,
     tags=("protocol", "ssrf"),
@@ -108,10 +110,18 @@ HEADER_ENCODED_INJECTION = Rule(
 )
 HTTPOXY = Rule("protocol-httpoxy", "Proxy request header (httpoxy)", Severity.CRITICAL, tags=("protocol", "ssrf"))
 DAV_HEADER = Rule("protocol-dav-header", "WebDAV-only request header", Severity.WARNING)
+# The same header when no WebDAV method is allowed: it can mean nothing to the API behind.
+DAV_HEADER_UNEXPECTED = Rule(
+    "protocol-dav-header-unexpected", "WebDAV header while no WebDAV method is allowed", Severity.CRITICAL
+)
 METHOD_OVERRIDE = Rule(
     "protocol-method-override", "method override to a method that is not allowed", Severity.CRITICAL
 )
-CONNECTION_CONFLICT = Rule("protocol-connection-conflict", "repeated or conflicting Connection options",
+CONNECTION_REPEATED = Rule("protocol-connection-repeated", "repeated Connection option", Severity.WARNING, tags=_S)
+# `keep-alive` and `close` together: servers may disagree on reusing the connection. Only scored:
+# Bastion never forwards Connection (hop-by-hop), so no desync reaches the API, and old client
+# stacks do produce it.
+CONNECTION_CONFLICT = Rule("protocol-connection-conflict", "conflicting Connection options (close and keep-alive)",
                            Severity.WARNING, tags=_S)
 HEADER_CTL = Rule("protocol-header-ctl", "control character in a header value", Severity.ERROR, tags=_I)
 HEADER_ALIAS = Rule(
@@ -120,6 +130,37 @@ HEADER_ALIAS = Rule(
 CONNECTION_STRIP = Rule(
     "protocol-connection-strip", "Connection header names an end-to-end header", Severity.CRITICAL, tags=_S
 )
+# Request-Range is Netscape-era (never standardized; Apache Killer sent it next to Range). No
+# current client sends it.
+REQUEST_RANGE = Rule("protocol-request-range", "obsolete Request-Range header", Severity.CRITICAL,
+                     tags=("protocol", "dos"))
+CONTENT_RANGE = Rule(
+    "protocol-content-range", "Content-Range on a request that is not a ranged upload", Severity.CRITICAL
+)
+ACCEPT_ENCODING_LONG = Rule(
+    "protocol-accept-encoding-long", "Accept-Encoding far longer than any client sends", Severity.CRITICAL,
+    tags=("protocol", "dos"),
+)
+ACCEPT_CHARSET = Rule("protocol-accept-charset", "Accept asks for a charset other than UTF-8/ASCII/latin-1",
+                      Severity.CRITICAL, tags=_B)
+HEADER_ENCODED_NUL = Rule("protocol-header-encoded-nul", "encoded NUL in a header value", Severity.CRITICAL,
+                          tags=("protocol", "null-byte"))
+COOKIE_V1 = Rule("protocol-cookie-v1", "RFC 2109 $Version cookie (parser-differential bypass)", Severity.CRITICAL,
+                 tags=_I)
+MIDDLEWARE_SUBREQUEST = Rule(
+    "protocol-middleware-subrequest", "x-middleware-subrequest header (Next.js middleware bypass)",
+    Severity.CRITICAL, tags=("protocol", "auth-bypass"),
+)
+URL_OVERLONG = Rule("protocol-utf8-overlong", "overlong or out-of-range UTF-8 percent-encoding", Severity.CRITICAL,
+                    tags=("protocol", "encoding"))
+URL_U_ENCODING = Rule("protocol-u-encoding", "%u encoding of an ASCII or full-width character", Severity.CRITICAL,
+                      tags=("protocol", "encoding"))
+ARG_UNICODE_ESCAPE = Rule("protocol-arg-unicode-escape", "\\u escape of an ASCII character in an argument",
+                          Severity.CRITICAL, tags=("protocol", "encoding"))
+PATH_SENSITIVE_FILE = Rule(
+    "protocol-path-sensitive-file", "request for a backup, editor, dump or key file", Severity.CRITICAL,
+    tags=("protocol", "disclosure"),
+)
 RANGE_ABUSE = Rule("protocol-range-abuse", "too many byte ranges", Severity.CRITICAL, tags=("protocol", "dos"))
 GET_BODY = Rule("protocol-get-body", "GET or HEAD request with a body", Severity.WARNING, tags=_S)
 GET_CHUNKED = Rule("protocol-get-chunked", "GET or HEAD request with a chunked body", Severity.CRITICAL, tags=_S)
@@ -127,6 +168,11 @@ GET_FORM = Rule("protocol-get-form-body", "GET or HEAD request with a form body"
 BODY_NO_CT = Rule("protocol-body-no-content-type", "body without Content-Type", Severity.NOTICE, tags=_B)
 CT_MULTIPLE = Rule("protocol-ct-multiple", "more than one Content-Type header", Severity.CRITICAL, tags=_B)
 CT_INVALID = Rule("protocol-ct-invalid", "malformed Content-Type", Severity.ERROR, tags=_B)
+# A policy (`protocol.allowed_content_types`, empty by default): the body parsers the API really has.
+CT_NOT_ALLOWED = Rule("protocol-ct-not-allowed", "Content-Type not in protocol.allowed_content_types",
+                      Severity.CRITICAL, tags=_B)
+# No type/subtype at all: no parser knows what the body is, and each guesses differently.
+CT_TYPE_INVALID = Rule("protocol-ct-type-invalid", "Content-Type is not a media type", Severity.CRITICAL, tags=_B)
 CT_CHARSET = Rule("protocol-ct-charset", "evasive or repeated charset", Severity.CRITICAL, tags=_B)
 CT_CHARSET_UNKNOWN = Rule("protocol-ct-charset-unknown", "charset no decoder knows", Severity.CRITICAL,
                           tags=_B)
@@ -136,6 +182,18 @@ CT_CHARSET_UNUSUAL = Rule("protocol-ct-charset-unusual", "charset outside the al
                           tags=_B)
 MULTIPART_BOUNDARY = Rule(
     "protocol-multipart-boundary", "multipart without a valid boundary", Severity.CRITICAL, tags=_B
+)
+MULTIPART_PARAM = Rule(
+    "protocol-multipart-param", "ambiguous multipart field or file name (quote, ';', '=', '\\')",
+    Severity.CRITICAL, tags=_B,
+)
+MULTIPART_CHARSET = Rule(
+    "protocol-multipart-charset", "multipart part or _charset_ field in a charset outside the allowed list",
+    Severity.CRITICAL, tags=_B,
+)
+MULTIPART_CTE = Rule(
+    "protocol-multipart-transfer-encoding", "multipart part with a base64 or quoted-printable encoding",
+    Severity.CRITICAL, tags=_B,
 )
 BODY_JSON = Rule("protocol-body-json-invalid", "body declared JSON is not JSON", Severity.CRITICAL, tags=_B)
 BODY_XML = Rule("protocol-body-xml-invalid", "body declared XML is not XML", Severity.WARNING, tags=_B)
@@ -162,6 +220,8 @@ _INJECTED_HEADER = re.compile(
     r"remote-ip|originating-ip|content-security-policy|x-[a-z0-9-]+)[\t ]*:|http/\d(?:\.\d)?[\t ]+\d{3})",
     re.IGNORECASE,
 )
+# In a header value (no prose there), any field after an encoded CR/LF.
+_INJECTED_ANY = re.compile(r"[\r\n][\t ]*[!#$&'*+.^_`|~0-9A-Za-z-]{2,}[\t ]*:[\t ]*\S")
 # The same, limited to what multi-line prose never contains (form and JSON text fields carry real
 # line breaks: "Location: Berlin" on its own line is an address, not an injection).
 _INJECTED_STRONG = re.compile(
@@ -176,6 +236,13 @@ _JSON_SUSPECT = re.compile(rb"\\[rn]|\\u000[0ad]|%(?:0[0ad]|25)", re.IGNORECASE)
 _REQUEST_LINE = re.compile(
     rb"(?:^|\n)[ \t]*(?:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS|TRACE|CONNECT|PROPFIND)"
     rb"[ \t]+\S+[ \t]+HTTP/\d(?:\.\d)?\r?\n",
+    re.IGNORECASE,
+)
+# The same anywhere in a line when a header line follows it (`barGET /a HTTP/1.1\r\nHost: x`:
+# the smuggled request glued to the end of the previous body).
+_REQUEST_LINE_GLUED = re.compile(
+    rb"(?:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS|TRACE|CONNECT|PROPFIND)[ \t]+(?:/|https?://)\S*[ \t]+"
+    rb"HTTP/\d(?:\.\d)?\r?\n[!#$&'*+.^_`|~0-9A-Za-z-]+[ \t]*:",
     re.IGNORECASE,
 )
 # Headers whose underscore spelling reaches CGI/WSGI apps as the same variable (HTTP_X_FORWARDED_FOR).
@@ -204,7 +271,34 @@ _EVASIVE_CHARSET = re.compile(
 )
 # Worth decoding an argument list for: encoded control characters or double encoding, raw controls,
 # or a spelled-out HTTP version (a request line).
-_ARG_SUSPECT = re.compile(r"%(?:[01][0-9a-f]|7f|25)|[\x00-\x1f\x7f]|http(?:/|%2f)\d", re.IGNORECASE)
+_ARG_SUSPECT = re.compile(r"%(?:[01][0-9a-f]|7f|25)|[\x00-\x1f\x7f]|http(?:/|%2f)\d|\\u|%5cu", re.IGNORECASE)
+# `\u0061lert` in a query or form value: a JSON/JS escape of a plain ASCII character where no JSON
+# parser will ever decode it, so only the application (or a template) turns it into the letter.
+_UNICODE_ESCAPE = re.compile(r"\\u00[2-7][0-9a-f]", re.IGNORECASE)
+# Percent-encoded UTF-8 that no encoder produces: overlong forms (%c0%af is "/" to a lenient
+# decoder: the classic traversal bypass), UTF-16 surrogates, and code points past U+10FFFF.
+_OVERLONG = re.compile(r"%c[01]|%e0%[89]|%f0%8|%ed%[ab]|%f(?:4%[9ab]|[5-9a-f]%[89ab])", re.IGNORECASE)
+# IIS %uXXXX for ASCII (%u002e%u002e%u002f) or full-width ASCII forms (%uff0f), which best-fit
+# mapping turns into the ASCII character after the filter has looked.
+_U_ENCODING = re.compile(r"%u(?:00[0-7][0-9a-f]|ff[0-5][0-9a-f])", re.IGNORECASE)
+# A path segment naming a backup/editor copy (`index.php~`, `.bak`, `.swp`), a database dump or a
+# private key: never an API resource, always the first thing scanners try.
+_SENSITIVE_FILE = re.compile(
+    r"[^/~]~(?:/|$)|[^/]\.(?:bak|backup|old|orig|swp|swo|sav|sql|sqlite3?|db|mdb|rdb|dump|pem|key|p12|pfx|jks|"
+    r"keystore|kdbx|ppk)(?:/|$)",
+    re.IGNORECASE,
+)
+_COOKIE_V1 = re.compile(r"(?:^|[;,])[ \t]*\$version[ \t]*=", re.IGNORECASE)
+_BOUNDARY_PARAM = re.compile(r";[ \t]*boundary[ \t]*=", re.IGNORECASE)
+_CONTENT_RANGE = re.compile(r"bytes[ \t]+(?:\d+-\d+|\*)/(?:\d+|\*)", re.IGNORECASE)
+_ACCEPT_CHARSET = re.compile(r"charset[ \t]*=[ \t]*\"?([^\s\";,]+)", re.IGNORECASE)
+_DAV_METHODS = frozenset({"PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK"})
+# Charsets of multipart parts (and `_charset_` fields): browsers send UTF-8 or the page charset;
+# a UTF-16 or EBCDIC part hides an ASCII payload from every byte pattern.
+_PART_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin1", "latin-1",
+                            "iso-8859-15", "windows-1252"})
+_DISPOSITION_PARAM = re.compile(r';[ \t]*([\w*.-]+)[ \t]*=[ \t]*("(?:[^"\\]|\\.)*"?|[^;]*)')
+_ENTITY = re.compile(r"&(?:[a-z][a-z0-9]{1,31}|#\d{1,7}|#x[0-9a-f]{1,6});", re.IGNORECASE)
 _ARG_CTL = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _REQUEST_LINE_TEXT = re.compile(
     r"\b(?:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS|TRACE|TRACK|CONNECT|PROPFIND)\s+\S+\s+HTTP/\d", re.IGNORECASE
@@ -227,6 +321,8 @@ class ProtocolDetector:
         self.allowed_charsets = frozenset(c.lower() for c in cfg.allowed_charsets)
         self.max_ranges = cfg.max_ranges
         self.check_bodies = cfg.check_bodies
+        self.dav = bool(self.allowed_methods & _DAV_METHODS)
+        self.allowed_types = frozenset(t.strip().lower() for t in cfg.allowed_content_types)
         self.observe = False
         self._good_names: set[str] = set()
 
@@ -300,14 +396,26 @@ class ProtocolDetector:
             self._hit(ex, TARGET_FRAGMENT, zone="target")
         q = path.find("?")
         raw_path = path if q < 0 else path[:q]
+        if "%" in path:
+            self._encoding(ex, path, "target")
+        decoded = raw_path
         if "%" in raw_path or _CRLF_NUL.search(raw_path):
             decoded = percent_decode(raw_path)
             if "\r" in decoded or "\n" in decoded:
                 self._hit(ex, PATH_CRLF, mask(decoded[max(0, decoded.find("\n") - 8):], 32), zone="path")
             if "\x00" in decoded:
                 self._hit(ex, PATH_NUL, mask(decoded[max(0, decoded.find("\x00") - 8):], 32), zone="path")
+        if ("." in decoded or "~" in decoded) and (m := _SENSITIVE_FILE.search(decoded)):
+            self._hit(ex, PATH_SENSITIVE_FILE, mask(m.group(0).strip("/"), 16), zone="path")
         if q >= 0:
             self._args(ex, path[q + 1 :], "query")
+
+    def _encoding(self, ex: Exchange, raw: str, zone: str) -> None:
+        """Percent-encodings no standard encoder produces (in a raw target or form body)."""
+        if m := _OVERLONG.search(raw):
+            self._hit(ex, URL_OVERLONG, mask(raw[m.start():m.start() + 12], 12), zone=zone)
+        if ("%u" in raw or "%U" in raw) and (m := _U_ENCODING.search(raw)):
+            self._hit(ex, URL_U_ENCODING, mask(m.group(0), 8), zone=zone)
 
     def _args(self, ex: Exchange, raw: str, zone: str) -> None:
         """Argument checks over a query string or an urlencoded body (names and values, decoded)."""
@@ -337,6 +445,8 @@ class ProtocolDetector:
                     hit(ARG_HEADER_INJECTION, m.group(0), shown)
                 if _ARG_CTL.search(text):
                     hit(ARG_CTL, text, shown)
+                if "\\" in text and _UNICODE_ESCAPE.search(text):
+                    hit(ARG_UNICODE_ESCAPE, text, shown)
             if _REQUEST_LINE_TEXT.search(value):
                 hit(ARG_REQUEST_LINE, value, shown)
 
@@ -378,9 +488,15 @@ class ProtocolDetector:
             if "%" in v:
                 lowered = v.lower()
                 if "%0d" in lowered or "%0a" in lowered or "%250d" in lowered or "%250a" in lowered:
-                    m = _INJECTED_HEADER.search(percent_decode(v))
+                    decoded = percent_decode(v)
+                    m = _INJECTED_HEADER.search(decoded) or _INJECTED_ANY.search(decoded)
                     if m:
                         self._hit(ex, HEADER_ENCODED_INJECTION, mask(m.group(0)), name=low)
+                    elif "\n\n" in decoded or "\n\r\n" in decoded:
+                        # an empty line: what follows would be a response body (splitting)
+                        self._hit(ex, HEADER_ENCODED_INJECTION, "encoded blank line", name=low)
+                if "%00" in v or "%2500" in v:
+                    self._hit(ex, HEADER_ENCODED_NUL, mask(v[max(0, v.find("%00") - 8):], 24), name=low)
             if low == "host":
                 hosts.append(v)
             elif low == "content-length":
@@ -396,7 +512,26 @@ class ProtocolDetector:
                 # attacker's server as their outbound proxy.
                 self._hit(ex, HTTPOXY, mask(v, 32), name=low)
             elif low in _DAV_HEADERS:
-                self._hit(ex, DAV_HEADER, name=low)
+                self._hit(ex, DAV_HEADER if self.dav else DAV_HEADER_UNEXPECTED, name=low)
+            elif low == "cookie":
+                if "$" in v and _COOKIE_V1.search(v):
+                    # RFC 2109 cookies: `$Version=1` switches Java/Python cookie parsers to quoting
+                    # and comma rules the filter did not apply.
+                    self._hit(ex, COOKIE_V1, name=low)
+            elif low == "content-range":
+                if req.method not in ("PUT", "PATCH", "POST") or not _CONTENT_RANGE.fullmatch(v.strip(" \t")):
+                    self._hit(ex, CONTENT_RANGE, mask(v, 32), name=low)
+            elif low == "accept-encoding":
+                if len(v) > 100:  # CVE-2022-21907 (http.sys); browsers send ~25 characters
+                    self._hit(ex, ACCEPT_ENCODING_LONG, f"{len(v)} characters", name=low)
+            elif low == "accept":
+                if "harset" in v:
+                    for cm in _ACCEPT_CHARSET.finditer(v):
+                        if cm.group(1).lower() not in _PART_CHARSETS:
+                            self._hit(ex, ACCEPT_CHARSET, mask(cm.group(1), 24), name=low)
+                            break
+            elif low == "x-middleware-subrequest":
+                self._hit(ex, MIDDLEWARE_SUBREQUEST, mask(v, 32), name=low)
             elif low in _OVERRIDE_HEADERS and v.strip().upper() not in self.allowed_methods:
                 self._hit(ex, METHOD_OVERRIDE, mask(v, 16), name=low)
         self._host(ex, hosts)
@@ -462,7 +597,12 @@ class ProtocolDetector:
             self._hit(ex, CT_MULTIPLE, f"{len(cts)} Content-Type headers", name="content-type")
         mt = parse_media_type(cts[0])
         if not mt.valid:
-            self._hit(ex, CT_INVALID, mask(cts[0]), name="content-type")
+            t, _, sub = mt.type.partition("/")
+            # only with a body: a stray or empty Content-Type on a GET parses nothing
+            bad_type = (has_body or chunked) and not (is_token(t) and is_token(sub))
+            self._hit(ex, CT_TYPE_INVALID if bad_type else CT_INVALID, mask(cts[0]), name="content-type")
+        if self.allowed_types and mt.type not in self.allowed_types and (has_body or chunked):
+            self._hit(ex, CT_NOT_ALLOWED, mask(mt.type, 32), name="content-type")
         charset = mt.params.get("charset")
         if mt.charsets > 1 or (charset is not None and _EVASIVE_CHARSET.search(charset)):
             self._hit(ex, CT_CHARSET, mask(charset or ""), name="content-type")
@@ -478,9 +618,14 @@ class ProtocolDetector:
             if pname not in ("type", "start-info") and _MEDIA_TYPE_VALUE.fullmatch(pval.strip()):
                 self._hit(ex, CT_CONFUSION, mask(pval, 32), name="content-type")
                 break
+            if pname != "charset" and "charset" in pval.lower():
+                # `boundary="charset=utf-7"`: a charset a sloppy parser finds by substring
+                self._hit(ex, CT_CHARSET, mask(pval, 32), name="content-type")
+                break
         if mt.type == "multipart/form-data" or mt.type.startswith("multipart/"):
             boundary = mt.params.get("boundary", "")
-            if not boundary or _BCHARS.fullmatch(boundary) is None:
+            # two `boundary` parameters: parsers take the first or the last, and see different parts
+            if not boundary or _BCHARS.fullmatch(boundary) is None or len(_BOUNDARY_PARAM.findall(cts[0])) > 1:
                 self._hit(ex, MULTIPART_BOUNDARY, mask(boundary), name="content-type")
         if ex.request.method in ("GET", "HEAD") and has_body and mt.type in _FORM_TYPES:
             self._hit(ex, GET_FORM, mt.type, name="content-type")
@@ -494,8 +639,10 @@ class ProtocolDetector:
             stripped = [t for t in tokens if t in _NOT_HOP]
             if stripped:
                 self._hit(ex, CONNECTION_STRIP, stripped[0], name="connection")
-            if len(set(tokens)) < len(tokens) or ("close" in tokens and "keep-alive" in tokens):
+            if "close" in tokens and "keep-alive" in tokens:
                 self._hit(ex, CONNECTION_CONFLICT, mask(",".join(tokens), 32), name="connection")
+            elif len(set(tokens)) < len(tokens):
+                self._hit(ex, CONNECTION_REPEATED, mask(",".join(tokens), 32), name="connection")
         for up in headers.get_all("upgrade"):
             if "h2c" in up.lower():
                 self._hit(ex, UPGRADE_H2C, name="upgrade")
@@ -503,6 +650,8 @@ class ProtocolDetector:
         expect = headers.get("expect")
         if expect is not None and expect.strip(" \t").lower() != "100-continue":
             self._hit(ex, EXPECT_INVALID, mask(expect, 24), name="expect")
+        if "request-range" in headers:
+            self._hit(ex, REQUEST_RANGE, mask(headers.get("request-range") or "", 24), name="request-range")
         for name in ("range", "request-range"):
             for value in headers.get_all(name):
                 # Apache Killer (CVE-2011-3192): hundreds of overlapping ranges exhaust memory.
@@ -519,7 +668,7 @@ class ProtocolDetector:
         coding = req.headers.get("content-encoding")
         if coding is not None and coding.strip(" \t").lower() not in ("", "identity"):
             return  # a compressed body (gzip JSON from SDKs and exporters): its bytes say nothing
-        if (b"TTP/" in body or b"ttp/" in body) and _REQUEST_LINE.search(body):
+        if (b"TTP/" in body or b"ttp/" in body) and (_REQUEST_LINE.search(body) or _REQUEST_LINE_GLUED.search(body)):
             self._hit(ex, BODY_SMUGGLED, zone="body")
         cts = req.headers.get_all("content-type")
         if not cts:
@@ -546,11 +695,80 @@ class ProtocolDetector:
             if first_byte(body) in (b"{", b"[", b"<"):
                 self._hit(ex, BODY_FORM, "JSON or XML body", zone="body")
             else:
-                self._args(ex, body.decode("latin-1"), "body")
+                text = body.decode("latin-1")
+                if "%" in text:
+                    self._encoding(ex, text, "body")
+                self._args(ex, text, "body")
         elif mtype.startswith("multipart/"):
             boundary = mt.params.get("boundary", "")
             if boundary and b"--" + boundary.encode("latin-1", "replace") not in body[: 4096 + len(boundary)]:
                 self._hit(ex, BODY_MULTIPART, "boundary not found", zone="body")
+            elif boundary:
+                self._multipart(ex, body, boundary)
+
+    def _multipart(self, ex: Exchange, body: bytes, boundary: str) -> None:
+        """Part headers: field and file names a parser can split differently (quotes, `;`, `=`,
+        backslashes, repeated parameters), part charsets and transfer encodings."""
+        found: set[str] = set()
+
+        def hit(rule: Rule, evidence: str, name: str = "") -> None:
+            if rule.id not in found:
+                found.add(rule.id)
+                self._hit(ex, rule, mask(evidence, 32), name=name[:64], zone="body")
+
+        parts = body.split(b"--" + boundary.encode("latin-1", "replace"))
+        for part in parts[1:200]:
+            if part.startswith(b"--"):
+                break
+            head, sep, content = part.partition(b"\r\n\r\n")
+            if not sep:
+                head, sep, content = part.partition(b"\n\n")
+            field = ""
+            dispositions = 0
+            for line in head.decode("latin-1").splitlines():
+                hname, _, hval = line.partition(":")
+                hname = hname.strip().lower()
+                if hname == "content-disposition":
+                    dispositions += 1
+                    if dispositions > 1:  # which one names the part depends on the parser
+                        hit(MULTIPART_PARAM, "repeated Content-Disposition", field)
+                    field = self._disposition(hval, hit)
+                elif hname == "content-type" and "charset" in hval.lower():
+                    cs = parse_media_type(hval.strip()).params.get("charset", "").strip().lower()
+                    if cs and cs not in _PART_CHARSETS:
+                        hit(MULTIPART_CHARSET, cs, field)
+                elif hname == "content-transfer-encoding" and hval.strip().lower() in ("base64", "quoted-printable"):
+                    # an encoding the application's parser may undo after the filter looked (RFC 7578
+                    # §4.7 deprecates it); 7bit/8bit/binary are identities that old HTTP libraries add
+                    hit(MULTIPART_CTE, hval.strip(), field)
+            if field == "_charset_":
+                cs = content.strip().decode("latin-1").lower()
+                if cs not in _PART_CHARSETS:
+                    hit(MULTIPART_CHARSET, cs, field)
+
+    @staticmethod
+    def _disposition(value: str, hit: Any) -> str:
+        """Check one Content-Disposition; returns the field name."""
+        field = ""
+        keys: list[str] = []
+        for pm in _DISPOSITION_PARAM.finditer(value):
+            key, raw = pm.group(1).lower(), pm.group(2).strip()
+            keys.append(key)
+            quoted = raw.startswith('"')
+            val = raw[1:-1] if quoted and len(raw) > 1 and raw.endswith('"') else raw.lstrip('"')
+            if key == "name":
+                field = val
+            if key not in ("name", "filename"):
+                continue
+            windows_path = key == "filename" and re.match(r"(?:[A-Za-z]:)?\\", val) is not None
+            # `;` is fine only as the end of an HTML entity (`&amp;`, `&#228;`: some clients encode
+            # non-ASCII names that way)
+            if (("\\" in val and not windows_path) or "=" in val or '"' in val
+                    or (";" in val and ";" in _ENTITY.sub("", val))):
+                hit(MULTIPART_PARAM, val, field)
+        if keys.count("name") > 1 or keys.count("filename") > 1:
+            hit(MULTIPART_PARAM, "repeated parameter", field)
+        return field
 
 
 def make(config: BastionConfig, ctx: BuildContext) -> ProtocolDetector:

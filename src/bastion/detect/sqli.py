@@ -38,7 +38,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["SqliResult", "sqli_check", "tokenize"]
+__all__ = ["SqliResult", "sql_call_check", "sqli_check", "tokenize"]
 
 MAX_TOKENS = 72  # per context; longer injections are judged on their prefix (features show early)
 MAX_SCAN = 4096  # characters of a value looked at (attacks start early; see module doc)
@@ -121,7 +121,7 @@ _FUNCTIONS = {
     "has_dbaccess", "is_srvrolemember", "is_member", "schema_name", "table_name", "col_name", "columnproperty",
     "unlikely", "likely", "likelihood", "json", "json_valid", "json_type", "json_array", "json_object",
     "total_changes", "changes", "last_insert_rowid", "lo_get", "lo_put", "lo_from_bytea", "unistr",
-    "sqlite_master", "randomblob", "zeroblob", "quote", "printf", "glob", "updatexml",
+    "sqlite_master", "randomblob", "zeroblob", "quote", "printf", "glob", "updatexml", "pow", "insert",
 }
 _FUNCTIONS |= _DANGER
 
@@ -771,3 +771,77 @@ def _statement_shape(toks: list[Token]) -> bool:
     if v0 == "shutdown":
         return k[1] in _END or v1 == "with"
     return False
+
+
+# --- a value that is a SQL function call (numeric-context injection, CRS 942151's technique) ------
+# `id=concat(0x7e,version())`, `sort=substring(@@version,1,1)`, a probe cut off at `ascii(`. Names
+# shared with everyday code and maths (sin, trim, md5, left) need more than a plain call to count:
+# "Trim (cm)", "pow(x, 2)", "Database (MySQL)" stay quiet.
+_GENERIC_CALLS = frozenset({
+    "abs", "sin", "cos", "tan", "cot", "asin", "acos", "atan", "atan2", "pow", "power", "sqrt", "exp", "log",
+    "ln", "log2", "log10", "floor", "ceil", "round", "rand", "sign", "pi", "degrees", "radians", "trim",
+    "ltrim", "rtrim", "lower", "upper", "length", "len", "md5", "sha1", "sha2", "hex", "ord", "chr", "char",
+    "mid", "left", "right", "insert", "replace", "decode", "encode", "format", "reverse", "repeat", "space",
+    "count", "min", "max", "sum", "avg", "position", "locate", "instr", "compress", "uncompress", "now",
+    "quote", "printf", "str", "field", "row", "exists", "mod", "bin", "oct", "lpad", "rpad", "if", "json",
+    "unicode", "truncate", "convert", "cast", "lcase", "ucase", "soundex", "crc32", "glob", "likely", "unlikely",
+    "changes", "password", "encrypt", "sha", "ceiling", "quarter", "weekday", "microsecond", "dayname", "monthname",
+    "dump", "extract", "hour", "week", "timestamp", "std", "values", "current_date", "current_time",
+    "current_timestamp", "localtimestamp",
+})
+# SQL functions the tokenizer does not know (it reads them as calls of unknown functions): dates,
+# locks, network and JSON helpers, MySQL/PostgreSQL/SQLite/Oracle built-ins seen in injections.
+_CALL_EXTRA = frozenset({
+    "adddate", "addtime", "aes_encrypt", "aes_decrypt", "bit_count", "bit_and", "bit_or", "bit_xor", "ceiling",
+    "convert_tz", "curtime", "current_setting", "date_add", "date_format", "date_sub", "datediff", "dayname",
+    "dayofmonth", "dayofweek", "dayofyear", "des_encrypt", "des_decrypt", "encrypt", "from_days", "from_unixtime",
+    "get_format", "get_lock", "inet_aton", "inet_ntoa", "inet6_aton", "inet6_ntoa", "is_free_lock", "is_used_lock",
+    "is_ipv4", "is_ipv6", "last_day", "makedate", "master_pos_wait", "microsecond", "monthname", "old_password",
+    "password", "period_add", "period_diff", "pg_client_encoding", "pg_database_size", "pg_user", "quarter",
+    "release_lock", "row_to_json", "sec_to_time", "sha", "sqlite_compileoption_get", "sqlite_compileoption_used",
+    "sqlite_source_id", "str_to_date", "subdate", "subtime", "substring_index", "time_format", "time_to_sec",
+    "timediff", "timestampadd", "timestampdiff", "to_days", "to_seconds", "unix_timestamp", "utc_date", "uuid_short",
+    "weekday", "weekofyear", "yearweek", "json_agg", "json_build_object", "json_object_agg", "jsonb_build_object",
+    "to_json", "to_jsonb", "array_agg", "array_to_string", "xmlagg", "xmlelement", "sys_context", "userenv",
+    "database_to_xml", "query_to_xml", "pg_ls_dir", "pg_stat_file", "current_user_id", "bin_to_num", "rawtohex",
+    "hextoraw", "dump", "json_extract_path", "jsonb_extract_path", "json_array_length", "jsonb_pretty",
+    "json_typeof", "jsonb_insert", "procedure_analyse", "stddev_pop", "stddev_samp", "uncompressed_length",
+    "current_date", "current_time", "current_timestamp", "localtimestamp", "extract", "hour", "week", "timestamp",
+    "std", "values",
+})
+_CALL_HEAD = re.compile(r"[\s(,]*([a-z_][\w.]*)[^\w\s(]{0,3}\s*(?=\()", re.I)
+
+
+def sql_call_check(value: str) -> SqliResult | None:
+    """The value opens with a call of a known SQL function and reads as SQL to its end."""
+    m = _CALL_HEAD.match(value[:MAX_SCAN])
+    if m is None:
+        return None
+    name = m.group(1).lower()
+    if name not in _FUNCTIONS and name not in _CALL_EXTRA and name != "div":
+        return None
+    s = name + value[m.end():MAX_SCAN]  # `md5\(`, `encode=(`: junk before the parenthesis dropped
+    toks = _collect(s, 0, [])
+    if toks and toks[0][0] not in "fF" and (name in _CALL_EXTRA or name == "div"):
+        # the tokenizer reads these as unknown calls, literals (current_date) or an operator (DIV)
+        toks = _collect(s, len(name), [("f", name)])
+    if name == "div" and any(t[0] in "nk" for t in toks):
+        return None  # PostgreSQL's div(a, b) with numbers only: div(23, -2), not div(class)
+    if not toks or toks[0][0] not in "fF" or not _judge(toks, 0).complete:
+        return None
+    depth = 0
+    marker = False
+    for k, (t, text) in enumerate(toks):
+        if t == "(":
+            depth += 1
+        elif t == ")":
+            depth -= 1
+        elif (t in "vEUCF;&" or (t == "1" and text[:2].lower() == "0x")
+              or (k and t == "f" and text not in _GENERIC_CALLS)):
+            marker = True  # SQL-only content: @var, SELECT, a comment, 0x.., a SQL function
+    fp = "".join(t[0] for t in toks)
+    if depth > 0 or marker:
+        return SqliResult(fp, "none", "function-call")
+    if name in _GENERIC_CALLS or name in _INFO_FUNCTIONS or len(toks) < 4:
+        return None  # a closed plain call: pow(x, 2), Database (MySQL), version()
+    return SqliResult(fp, "none", "function-call")  # group_concat(col), find_in_set(x, col)

@@ -5,6 +5,7 @@ the hit counts only if the step agrees. A step takes the transformed value and r
 evidence string (e.g. a SQL token fingerprint) or None.
 
     sqli   bastion.detect.sqli.sqli_check: does the value change SQL syntax when inserted?
+    sqlcall bastion.detect.sqli.sql_call_check: is the value a call of a SQL function, read as SQL?
     xss    bastion.detect.xss.xss_check: does the value open an HTML/JS execution context?
     ssrf   a URL in the value points at an internal, loopback or cloud-metadata address
 """
@@ -93,6 +94,9 @@ def load_confirms() -> dict[str, Confirm]:
     sqli = _external("bastion.detect.sqli", "sqli_check")
     if sqli is not None:
         out["sqli"] = sqli
+    call = _external("bastion.detect.sqli", "sql_call_check")
+    if call is not None:
+        out["sqlcall"] = call
     xss = _external("bastion.detect.xss", "xss_check")
     if xss is not None:
         out["xss"] = xss

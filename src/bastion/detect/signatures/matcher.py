@@ -126,8 +126,11 @@ class CompiledRule:
     header_skip: frozenset[str]  # headers:!<name>: every inspected header but these
     confirm: Confirm | None
     observe: bool = False
+    names: re.Pattern[str] | None = None  # the value's name must contain a match (rule.names)
 
     def wants(self, v: Value) -> bool:
+        if self.names is not None and self.names.search(v.name) is None:
+            return False
         if v.zone in self.zones:
             return v.zone != "headers" or v.name not in self.header_skip
         return v.zone == "headers" and v.name in self.header_names
@@ -227,6 +230,7 @@ def compile_rule(rule: Rule, index: int, confirm: Confirm | None, observe: bool 
         header_skip=frozenset(skip),
         confirm=confirm,
         observe=observe,
+        names=re.compile(rule.names, re.ASCII | re.IGNORECASE) if rule.names else None,
     )
 
 

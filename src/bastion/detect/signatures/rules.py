@@ -10,6 +10,7 @@
         transforms: [decode]        # views to match: raw, decode, sql, cmd, path
         patterns: ["..."]           # Python/PCRE syntax; case-insensitive unless caseless: false
         unless: ["..."]             # a value matching one of these is not a hit
+        names: "..."                # only values whose name (parameter, JSON path) this regex finds
         confirm: sqli               # a precise check that must agree (see confirm.py)
         tags: [paranoia-level/1]
 """
@@ -61,6 +62,7 @@ class Rule(BaseModel):
     transforms: list[str] = Field(default_factory=lambda: ["decode"], min_length=1)
     patterns: list[str] = Field(min_length=1)
     unless: list[str] = Field(default_factory=list)
+    names: str | None = None
     caseless: bool = True
     confirm: str | None = None
     tags: list[str] = Field(default_factory=list)
@@ -82,6 +84,16 @@ class Rule(BaseModel):
         for t in v:
             if t not in VIEW_NAMES:
                 raise ValueError(f"unknown transform {t!r} (known: {', '.join(VIEW_NAMES)})")
+        return v
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"names {v!r} does not compile: {exc}") from None
         return v
 
     @field_validator("patterns", "unless")

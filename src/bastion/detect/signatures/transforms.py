@@ -74,6 +74,15 @@ def _js_unescape(m: re.Match[str]) -> str:
     return chr(cp) if cp < 0x110000 else m.group(0)
 
 
+_LOOSE_ENTITY = re.compile(r"&(tab|newline|colon|lpar|rpar|sol|period|comma|excl|quot|apos|lt|gt);", re.IGNORECASE)
+_LOOSE_CHARS = {"tab": "\t", "newline": "\n", "colon": ":", "lpar": "(", "rpar": ")", "sol": "/", "period": ".",
+                "comma": ",", "excl": "!", "quot": '"', "apos": "'", "lt": "<", "gt": ">"}
+
+
+def _loose_entity(m: re.Match[str]) -> str:
+    return _LOOSE_CHARS[m.group(1).lower()]
+
+
 def decode(s: str) -> str:
     """Repeated decoding until the value stops changing (at most 4 rounds: enough for triple encoding)."""
     if s.isascii() and _DECODE_TRIGGER.search(s) is None:
@@ -85,6 +94,8 @@ def decode(s: str) -> str:
         if "%" in s:
             s = url_decode(s)
         if "&" in s:
+            if _LOOSE_ENTITY.search(s) is not None:  # IE reads &tab; &newline; in any case
+                s = _LOOSE_ENTITY.sub(_loose_entity, s)
             s = html.unescape(s)
         if "\\" in s:
             s = _JS_ESCAPE.sub(_js_unescape, s)
@@ -116,6 +127,9 @@ def sql(s: str) -> str:
 
 _CMD_IFS = re.compile(r"\$\{?IFS\}?(?:\$\d)?", re.IGNORECASE)
 _CMD_EMPTY = re.compile(r"\$(?:[@*]|\{\s*\}|\{?[0-9]\}?)|\$\{[!#]?[a-zA-Z_][a-zA-Z0-9_]*:?[-=]?\}")
+# An unset variable glued to a word (sh$XX -c) or standing alone between a separator and a command
+# (|$u wget) expands to nothing: the shell runs `sh -c`, `| wget`.
+_CMD_UNSET = re.compile(r"(?<=[a-zA-Z0-9_])\$[a-zA-Z_]\w{0,30}(?=[\s;|&<>]|$)|(?<=[;|&`(])\s*\$[a-zA-Z_]\w{0,30}(?=\s)")
 _CMD_TRIGGER = re.compile(r"[\\'\"$^]")
 _CMD_DROP = re.compile(r"[\\'\"^]")  # a regex: str.translate is slow on non-ASCII text
 
@@ -127,14 +141,28 @@ def cmd(s: str) -> str:
     if "$" in s:
         s = _CMD_IFS.sub(" ", s)
         s = _CMD_EMPTY.sub("", s)
+        if "$" in s:
+            s = _CMD_UNSET.sub("", s)
     return _CMD_DROP.sub("", s)
 
 
 _MULTI_SLASH = re.compile(r"/{2,}")
 
 
+# Look-alikes of `/`, `\` and `.` that some file APIs and Unicode normalisers fold to them
+# (`..%u2215..%u2215etc`): division and fraction slashes, small and one-dot-leader dots.
+_PATH_LOOKALIKES = str.maketrans({
+    "\u2215": "/", "\u2044": "/", "\u2571": "/", "\u29f8": "/", "\uff0f": "/",
+    "\u29f5": "/", "\u29f9": "/", "\ufe68": "/", "\uff3c": "/", "\u2216": "/",
+    "\u2024": ".", "\ufe52": ".", "\uff0e": ".",
+})
+
+
 def path(s: str) -> str:
-    """Normalise a path-like value: backslashes as slashes, no /./, no repeated slashes."""
+    """Normalise a path-like value: backslashes (and slash look-alikes) as slashes, no /./, no
+    repeated slashes."""
+    if not s.isascii():
+        s = s.translate(_PATH_LOOKALIKES)
     if "\\" in s:
         s = s.replace("\\", "/")
     if "//" in s:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
@@ -51,11 +52,33 @@ MAX_DEPTH = 64
 # rules look for; only names with punctuation (`a[$ne]`, `__proto__`, `<x>`) are inspected.
 _SIMPLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,40}")
 # Session cookie names: as a query or form *parameter* (never as a cookie) one of these plants a
-# session id chosen by someone else (session fixation), so it is inspected although it is plain.
+# session id chosen by someone else (session fixation), so it is inspected although it is plain
+# (only when the request comes from another site or none: see _foreign_or_no_referer). The
+# framework-specific names count in JSON bodies too; the generic ones (`session_id`) only as URL
+# or form parameters, since a JSON API's `session_id` field is ordinary data.
 SESSION_PARAM_NAMES = frozenset(
-    {"jsessionid", "phpsessid", "aspsessionid", "asp.net_sessionid", "cfid", "cftoken", "laravel_session",
-     "connect.sid", "_flask_session", "ci_session"}
+    {"jsessionid", "phpsessid", "phpsession", "aspsessionid", "asp.net_sessionid", "cfid", "cftoken", "cfsid",
+     "laravel_session", "connect.sid", "_flask_session", "ci_session", "weblogicsession", "jservsession",
+     "jwsession", "rack.session", "play_session", "sails.sid", "cakephp", "koa.sess", "koa:sess",
+     "zend_session_id", "shiny-token", "meteor_login_token", "next-auth.session-token"}
 )
+# Generic names (and Rails' `_<app>_session`, see session_param_name): URL and form parameters
+# of a browser navigation only (see Collector._navigation).
+GENERIC_SESSION_PARAM_NAMES = frozenset({"sessionid", "session_id", "session-id", "_session_id"})
+_SESSION_ANY = SESSION_PARAM_NAMES | GENERIC_SESSION_PARAM_NAMES
+
+
+def session_param_name(low: str, generic: bool = True) -> bool:
+    """Whether the lower-cased parameter name `low` is a session cookie's name (see above)."""
+    if low.startswith(("__host-", "__secure-")):  # cookie prefixes: `__Host-next-auth.session-token`
+        low = low[low.index("-") + 1:]
+    return (
+        low in SESSION_PARAM_NAMES
+        or low.startswith("aspsessionid")  # ASPSESSIONIDQADRBSTC
+        or (generic and (low in GENERIC_SESSION_PARAM_NAMES or (low[:1] == "_" and low.endswith("_session"))))
+    )
+
+
 _SUSPICIOUS_IN_PATH = re.compile(r"__|prototype|constructor|class|\$|java", re.IGNORECASE)
 _B64_ZONES = frozenset({"args", "cookies", "headers"})
 
@@ -170,6 +193,10 @@ def maybe_base64(v: str) -> str | None:
     return text
 
 
+# (header name, value, base64 probe) -> the Values add() made of it (see Collector.add_header)
+_HEADER_VALUES: dict[tuple[str, str, bool], tuple[Value, ...]] = {}
+
+
 class Collector:
     """Builds the value list of one phase, capped at `max_values`."""
 
@@ -197,12 +224,47 @@ class Collector:
             if decoded is not None:
                 self.values.append(Value(zone, source, f"{name}(base64)", decoded))
 
+    def add_header(self, low: str, raw: str) -> None:
+        """add("headers", "header", low, raw), sharing the Values of a recurring header line between
+        requests: the same User-Agent, Accept, Referer... arrive on request after request, and a
+        Value (its plain check, base64 probe and transformation views) depends on its text only."""
+        if not raw:
+            return
+        values = self.values
+        if len(values) >= self.max:
+            self.overflow.append(raw)
+            return
+        cache = _HEADER_VALUES
+        key = (low, raw, self.b64)
+        made = cache.get(key)
+        if made is not None:
+            values.extend(made)
+            return
+        mark = len(values)
+        self.add("headers", "header", low, raw)
+        if len(raw) <= 512:
+            if len(cache) >= 4096:
+                cache.clear()
+            cache[key] = tuple(values[mark:])
+
     def add_name(self, source: str, name: str, raw: str) -> None:
-        """An argument name, unless it is a plain identifier (see _SIMPLE_NAME)."""
-        if _SIMPLE_NAME.fullmatch(raw) is None or (
-            raw.lower() in SESSION_PARAM_NAMES and source != "cookie" and self.session_names
-        ):
+        """An argument name, unless it is a plain identifier (see _SIMPLE_NAME); a session cookie's
+        name only as a parameter of a request from elsewhere (see SESSION_PARAM_NAMES)."""
+        low = raw.lower()
+        if low in _SESSION_ANY or (("sess" in low or low[:2] == "__") and session_param_name(low)):
+            if source != "cookie" and self.session_names and (
+                session_param_name(low, generic=False) or self._navigation()
+            ):
+                self.add("arg_names", source, name, raw)
+        elif _SIMPLE_NAME.fullmatch(raw) is None:
             self.add("arg_names", source, name, raw)
+
+    def _navigation(self) -> bool:
+        """Whether the request is a browser's: it comes from another site's page (a Referer, which
+        session_names has found foreign) or accepts HTML. A fixation link is followed by a
+        browser, while an API client sending a generic `session_id` has neither."""
+        h = self.req.headers if self.req is not None else None
+        return h is not None and (bool(h.get("referer")) or "html" in (h.get("accept") or "").lower())
 
     @property
     def session_names(self) -> bool:
@@ -271,10 +333,12 @@ def request_head_values(req: Request, opts: ZoneOptions) -> list[Value]:
             # Decoded once, as the application will (unquote only when there is something to undo).
             if "%" in k or "+" in k:
                 k = unquote_plus(k, errors="surrogateescape")
-            c.add_name("query", k, k)
             if "=" in part:
+                c.add_name("query", k, k)
                 joined = [part[len(part) - len(v):]]
                 last_k = k
+            else:  # `?<payload>`: a bare key is the whole value, plain or not
+                c.add("arg_names", "query", k, k)
             if "%" in v or "+" in v:
                 v = unquote_plus(v, errors="surrogateescape")
             c.add("args", "query", k, v)
@@ -285,7 +349,7 @@ def request_head_values(req: Request, opts: ZoneOptions) -> list[Value]:
         if low == "cookie":
             _cookies(c, value)
         elif low not in SKIP_HEADERS:
-            c.add("headers", "header", low, value)
+            c.add_header(low, value)
     return c.finish()
 
 
@@ -299,9 +363,32 @@ def _cookies(c: Collector, header: str) -> None:
         c.add("cookies", "cookie", k, v)
 
 
+# Request content codings Python decodes without extra packages (zlib window bits).
+_CODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+MAX_INFLATED = 1 << 20  # decoded bytes inspected at most (a 1 KB gzip bomb inflates to gigabytes)
+
+
+def decoded_body(req: Request) -> bytes:
+    """The request body with its gzip/deflate Content-Encoding undone (bounded, best effort): the
+    API decompresses it, so a compressed payload must not be invisible. Other codings: as sent."""
+    body = req.body
+    coding = req.headers.get("content-encoding")
+    if not body or coding is None:
+        return body
+    wbits = _CODINGS.get(coding.strip(" \t").lower())
+    if wbits is None:
+        return body
+    for bits in (wbits, -zlib.MAX_WBITS) if wbits == zlib.MAX_WBITS else (wbits,):  # deflate: zlib or raw
+        try:
+            return zlib.decompressobj(bits).decompress(body, MAX_INFLATED)
+        except zlib.error:
+            continue
+    return body
+
+
 def request_body_values(req: Request, opts: ZoneOptions) -> list[Value]:
     """Values of the request body, parsed by its content type; unknown bodies are inspected raw."""
-    body = req.body
+    body = decoded_body(req)
     if not body:
         return []
     c = Collector(opts, req)
@@ -330,10 +417,14 @@ def _form(c: Collector, text: str) -> bool:
     for part in text.split("&"):
         if not part:
             continue
-        k, _, v = part.partition("=")
-        k = unquote_plus(k, errors="surrogateescape")
-        c.add_name("form", k, k)
-        c.add("args", "form", k, unquote_plus(v, errors="surrogateescape"))
+        k, sep, v = part.partition("=")
+        if "%" in k or "+" in k:  # unquote only when there is something to undo (same result)
+            k = unquote_plus(k, errors="surrogateescape")
+        if sep:
+            c.add_name("form", k, k)
+        else:  # a bare key (a body sent as one word) is the whole value, plain or not
+            c.add("arg_names", "form", k, k)
+        c.add("args", "form", k, unquote_plus(v, errors="surrogateescape") if "%" in v or "+" in v else v)
     return True
 
 
@@ -355,8 +446,14 @@ def _json(c: Collector, body: bytes) -> bool:
             items = list(node.items())
             for k, v in reversed(items):
                 sub = f"{path}.{k}" if path else str(k)
+                if not depth and (
+                    (low := sub.lower()) in _SESSION_ANY
+                    or (("sess" in low or low[:2] == "__") and session_param_name(low))
+                ):
+                    if c.session_names and session_param_name(low, generic=False):
+                        c.add("arg_names", "json", sub, sub)
                 # The whole path: `password.$ne` says more than `$ne`.
-                if _SIMPLE_NAME.fullmatch(str(k)) is None or _SUSPICIOUS_IN_PATH.search(sub):
+                elif _SIMPLE_NAME.fullmatch(str(k)) is None or _SUSPICIOUS_IN_PATH.search(sub):
                     c.add("arg_names", "json", sub, sub)
                 stack.append((v, sub, depth + 1))
         elif isinstance(node, list):
