@@ -194,6 +194,9 @@ MUST_MATCH = [
                         body=b"0\r\n\r\nPOST /internal/delete HTTP/1.1\r\nContent-Length: 5\r\n\r\nx=1")),
     (P.BODY_SMUGGLED, R("POST", headers={"Content-Type": "text/plain"},
                         body=b"barGET /a.html HTTP/1.1\r\nX-Ignore: GET /b HTTP/1.1\r\nHost: x\r\n\r\n")),
+    # {"alg":"none"} / {"typ":"JWT","alg":"NONE"}, with or without an empty signature
+    (P.JWT_UNSIGNED, R(headers={"Authorization": "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9."})),
+    (P.JWT_UNSIGNED, R(headers={"Authorization": "bearer eyJ0eXAiOiJKV1QiLCJhbGciOiJOT05FIn0.eyJzdWIiOiIxIn0.x"})),
 ]
 
 # Requests that the rule must NOT report (benign, if sometimes odd, clients).
@@ -321,6 +324,10 @@ MUST_NOT_MATCH = [
     (P.BODY_SMUGGLED, R("POST", headers=JSON,
                         body=b'{"doc": "send GET /admin HTTP/1.1\\r\\nHost: x to the server"}')),
     (P.BODY_SMUGGLED, R("POST", headers={"Content-Type": "text/plain"}, body=b"I said GET / HTTP/1.1 twice")),
+    (P.JWT_UNSIGNED, R(headers={"Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"})),
+    (P.JWT_UNSIGNED, R(headers={"Authorization": "Bearer opaque-token-1234567890"})),
+    (P.JWT_UNSIGNED, R(headers={"Authorization": "Bearer eyJ!!!.x.y"})),
+    (P.JWT_UNSIGNED, R(headers={"Authorization": "Basic YWxpY2U6c2VjcmV0"})),
 ]
 
 

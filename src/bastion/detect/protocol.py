@@ -19,9 +19,12 @@ Evidence is a short description or a masked, truncated value, never a whole payl
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from bastion.config import BastionConfig, ProtocolConfig
 from bastion.detect.httpsyntax import (
@@ -165,6 +168,8 @@ RANGE_ABUSE = Rule("protocol-range-abuse", "too many byte ranges", Severity.CRIT
 GET_BODY = Rule("protocol-get-body", "GET or HEAD request with a body", Severity.WARNING, tags=_S)
 GET_CHUNKED = Rule("protocol-get-chunked", "GET or HEAD request with a chunked body", Severity.CRITICAL, tags=_S)
 GET_FORM = Rule("protocol-get-form-body", "GET or HEAD request with a form body", Severity.CRITICAL, tags=_B)
+JWT_UNSIGNED = Rule("protocol-jwt-alg-none", "bearer JWT declaring no signature (alg: none)", Severity.CRITICAL,
+                   tags=("protocol", "auth"))
 BODY_NO_CT = Rule("protocol-body-no-content-type", "body without Content-Type", Severity.NOTICE, tags=_B)
 CT_MULTIPLE = Rule("protocol-ct-multiple", "more than one Content-Type header", Severity.CRITICAL, tags=_B)
 CT_INVALID = Rule("protocol-ct-invalid", "malformed Content-Type", Severity.ERROR, tags=_B)
@@ -530,6 +535,11 @@ class ProtocolDetector:
                         if cm.group(1).lower() not in _PART_CHARSETS:
                             self._hit(ex, ACCEPT_CHARSET, mask(cm.group(1), 24), name=low)
                             break
+            elif low == "authorization":
+                if v[:7].lower() == "bearer " and _unsigned_jwt(v[7:].strip()):
+                    # an unsigned token only works against a verifier that honours `alg` (CVE-2015-9235
+                    # and its kin); no real client sends one
+                    self._hit(ex, JWT_UNSIGNED, name=low)
             elif low == "x-middleware-subrequest":
                 self._hit(ex, MIDDLEWARE_SUBREQUEST, mask(v, 32), name=low)
             elif low in _OVERRIDE_HEADERS and v.strip().upper() not in self.allowed_methods:
@@ -773,3 +783,16 @@ class ProtocolDetector:
 
 def make(config: BastionConfig, ctx: BuildContext) -> ProtocolDetector:
     return ProtocolDetector(config.protocol)
+
+
+def _unsigned_jwt(token: str) -> bool:
+    """A JWT (three dot-separated parts) whose header says `alg: none`, in any letter case."""
+    head, dot, rest = token.partition(".")
+    if not dot or "." not in rest or not 8 <= len(head) <= 512 or not head.startswith("eyJ"):
+        return False
+    try:
+        doc = orjson.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
+        return False
+    alg = doc.get("alg") if isinstance(doc, dict) else None
+    return isinstance(alg, str) and alg.strip().lower() == "none"
