@@ -374,8 +374,17 @@ class EntityGraph:
                 strong = n
             elif n.entity is not strong.entity:
                 self._merge(strong.entity, n.entity)
+        table = self.nodes
         ip = keys.get("ip")
-        ipn = self.node(names["ip"], now) if ip else None
+        ipn = None
+        if ip:
+            name = names["ip"]
+            ipn = table.get(name)
+            if ipn is None:
+                ipn = self.node(name, now)
+            else:  # node(), inlined for a known key (the usual case)
+                ipn.seen = now
+                ipn.entity.seen = now
         if ipn is not None:
             nodes["ip"] = ipn
             if strong is not None and ipn.entity is not strong.entity:
@@ -388,14 +397,20 @@ class EntityGraph:
         for kind in ("fp", "tls", "net"):
             v = keys.get(kind)
             if v:
-                fn = self.node(names[kind], now)
+                name = names[kind]
+                fn = table.get(name)
+                if fn is None:
+                    fn = self.node(name, now)
+                else:
+                    fn.seen = now
+                    fn.entity.seen = now
                 nodes[kind] = fn
                 if strong is not None:
                     self._saw_identity(fn, strong.entity)
         if strong is not None:
             ent = strong.entity
         elif ipn is not None:
-            ent = self.anonymous_at(ipn, now)
+            ent = ipn.entity if ipn.entity.n_strong == 0 else self.anonymous_at(ipn, now)
         else:
             ent = self.node("entity:anonymous", now).entity
         sw = self._sweeper

@@ -221,7 +221,7 @@ class RiskDetector:
             self._act(ex, Action.BLOCK, "access-denied", 403, ent, "entity blocked",
                       retry=int(ent.blocked_until - now + 0.999))
             return None
-        risk = self.model.current(ent, now)
+        risk = ent.risk if ent.risk <= 0.0 else self.model.current(ent, now)  # nothing to decay: no call
         graph = core.graph
         for kind in ("fp", "net"):
             # weak keys (client software, network): their risk reaches only fresh anonymous

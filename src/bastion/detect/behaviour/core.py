@@ -119,7 +119,7 @@ class BehaviourCore:
         if hit is None:
             keys = extract_keys(ex, self.key_settings, query=False)
             hit = (keys, {k: f"{k}:{v}" for k, v in keys.items()})
-            if len(self._memo) >= 8192:
+            if len(self._memo) >= 4096:
                 self._memo.clear()
             self._memo[memo_key] = hit
         if "api_key" not in hit[0] and "?" in req.target and self._query_key(req.query):

@@ -256,7 +256,12 @@ class BehaviourDetector:
             subjects.append((ent.id, False))
         weak_nodes = []
         for kind in ("fp", "net"):
-            node = core.linked(ex, kind)
+            if links is not None:  # core.linked(), inlined
+                node = links.nodes.get(kind)
+                if node is not None:
+                    node = graph.nodes.get(node.key)
+            else:
+                node = core.node(kind, keys)
             if node is not None:
                 weak_nodes.append(node)
                 if not graph.popular(node):
@@ -327,8 +332,9 @@ class BehaviourDetector:
                 # benefit of the doubt: rotating enumerators spend only a few requests per address
                 fresh = hot and (ent is None or ent.good < ESTABLISHED) and not (
                     keys.get("api_key") or keys.get("user") or keys.get("session"))
+                digests = [hash_key(v) for v in idents]  # once, not once per subject
                 for subj, weak in subjects:
-                    self._enumeration(ex, subj, weak, template, idents, miss, hot, now, fresh)
+                    self._enumeration(ex, subj, weak, template, digests, miss, hot, now, fresh)
             if obj_id and method in ("GET", "PUT", "PATCH", "DELETE"):
                 for subj, weak in subjects:
                     if not weak:
@@ -448,7 +454,7 @@ class BehaviourDetector:
         tr = self.tracks
         hot = self._pressure("login:" + template, now, failed)
         keys = ex.keys
-        ent = self.core.resolve(keys)
+        ent = self.core.entity_of(ex)
         established = ent is not None and ent.good >= ESTABLISHED
         fresh = not established and not (keys.get("api_key") or keys.get("user") or keys.get("session"))
         # Under a (distributed) attack on the login, each source gets less benefit of the doubt; a
@@ -568,16 +574,17 @@ class BehaviourDetector:
             return any(m in low for m in _NEGATIVE)
         return False
 
-    def _enumeration(self, ex: Exchange, subj: str, weak: bool, template: str, idents: list[str], miss: bool,
+    def _enumeration(self, ex: Exchange, subj: str, weak: bool, template: str, digests: list[str], miss: bool,
                      hot: bool, now: float, fresh: bool = False) -> None:
+        """`digests`: hash_key() of each identifier looked up."""
         s = self.sc.enumeration
         if not s.enabled:
             return
         t = self.tracks["enumeration"].get(f"{subj}|{template}", now)
         share = _refused_share(t, now, s.window, miss)
         n = 0
-        for v in idents:
-            n = t.fast.add(hash_key(v), now, s.window, int(s.threshold * 3) + 1)
+        for d in digests:
+            n = t.fast.add(d, now, s.window, int(s.threshold * 3) + 1)
         need = max(s.min_share, 0.6) if weak else s.min_share
         limit = 2.0 if fresh and not weak else _lowered(s.threshold, hot, factor=4.0, floor=3.0)
         if (n >= limit and share >= need) or (n >= 3 * s.threshold and not weak):
@@ -587,8 +594,8 @@ class BehaviourDetector:
             if t.slow is None:
                 t.slow = Distinct()
             m = 0
-            for v in idents:  # low and slow: distinct identifiers that missed, over hours
-                m = t.slow.add(hash_key(v), now, s.slow_window, int(s.slow_threshold) + 1)
+            for d in digests:  # low and slow: distinct identifiers that missed, over hours
+                m = t.slow.add(d, now, s.slow_window, int(s.slow_threshold) + 1)
             if m >= s.slow_threshold:
                 self._fire(ex, "enumeration", s, t, subj, now, f"{m} distinct identifiers in {s.slow_window:g}s",
                            f"{m} identifiers (low and slow)", slow=True)
