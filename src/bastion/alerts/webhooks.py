@@ -10,9 +10,6 @@ thousand times is one message, not a thousand.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -22,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from bastion.alerts.outbox import Outbox
 from bastion.alerts.settings import AlertsConfig, WebhookConfig
 from bastion.clock import Clock, SystemClock
 from bastion.events import Event
@@ -68,9 +66,10 @@ class WebhookAlerter:
         self.stats = AlertStats()
         self._keys: dict[tuple[str, str, str], _Key] = {}
         self._sent_at: dict[int, list[float]] = {}
-        self._queue: queue.Queue[tuple[WebhookConfig, bytes] | None] = queue.Queue(config.queue_size)
-        self._thread: threading.Thread | None = None
-        self._last_error_log = 0.0
+        self._outbox: Outbox[tuple[WebhookConfig, bytes]] = Outbox(
+            lambda item: self.sender(*item), self.stats, size=config.queue_size, name="bastion-alerts",
+            what="webhook alert",
+        )
 
     # --- listener side (event-writer thread) ---------------------------------------------
 
@@ -105,13 +104,8 @@ class WebhookAlerter:
             if not self._within_rate(i, now):
                 self.stats.dropped += 1
                 continue
-            body = render(hook.format, ev, folded)
-            try:
-                self._queue.put_nowait((hook, body))
-            except queue.Full:
+            if not self._outbox.put((hook, render(hook.format, ev, folded))):
                 self.stats.dropped += 1
-                continue
-            self._ensure_thread()
 
     def _within_rate(self, i: int, now: float) -> bool:
         times = [t for t in self._sent_at.get(i, []) if now - t < 60.0]
@@ -124,44 +118,11 @@ class WebhookAlerter:
 
     # --- sender side ------------------------------------------------------------------------
 
-    def _ensure_thread(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="bastion-alerts", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is None:
-                    return
-                hook, body = item
-                try:
-                    self.sender(hook, body)
-                    self.stats.sent += 1
-                except Exception as exc:
-                    self.stats.failed += 1
-                    mono = time.monotonic()
-                    if mono - self._last_error_log > 60:  # once a minute, not once per alert
-                        self._last_error_log = mono
-                        log.warning("webhook alert failed (%d so far): %s", self.stats.failed, type(exc).__name__)
-            finally:
-                self._queue.task_done()
-
     def flush(self, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.01)
+        self._outbox.flush(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
-        if self._thread is not None:
-            self.flush(timeout)
-            try:
-                self._queue.put_nowait(None)
-            except queue.Full:
-                return
-            self._thread.join(timeout)
-            self._thread = None
+        self._outbox.close(timeout)
 
 
 def render(fmt: str, ev: Event, folded: int = 0) -> bytes:

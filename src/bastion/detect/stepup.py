@@ -29,9 +29,7 @@ import enum
 import hashlib
 import hmac
 import logging
-import queue
 import secrets
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -42,6 +40,7 @@ from typing import Any
 
 import orjson
 
+from bastion.alerts.outbox import Outbox
 from bastion.detect.behaviour.settings import StepUpSettings
 
 log = logging.getLogger("bastion.stepup")
@@ -245,13 +244,14 @@ class Deliverer:
         self.s = s
         self.sender = sender
         self.stats = DeliveryStats()
-        self._queue: queue.Queue[tuple[bytes, str, Challenge | None] | None] = queue.Queue(s.queue_size)
         # challenges whose code never reached the API: withdrawn on the next challenge, so that the
         # user's next request gets a new code instead of waiting `ttl` for one that will not come
         self.failed: deque[Challenge] = deque(maxlen=10_000)
-        self._thread: threading.Thread | None = None
+        self._outbox: Outbox[tuple[bytes, str, Challenge | None]] = Outbox(
+            lambda item: self.sender(self.s, item[0], item[1]), self.stats, size=s.queue_size,
+            name="bastion-step-up", what="step-up delivery", on_failure=self._failed,
+        )
         self._window: list[float] = []
-        self._last_error_log = 0.0
 
     def submit(self, doc: dict[str, str | int], mono: float, tag: Challenge | None = None) -> bool:
         """Queue one delivery. False (nothing queued) beyond the rate cap or when the queue is full.
@@ -263,53 +263,22 @@ class Deliverer:
             self.stats.dropped += 1
             return False
         body = orjson.dumps(doc)
-        try:
-            self._queue.put_nowait((body, sign(self.s.deliver_secret, body, int(time.time())), tag))
-        except queue.Full:
+        if not self._outbox.put((body, sign(self.s.deliver_secret, body, int(time.time())), tag)):
             self.stats.dropped += 1
             return False
         w.append(mono)
         self.stats.queued += 1
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="bastion-step-up", daemon=True)
-            self._thread.start()
         return True
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is None:
-                    return
-                body, signature, tag = item
-                try:
-                    self.sender(self.s, body, signature)
-                    self.stats.sent += 1
-                except Exception as exc:  # the code is never logged, nor the body that holds it
-                    self.stats.failed += 1
-                    if tag is not None:
-                        self.failed.append(tag)
-                    mono = time.monotonic()
-                    if mono - self._last_error_log > 60:
-                        self._last_error_log = mono
-                        log.warning("step-up delivery failed (%d so far): %s", self.stats.failed, type(exc).__name__)
-            finally:
-                self._queue.task_done()
+    def _failed(self, item: tuple[bytes, str, Challenge | None]) -> None:
+        if item[2] is not None:
+            self.failed.append(item[2])
 
     def flush(self, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.01)
+        self._outbox.flush(timeout)
 
     def close(self, timeout: float = 2.0) -> None:
-        if self._thread is not None:
-            self.flush(timeout)
-            try:
-                self._queue.put_nowait(None)
-            except queue.Full:
-                return
-            self._thread.join(timeout)
-            self._thread = None
+        self._outbox.close(timeout)
 
 
 @dataclass(slots=True)
