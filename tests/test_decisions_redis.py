@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from pathlib import Path
 
@@ -15,20 +14,10 @@ from typer.testing import CliRunner
 from bastion.cli import app
 from bastion.decision import Decision, DecisionAction, KeyKind, Origin
 from behaviour_helpers import Harness
-
-REDIS_URL = "redis://127.0.0.1:6379/13"
-
-
-def _redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.3):
-            return True
-    except OSError:
-        return False
-
+from state_backends import REDIS_URL, redis_up
 
 pytestmark = [pytest.mark.redis,
-              pytest.mark.skipif(not _redis_up(), reason="needs Redis on 127.0.0.1:6379 (db 13)")]
+              pytest.mark.skipif(not redis_up(), reason="needs Redis on 127.0.0.1:6379 (db 13)")]
 
 
 @pytest.fixture

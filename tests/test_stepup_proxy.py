@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import http.server
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import pytest
 
 from bastion.detect.stepup import SIGNATURE_HEADER, verify_signature
 from proxy_helpers import gateway, get, make_config, request, upstream_server
+from state_backends import redis_up
 
 SECRET = "webhook-secret-0123456789"
 MINE = {"decisions", "risk", "behaviour"}
@@ -89,16 +89,8 @@ def config(up_url: str, hook_url: str, tmp_path: Path, decisions: str = "", **st
     })
 
 
-def _redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.3):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.mark.parametrize("decisions", ["", pytest.param("redis://127.0.0.1:6379/13", marks=[
-    pytest.mark.redis, pytest.mark.skipif(not _redis_up(), reason="needs Redis on 127.0.0.1:6379 (db 13)")])])
+    pytest.mark.redis, pytest.mark.skipif(not redis_up(), reason="needs Redis on 127.0.0.1:6379 (db 13)")])])
 async def test_challenge_code_delivered_and_retry_served(tmp_path: Path, hook: str, decisions: str) -> None:
     async with upstream_server() as up, gateway(config(up.url, hook, tmp_path, decisions), only=MINE) as gw:
         core = gw.runtime.pipeline.detectors[0].core  # type: ignore[attr-defined]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -14,21 +13,13 @@ import redis
 from bastion.detect.behaviour.settings import StepUpSettings
 from bastion.detect.stepup import Outcome, RedisChallenges
 from behaviour_helpers import TOOL, Harness
+from state_backends import REDIS_URL, redis_up
 
-REDIS_URL = "redis://127.0.0.1:6379/13"
 ON = {"enabled": True, "deliver_url": "http://127.0.0.1:9/deliver", "deliver_secret": "s3cret-s3cret-s3cret"}
 
 
-def _redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.3):
-            return True
-    except OSError:
-        return False
-
-
 pytestmark = [pytest.mark.redis,
-              pytest.mark.skipif(not _redis_up(), reason="needs Redis on 127.0.0.1:6379 (db 13)")]
+              pytest.mark.skipif(not redis_up(), reason="needs Redis on 127.0.0.1:6379 (db 13)")]
 
 
 @pytest.fixture
