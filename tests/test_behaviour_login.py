@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 from behaviour_helpers import CHROME, TOOL, Harness
 
 LOGIN = "/api/v1/login"
@@ -108,6 +110,24 @@ async def test_oauth_token_endpoint_failures_are_400_invalid_grant() -> None:
     assert not any(s.blocked for s in sent)
     await h.stop()
     await h2.stop()
+
+
+async def test_framework_login_routes_and_nested_credentials_are_recognised() -> None:
+    # Rails/Devise (JSON nested under "user", and its HTML form), WordPress, Java EE form login
+    for i, (path, body, ctype) in enumerate([
+        ("/users/sign_in", lambda n: orjson.dumps({"user": {"email": f"v{n}@mail.test", "password": "x"}}),
+         "application/json"),
+        ("/users/sign_in", lambda n: f"user%5Bemail%5D=v{n}%40mail.test&user%5Bpassword%5D=x".encode(),
+         "application/x-www-form-urlencoded"),
+        ("/wp-login.php", lambda n: f"log=v{n}&pwd=x".encode(), "application/x-www-form-urlencoded"),
+        ("/j_security_check", lambda n: f"j_username=v{n}&j_password=x".encode(), "application/x-www-form-urlencoded"),
+    ]):
+        h = await Harness().start()
+        sent = [await h.send(f"127.37.{i}.{n % 5 + 1}", "POST", path, body=body(n), status=401,
+                             headers=[*TOOL, ("Content-Type", ctype)]) for n in range(40)]
+        assert any(s.blocked for s in sent), path
+        assert any(r.startswith(("bhv-stuffing", "bhv-brute-force")) for s in sent for r in s.rules()), path
+        await h.stop()
 
 
 async def test_office_behind_one_nat_address_mistyping_all_day() -> None:

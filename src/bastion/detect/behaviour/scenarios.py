@@ -417,9 +417,16 @@ class BehaviourDetector:
                 if "json" in ct or body[:1] in (b"{", b"["):
                     data = orjson.loads(body)
                     if isinstance(data, dict):
-                        fields = {str(k).lower(): str(v) for k, v in data.items() if isinstance(v, str | int)}
+                        # one level down too: {"user": {"email": ..., "password": ...}} (Rails/Devise)
+                        for v in data.values():
+                            if isinstance(v, dict):
+                                fields.update((str(k2).lower(), str(v2)) for k2, v2 in v.items()
+                                              if isinstance(v2, str | int))
+                        fields.update((str(k).lower(), str(v)) for k, v in data.items() if isinstance(v, str | int))
                 else:
-                    fields = {k.lower(): v for k, v in parse_qsl(body.decode("utf-8", "replace"))}
+                    # user[email]=... (a Rails form) names the field by its innermost key
+                    fields = {k.lower().rsplit("[", 1)[-1].rstrip("]"): v
+                              for k, v in parse_qsl(body.decode("utf-8", "replace"))}
             except (orjson.JSONDecodeError, ValueError):
                 fields = {}
             for f in self.account_fields:

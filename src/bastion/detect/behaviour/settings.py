@@ -142,7 +142,8 @@ class LoginSettings(_Section):
     """How a login endpoint and its failures are recognised."""
 
     routes: list[str] = Field(
-        default_factory=lambda: [r"(^|/)(log-?in|sign-?in|signon|auth(enticate)?|session|sessions|token|oauth/token)"
+        default_factory=lambda: [r"(^|/)(log[-_]?in|sign[-_]?in|sign[-_]?on|auth(enticate|entication)?|sessions?|token"
+                                 r"|oauth/token|wp-login\.php|xmlrpc\.php|j_security_check)"
                                  r"(/|$|\.)"],
         description="regexes searched in the lower-cased path of a POST",
     )
@@ -158,7 +159,7 @@ class LoginSettings(_Section):
     )
     account_fields: list[str] = Field(
         default_factory=lambda: ["username", "user", "email", "login", "account", "user_name", "userid",
-                                 "user_id", "phone", "mobile", "identifier", "name"],
+                                 "user_id", "phone", "mobile", "identifier", "name", "log", "j_username"],
     )
     sequence_routes: list[str] = Field(
         default_factory=lambda: [r"(^|/)(checkout|payment|payments|purchase)(/|$)"],
