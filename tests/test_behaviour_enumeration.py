@@ -34,6 +34,27 @@ async def test_enumeration_through_a_form_post() -> None:
     await h.stop()
 
 
+async def test_identifiers_in_the_path_from_rotating_addresses_with_one_browser_fingerprint() -> None:
+    h = await Harness().start()
+    sent = [await h.send(f"127.42.{i // 250}.{i % 250 + 1}", target=f"/api/users/by-email/v{i}%40mail.test",
+                         status=404, headers=CHROME, advance=0.5) for i in range(60)]
+    first = next(i for i, s in enumerate(sent) if s.blocked)
+    assert first <= 20  # the fingerprint's lookups are refused: identifiers in the path are lookups too
+    # its users' other requests are not
+    assert not (await h.send("127.42.9.9", target="/api/products/3", headers=CHROME)).blocked
+    await h.stop()
+
+
+async def test_graphql_lookups_by_variables_with_null_answers() -> None:
+    h = await Harness().start()
+    query = "query($e: String!) { userByEmail(email: $e) { id } }"
+    sent = [await h.send("127.40.0.4", "POST", "/graphql",
+                         body={"query": query, "variables": {"email": f"v{i}@x.test"}},
+                         resp_body=b'{"data":{"userByEmail":null}}') for i in range(40)]
+    assert any(s.blocked for s in sent[:20])
+    await h.stop()
+
+
 async def test_rotating_addresses_with_one_api_key() -> None:
     h = await Harness().start()
     sent = []

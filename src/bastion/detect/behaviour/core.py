@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote, unquote_plus
 
 from bastion.clock import Clock
 from bastion.config import BastionConfig
@@ -184,11 +184,17 @@ class BehaviourCore:
         path = req.path.lower()
         if req.method.upper() in self.login_methods and self.login_re is not None and self.login_re.search(path):
             return "login"
-        if req.query:
-            from bastion.detect.behaviour.scenarios import IDENT_PARAMS, looks_identifier
+        from bastion.detect.behaviour.scenarios import IDENT_PARAMS, id_segment, looks_identifier
 
+        if req.query:
             for k, v in req.query_args():
                 if v and (k.lower() in IDENT_PARAMS or looks_identifier(v)):
+                    return "lookup"
+        if "@" in path or "%40" in path or "+" in path or "%2b" in path:
+            # an identifier in the path (/users/by-email/a%40b.test), as the scenarios template it
+            for seg in path.split("/"):
+                s = unquote(seg)
+                if not id_segment(s) and looks_identifier(s):
                     return "lookup"
         return ""
 

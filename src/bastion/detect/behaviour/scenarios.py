@@ -55,6 +55,7 @@ SCAN_STATUSES = frozenset({400, 403, 404, 405, 410})
 DENY_STATUSES = frozenset({401, 403, 404})
 _NEGATIVE = (b'"found":false', b'"exists":false', b'"found": false', b'"exists": false', b"not found",
              b"no such", b"does not exist", b"unknown user", b"no user")
+_GRAPHQL_NULL = re.compile(rb'^\{\s*"data"\s*:\s*\{\s*"\w+"\s*:\s*null\s*\}\s*\}$')
 _EMPTY = frozenset({b"", b"[]", b"{}", b"null", b'""', b"false"})
 
 
@@ -556,6 +557,11 @@ class BehaviourDetector:
                     for k, v in data.items():
                         if isinstance(v, str | int) and (str(k).lower() in IDENT_PARAMS or looks_identifier(str(v))):
                             out.append(str(v).strip().lower()[:128])
+                        elif isinstance(v, dict) and len(v) <= 8:  # one level down: GraphQL `variables`
+                            for k2, v2 in v.items():
+                                if isinstance(v2, str | int) and (str(k2).lower() in IDENT_PARAMS
+                                                                  or looks_identifier(str(v2))):
+                                    out.append(str(v2).strip().lower()[:128])
             elif b"=" in body and (req.headers.get("content-type") or "").lower().startswith(
                     "application/x-www-form-urlencoded"):
                 # a classic HTML form (a "forgot password" or "check availability" page)
@@ -578,7 +584,8 @@ class BehaviourDetector:
             return bool(body) or resp.body_size == 0
         if len(body) < 200:
             low = body.lower()
-            return any(m in low for m in _NEGATIVE)
+            # or a GraphQL answer whose one field is null: {"data": {"userByEmail": null}}
+            return any(m in low for m in _NEGATIVE) or _GRAPHQL_NULL.match(body) is not None
         return False
 
     def _enumeration(self, ex: Exchange, subj: str, weak: bool, template: str, digests: list[str], miss: bool,
