@@ -97,6 +97,23 @@ async def test_login_failure_by_body_marker() -> None:
     await h.stop()
 
 
+async def test_login_failures_said_in_other_words() -> None:
+    for i, (status, body) in enumerate([(200, b'{"ok": false, "message": "Invalid email or password"}'),
+                                        (422, b'{"errors": {"password": ["is wrong_password"]}}'),
+                                        (200, b'{"error": "Incorrect username or passcode."}')]):
+        h = await Harness().start()
+        sent = [await h.send(f"127.31.3.{i + 1}", "POST", LOGIN, body=creds(f"w{n}"), status=status, resp_body=body)
+                for n in range(12)]
+        assert any(s.blocked for s in sent), body
+        await h.stop()
+    # a successful login that mentions false things is a success
+    h = await Harness().start()
+    sent = [await h.send("127.31.4.1", "POST", LOGIN, body=creds("me"), status=200,
+                         resp_body=b'{"ok": true, "user": {"email_verified": false, "mfa": false}}') for _ in range(12)]
+    assert not any(s.blocked for s in sent)
+    await h.stop()
+
+
 async def test_oauth_token_endpoint_failures_are_400_invalid_grant() -> None:
     h = await Harness().start()
     sent = [await h.send("127.31.1.9", "POST", "/oauth/token", body=creds(f"o{i}"), status=400,

@@ -55,6 +55,12 @@ SCAN_STATUSES = frozenset({400, 403, 404, 405, 410})
 DENY_STATUSES = frozenset({401, 403, 404})
 _NEGATIVE = (b'"found":false', b'"exists":false', b'"found": false', b'"exists": false', b"not found",
              b"no such", b"does not exist", b"unknown user", b"no user")
+# What login APIs say when the credentials are wrong, beyond the configured markers: "Invalid email or
+# password", "wrong_password", {"ok": false} (lower-cased body)
+_FAILED_LOGIN = re.compile(
+    rb'(?:invalid|incorrect|wrong|bad|unknown)[ _-]?(?:e-?mail|user ?name|user|login|credentials?|password|passcode'
+    rb'|pin|phone|account)|"(?:ok|success|succeeded|authenticated|valid|login)"\s*:\s*false'
+)
 _GRAPHQL_NULL = re.compile(rb'^\{\s*"data"\s*:\s*\{\s*"\w+"\s*:\s*null\s*\}\s*\}$')
 _EMPTY = frozenset({b"", b"[]", b"{}", b"null", b'""', b"false"})
 
@@ -454,9 +460,9 @@ class BehaviourDetector:
         failed = status in self.failure_statuses
         # 200 with an error body, or 400/422 (OAuth's token endpoint answers a wrong password with
         # 400 invalid_grant, RFC 6749 5.2): a failure when the body says so
-        if not failed and status in (200, 400, 422) and resp.body and self.markers:
+        if not failed and status in (200, 400, 422) and resp.body:
             low = resp.body[:4096].lower()
-            failed = any(m in low for m in self.markers)
+            failed = any(m in low for m in self.markers) or _FAILED_LOGIN.search(low) is not None
         success = not failed and 200 <= status < 400
         account = self._account(ex)
         tr = self.tracks
