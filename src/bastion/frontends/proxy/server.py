@@ -207,6 +207,7 @@ class ProxyServer:
             raise ConfigError(["upstream.url: the proxy needs an upstream (--upstream URL)"])
         self.runtime = runtime
         self.pipeline = runtime.pipeline
+        self.completed: list[Exchange] = []  # finished exchanges whose complete phase runs at the loop's turn
         self.config = cfg
         self.target = UpstreamTarget(cfg.upstream.url)
         self.ssl = server_context(cfg.server.tls)
@@ -268,6 +269,15 @@ class ProxyServer:
 
     # --- lifecycle -----------------------------------------------------------------------
 
+    def run_completed(self) -> None:
+        batch, self.completed = self.completed, []
+        complete = self.pipeline.complete
+        for ex in batch:
+            try:
+                complete(ex)
+            except Exception:
+                log.exception("complete phase failed")
+
     async def start(self, sock: socket.socket | None = None) -> None:
         """Listen on `sock` (already bound, e.g. SO_REUSEPORT by run.py) or on `server.listen`."""
         loop = asyncio.get_running_loop()
@@ -305,6 +315,7 @@ class ProxyServer:
                 pass
         for conn in list(self.connections):
             conn.abort()
+        self.run_completed()  # what finished in this last turn is counted too
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -1309,10 +1320,13 @@ class ClientConnection(asyncio.Protocol):
         return self.closing and len(self.queue) <= 1
 
     def _complete(self, ex: Exchange) -> None:
-        try:
-            self.s.pipeline.complete(ex)
-        except Exception:
-            log.exception("complete phase failed")
+        # The complete phase (learning, counting, scoring risk) runs once per loop turn over every
+        # exchange finished in it: the client has its answer, and one pass over a batch keeps the
+        # analytics' code and data warm in the CPU's caches.
+        s = self.s
+        if not s.completed:
+            self.loop.call_soon(s.run_completed)
+        s.completed.append(ex)
 
     def _refuse(self, req: _Req, v: Verdict) -> None:
         """Answer with Bastion's own problem+json instead of (or in place of) the upstream's."""
