@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from bastion.cli import app
 from bastion.decision import Decision, DecisionAction, KeyKind, Origin
-from behaviour_helpers import Harness
+from behaviour_helpers import MINE, Harness
 from state_backends import REDIS_URL, redis_up
 
 pytestmark = [pytest.mark.redis,
@@ -103,3 +103,30 @@ async def test_a_late_instance_loads_existing_decisions(prefix: str) -> None:
     finally:
         await a.stop()
 
+
+async def test_risk_scored_on_two_instances_adds_up(prefix: str) -> None:
+    # An attacker alternating between two instances: each one alone would need about six attacks to
+    # ban it (tests/test_risk.py), but they share the risk they score, so the ban comes as early as
+    # on one instance.
+    cfg = {"behaviour": {"decisions": {"url": REDIS_URL, "prefix": prefix}}}
+    a = await Harness(cfg, only=MINE | {"signatures"}).start()
+    b = await Harness(cfg, only=MINE | {"signatures"}).start()
+    try:
+        ip = "127.83.0.1"
+        first = None
+        for i in range(12):
+            h, other = (a, b) if i % 2 == 0 else (b, a)
+            seen = other.core.remote_deltas
+            s = await h.send(ip, target=f"/search?q=1%27%20UNION%20SELECT%20password%20FROM%20users--%20{i}")
+            if s.blocked and "decision-risk" in s.rules():
+                first = i + 1
+                break
+            await h.core.store.flush()  # the delta published (one message per 50 ms batch)
+            assert await wait_for(lambda o=other, n=seen: o.core.remote_deltas > n)
+        assert first is not None and first <= 8, first
+        # the explanation on the instance that banned names risk scored on the other one
+        ent = (a if first % 2 else b).core.resolve({"ip": ip})
+        assert ent is not None and ent.history and len(ent.history) >= 4
+    finally:
+        await a.stop()
+        await b.stop()

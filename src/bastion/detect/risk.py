@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("bastion.risk")
 _SILENT = frozenset({"decisions", "risk"})
 _DECIDABLE = frozenset({"ip", "fp", "tls", "net"}) | STRONG_KINDS
+# Keys a risk delta names for the other instances: identities and addresses, never the software
+# or network keys that many people share (another instance would raise them all).
+_SHARED_KINDS = frozenset({"ip"}) | STRONG_KINDS
 HISTORY = 16
 
 
@@ -71,7 +74,13 @@ class RiskModel:
     def current(self, ent: Entity, now: float) -> float:
         return decayed(ent.risk, now - ent.risk_t, self.s.half_life)
 
-    def add(self, ent: Entity, points: float, rule_id: str, now: float) -> float:
+    def add(self, ent: Entity, points: float, rule_id: str, now: float, *, share: bool = True) -> float:
+        """Raise an entity's risk; other instances learn it too (a shared decisions store) unless
+        the points came from one of them (`share=False`)."""
+        if share and points > 0:
+            keys = [m.key for m in ent.members if m.key.partition(":")[0] in _SHARED_KINDS][:8]
+            if keys:
+                self.core.store.share_risk(keys, points, rule_id, now)
         r = self.current(ent, now) + points
         ent.risk = r
         ent.risk_t = now
@@ -158,6 +167,8 @@ class RiskModel:
         if ent.blocked_until <= now:
             for rule, p in own.items():
                 self.add(ent, p, rule, now)
+        if any(f.detector == "decisions" and f.action is not None and f.action >= Action.BLOCK for f in ex.findings):
+            return  # a decision (perhaps another instance's, for this same risk) refused it already
         for t in touched.values():
             if t.blocked_until <= now and self.current(t, now) >= self.s.block:
                 self.block(t, now)
@@ -221,6 +232,9 @@ class RiskDetector:
             self._act(ex, Action.BLOCK, "access-denied", 403, ent, "entity blocked",
                       retry=int(ent.blocked_until - now + 0.999))
             return None
+        for f in ex.findings:
+            if f.detector == "decisions" and f.action is not None and f.action >= Action.BLOCK:
+                return None  # a decision refuses it already (perhaps another instance's, for this risk)
         risk = ent.risk if ent.risk <= 0.0 else self.model.current(ent, now)  # nothing to decay: no call
         graph = core.graph
         for kind in ("fp", "net"):

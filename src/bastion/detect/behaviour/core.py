@@ -65,7 +65,38 @@ class BehaviourCore:
         self.current: tuple[Exchange, Entity] | None = None
         self._memo: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[dict[str, str], dict[str, str]]] = {}
         self.store.on_revoke.append(self._revoked)
+        self.store.on_risk = self.remote_risk
+        self.remote_deltas = 0  # risk deltas applied from other instances
         self.load_config_decisions()
+
+    def remote_risk(self, keys: list[str], points: float, rule_id: str, t: float) -> None:
+        """Another instance raised the risk of the entity these keys belong to: raise it here too,
+        so that an attacker spreading requests over instances meets one score. The keys are known
+        here already (the attacker came by) or become a new entity (it has not come yet)."""
+        now = self.clock.now()
+        s = self.settings.risk
+        points *= 0.5 ** (max(0.0, now - t) / s.half_life)  # the decay since it was scored there
+        if points <= 0.01:
+            return
+        graph = self.graph
+        ent = None
+        for key in keys:
+            n = graph.nodes.get(key)
+            if n is not None:
+                ent = n.entity if key.partition(":")[0] != "ip" else graph.anonymous_at(n)
+                if ent is not None:
+                    break
+        if ent is None:
+            first: dict[str, str] = {}
+            for key in keys:
+                kind, _, value = key.partition(":")
+                if value:
+                    first.setdefault(kind, value)
+            if not first:
+                return
+            ent = graph.observe(first, now).entity
+        self.risk.add(ent, points, rule_id, now, share=False)
+        self.remote_deltas += 1
 
     def _revoked(self, d: Decision) -> None:
         """An operator lifted a decision: lift the entity's ban and forget the risk behind it."""

@@ -39,6 +39,8 @@ class DecisionStore:
         # called with each decision revoked here or elsewhere (the CLI, another instance), so that
         # local state derived from it (an entity's ban) is lifted too
         self.on_revoke: list[Callable[[Decision], None]] = []
+        # called with each risk delta another instance shared: (entity keys, points, rule id, time)
+        self.on_risk: Callable[[list[str], float, str, float], None] | None = None
 
     def add(self, d: Decision) -> None:
         self.index.add(d)
@@ -66,6 +68,9 @@ class DecisionStore:
 
     def _changed(self, op: str, d: Decision) -> None:
         """A backend persists or publishes the change (never blocking the caller)."""
+
+    def share_risk(self, keys: list[str], points: float, rule_id: str, t: float) -> None:
+        """Tell the other instances that these keys' entity gained risk (a shared backend only)."""
 
     def _spawn(self, coro: Any) -> None:
         try:
@@ -235,6 +240,8 @@ class RedisStore(DecisionStore):
         self._listener: asyncio.Task[None] | None = None
         self.ready: asyncio.Event | None = None  # set once subscribed
         self.received = 0
+        self._risk_out: list[tuple[list[str], float, str, float]] = []
+        self._order: asyncio.Lock | None = None
 
     def _changed(self, op: str, d: Decision) -> None:
         if d.origin == Origin.CONFIG or self._redis is None:
@@ -242,6 +249,14 @@ class RedisStore(DecisionStore):
         self._spawn(self._publish(op, d))
 
     async def _publish(self, op: str, d: Decision) -> None:
+        # In the order of the changes: an add and the delete that follows must not cross on the way
+        # (each is two round trips), or another instance would keep a revoked decision.
+        if self._order is None:
+            self._order = asyncio.Lock()
+        async with self._order:
+            await self._send(op, d)
+
+    async def _send(self, op: str, d: Decision) -> None:
         r = self._redis
         try:
             if op == "add":
@@ -253,6 +268,23 @@ class RedisStore(DecisionStore):
                 await r.publish(self.channel, b"-" + self.instance.encode() + b" " + d.id.encode())
         except Exception as exc:
             log.warning("decision %s to redis failed: %r", op, exc)
+
+    def share_risk(self, keys: list[str], points: float, rule_id: str, t: float) -> None:
+        if self._redis is None:
+            return
+        if not self._risk_out:  # the first delta of a batch schedules its publication
+            self._spawn(self._publish_risk())
+        if len(self._risk_out) < 10_000:  # bounded while Redis is slow; risk is best effort
+            self._risk_out.append((keys, points, rule_id, t))
+
+    async def _publish_risk(self) -> None:
+        # One message per 50 ms however many findings raised risk (a flood of attacks is many).
+        await asyncio.sleep(0.05)
+        batch, self._risk_out = self._risk_out, []
+        try:
+            await self._redis.publish(self.channel, b"r" + self.instance.encode() + b" " + orjson.dumps(batch))
+        except Exception as exc:
+            log.warning("risk to redis failed (%d deltas): %r", len(batch), exc)
 
     async def start(self) -> None:
         import redis.asyncio as aioredis
@@ -322,7 +354,10 @@ class RedisStore(DecisionStore):
                 self.index.add(Decision.from_dict(orjson.loads(body)))
             elif head[:1] == b"-":
                 self._revoke(body.decode(errors="replace"))
-        except (ValueError, orjson.JSONDecodeError) as exc:
+            elif head[:1] == b"r" and self.on_risk is not None:
+                for keys, points, rule_id, t in orjson.loads(body)[:10_000]:
+                    self.on_risk([str(k) for k in keys][:8], float(points), str(rule_id)[:64], float(t))
+        except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
             log.warning("bad decision message: %r", exc)
 
     async def stop(self) -> None:
