@@ -60,6 +60,7 @@ import yaml
 
 from bastion.engine.registry import DETECTORS
 from bastion.testing import make_exchange, make_pipeline, run_exchange, run_response
+from gateway_load import free_port
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "crs-regression"
 
@@ -219,12 +220,6 @@ asyncio.run(main())
 '''
 
 
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class WireGateway:

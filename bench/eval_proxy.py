@@ -26,6 +26,8 @@ import urllib.parse
 from collections import defaultdict
 from dataclasses import dataclass
 
+from gateway_load import free_port
+
 ATTACKS: dict[str, list[str]] = {
     "sqli": [
         "' OR '1'='1", "1' OR 1=1-- -", "1 UNION SELECT username, password FROM users--",
@@ -185,12 +187,6 @@ def benign_requests() -> list[Req]:
     return out
 
 
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 UPSTREAM = r'''

@@ -30,14 +30,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from gateway_load import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 BODY = "hello from upstream\n"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float = 10.0) -> None:
