@@ -8,7 +8,7 @@ from typing import Any
 from bastion.alerts.settings import AlertsConfig, WebhookConfig
 from bastion.alerts.webhooks import WebhookAlerter
 from bastion.config import BastionConfig
-from bastion.detect.symptoms import SymptomsDetector, lat_bucket, p95
+from bastion.detect.symptoms import Scope, SymptomsDetector, lat_bucket, p95
 from bastion.engine.registry import BuildContext
 from bastion.events import Event
 from bastion.exchange import Headers, Response
@@ -188,3 +188,18 @@ def test_active_symptoms_are_a_metrics_gauge(tmp_path: Any) -> None:
     text = render(snapshot(rt, None, 0.0))
     assert 'bastion_symptom_active{signal="traffic",method="GET",route="/products/{id}"} 1' in text
     assert 'bastion_symptom_active{signal="traffic",method="*",route="*"} 1' in text
+
+
+async def test_symptoms_in_progress_in_the_admin_stats(tmp_path: Any) -> None:
+    from admin_helpers import admin_gateway
+    from bastion.detect.symptoms import symptoms_of
+
+    async with admin_gateway(tmp_path) as gw:
+        det = symptoms_of(gw.runtime.pipeline)
+        assert det is not None
+        async with gw.client() as c:
+            assert (await c.get("/api/v1/stats")).json()["symptoms"] == []
+            det.scopes[("POST", "/login")] = scope = Scope()
+            scope.active["auth_failures"] = 1_700_000_000.0
+            got = (await c.get("/api/v1/stats")).json()["symptoms"]
+    assert got == [{"signal": "auth_failures", "method": "POST", "route": "/login", "since": 1_700_000_000.0}]

@@ -22,6 +22,7 @@ from bastion.admin.http import Request, Response, json_response, problem
 from bastion.admin.metrics import EndpointMetrics
 from bastion.admin.sources import behaviour_core, live_learner, version
 from bastion.decision import Decision, DecisionAction, KeyKind, Origin, normalise_ip_value
+from bastion.detect.symptoms import symptoms_of
 from bastion.entity import decayed
 
 MAX_EVENTS = 1000
@@ -189,6 +190,10 @@ class AdminApi:
         if core is not None:
             out["decisions_active"] = sum(1 for d in core.store.index if d.active(now))
             out["entity_keys"] = len(core.graph)
+        symptoms = symptoms_of(self.pipeline)
+        if symptoms is not None:  # what the admin worker sees in progress (route "*": the whole API)
+            out["symptoms"] = [{"signal": sig, "method": m, "route": r, "since": since}
+                               for sig, m, r, since in symptoms.active()]
         return json_response(out)
 
     # --- catalog ----------------------------------------------------------------------------------

@@ -88,7 +88,9 @@ def _schemas() -> dict[str, Any]:
             "endpoints": {"type": "array", "items": {"type": "object", "additionalProperties": True}},
             "events": {"type": "object", "additionalProperties": _INT},
             "alerts": {"type": "object", "additionalProperties": _INT},
-            "decisions_active": _INT, "entity_keys": _INT}},
+            "decisions_active": _INT, "entity_keys": _INT,
+            "symptoms": {"type": "array", "items": {"type": "object", "properties": {
+                "signal": _STR, "method": _STR, "route": _STR, "since": _NUM}}}}},
         "Session": {"type": "object", "properties": {
             "authenticated": {"type": "boolean"}, "totp": {"type": "boolean"},
             "csrf": {"type": ["string", "null"]}, "expires": _NUM}},
