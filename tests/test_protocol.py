@@ -320,6 +320,8 @@ MUST_NOT_MATCH = [
     (P.BODY_XML, R("POST", headers={"Content-Type": "text/xml"}, body=b"\n  <?xml version='1.0'?><a/>")),
     (P.BODY_JSON, R("POST", headers={**JSON, "Content-Encoding": "gzip"},
                     body=bytes.fromhex("1f8b0800000000000003ab56ca48cd4a55b252502a2e4dcec84c51aa0500a1b26b9b11000000"))),
+    (P.BODY_JSON, R("POST", headers={"Content-Type": "application/json; charset=iso-8859-1"},
+                    body='{"city": "Zürich"}'.encode("latin-1"))),
     (P.BODY_FORM, R("POST", headers=FORM, body=b"q=%7B%22a%22%3A1%7D&page=2")),
     (P.BODY_SMUGGLED, R("POST", headers=JSON,
                         body=b'{"doc": "send GET /admin HTTP/1.1\\r\\nHost: x to the server"}')),

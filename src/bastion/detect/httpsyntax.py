@@ -118,7 +118,9 @@ def parse_json(body: bytes, charset: str = "utf-8") -> Any:
         body = body[3:]
     if not body.strip():
         return None  # an empty document: nothing to mismatch
-    if charset.startswith("utf-16"):
+    if charset.startswith("utf-16") or (charset not in ("utf-8", "utf8") and not body.isascii()):
+        # UTF-16, or a legacy charset the client declared (latin-1 JSON from old producers): read
+        # the text in it, as the API would
         try:
             body = body.decode(charset).encode()
         except (UnicodeDecodeError, LookupError):
