@@ -215,3 +215,22 @@ async def test_redis_password_never_logged_when_redis_is_down(caplog: pytest.Log
     await store.stop()
     text = " ".join(r.getMessage() for r in caplog.records)
     assert "cannot load" in text and "hunter2secret" not in text
+
+
+async def test_risk_sharing_with_redis_gone_counts_losses_and_logs_once(caplog) -> None:
+    import logging
+
+    from bastion.detect.behaviour.store import RedisStore
+
+    class Down:
+        async def publish(self, *a: object) -> None:
+            raise ConnectionError("redis is down")
+
+    store = RedisStore("redis://127.0.0.1:1/0")
+    store._redis = Down()
+    with caplog.at_level(logging.WARNING, logger="bastion.decisions"):
+        for i in range(3):
+            store.share_risk(["ip:198.51.100.7"], 10.0, "942100", float(i))
+            await store.flush()  # one batch each (they are 50 ms apart)
+    assert store.risk_lost == 3
+    assert sum("risk to redis failed" in r.getMessage() for r in caplog.records) == 1

@@ -18,6 +18,7 @@ import fcntl
 import logging
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -242,6 +243,8 @@ class RedisStore(DecisionStore):
         self.received = 0
         self._risk_out: list[tuple[list[str], float, str, float]] = []
         self._order: asyncio.Lock | None = None
+        self.risk_lost = 0  # deltas Redis did not take (risk sharing is best effort)
+        self._risk_error_at = -1e9
 
     def _changed(self, op: str, d: Decision) -> None:
         if d.origin == Origin.CONFIG or self._redis is None:
@@ -284,7 +287,11 @@ class RedisStore(DecisionStore):
         try:
             await self._redis.publish(self.channel, b"r" + self.instance.encode() + b" " + orjson.dumps(batch))
         except Exception as exc:
-            log.warning("risk to redis failed (%d deltas): %r", len(batch), exc)
+            self.risk_lost += len(batch)
+            mono = time.monotonic()
+            if mono - self._risk_error_at > 60:  # once a minute while Redis is away, not every 50 ms
+                self._risk_error_at = mono
+                log.warning("risk to redis failed (%d deltas lost so far): %r", self.risk_lost, exc)
 
     async def start(self) -> None:
         import redis.asyncio as aioredis
