@@ -53,3 +53,18 @@ def test_final_verdict_logs_observed_findings() -> None:
     ex = ex_with(f)
     assert ev.evaluate(ex) is None
     assert ev.final(ex).action == Action.LOG
+
+
+def test_an_attack_from_a_challenged_entity_is_blocked_not_challenged() -> None:
+    challenge = Finding("risk-challenge", "risk", "risk over the challenge threshold", action=Action.CHALLENGE,
+                        status=401, reason="challenge-required")
+    sqli = Finding("942100", "signatures", "SQL injection", Severity.CRITICAL, score=5)
+    v = Evaluator(BastionConfig()).evaluate(ex_with(challenge, sqli))
+    assert v is not None and v.action == Action.BLOCK and v.status == 403 and v.reason == "request-blocked"
+    # a clean request from the same entity is challenged (step-up can clear it)
+    v = Evaluator(BastionConfig()).evaluate(ex_with(challenge))
+    assert v is not None and v.action == Action.CHALLENGE and v.status == 401
+    # an explicit block (a ban) keeps its own answer
+    ban = Finding("decision-risk", "decisions", "deny", action=Action.BLOCK, status=403, reason="access-denied")
+    v = Evaluator(BastionConfig()).evaluate(ex_with(ban, sqli))
+    assert v is not None and v.reason == "access-denied"

@@ -35,7 +35,9 @@ class Evaluator:
                 strongest = f
         verdict: Verdict | None = None
         action = strongest.action if strongest is not None and strongest.action is not None else Action.ALLOW
-        if strongest is not None and action >= Action.CHALLENGE:
+        if strongest is not None and action >= Action.CHALLENGE and not (
+                action == Action.CHALLENGE and inbound >= self.inbound_threshold):
+            # (a request that is itself an attack is refused as one: no step-up code makes it fine)
             verdict = self._explicit(strongest, ex, inbound + outbound)
         elif inbound >= self.inbound_threshold:
             verdict = self._scored("request-blocked", 403, ex, inbound, response=False)
