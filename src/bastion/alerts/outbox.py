@@ -9,11 +9,25 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
 from typing import Generic, Protocol, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger("bastion.alerts")
+
+
+def post_json(url: str, body: bytes, *, timeout: float, agent: str, headers: Mapping[str, str] = {}) -> None:
+    """POST a JSON body; raises on a non-2xx answer or a network failure (the outbox counts it)."""
+    req = urllib.request.Request(url, data=body, method="POST")
+    req.add_header("Content-Type", "application/json")
+    req.add_header("User-Agent", agent)
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        if not 200 <= resp.status < 300:
+            raise urllib.error.HTTPError(url, resp.status, f"{url} answered {resp.status}", resp.headers, None)
 
 
 class SendStats(Protocol):

@@ -10,8 +10,6 @@ thousand times is one message, not a thousand.
 from __future__ import annotations
 
 import logging
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from bastion.alerts.outbox import Outbox
+from bastion.alerts.outbox import Outbox, post_json
 from bastion.alerts.settings import AlertsConfig, WebhookConfig
 from bastion.clock import Clock, SystemClock
 from bastion.events import Event
@@ -31,15 +29,7 @@ Sender = Callable[[WebhookConfig, bytes], None]
 
 
 def http_post(hook: WebhookConfig, body: bytes) -> None:
-    """POST a JSON body; raises on a non-2xx answer or a network failure."""
-    req = urllib.request.Request(hook.url, data=body, method="POST")
-    req.add_header("Content-Type", "application/json")
-    req.add_header("User-Agent", "bastion-alerts")
-    for k, v in hook.headers.items():
-        req.add_header(k, v)
-    with urllib.request.urlopen(req, timeout=hook.timeout) as resp:
-        if not 200 <= resp.status < 300:
-            raise urllib.error.HTTPError(hook.url, resp.status, "webhook refused the alert", resp.headers, None)
+    post_json(hook.url, body, timeout=hook.timeout, agent="bastion-alerts", headers=hook.headers)
 
 
 @dataclass(slots=True)

@@ -31,8 +31,6 @@ import hmac
 import logging
 import secrets
 import time
-import urllib.error
-import urllib.request
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from bastion.alerts.outbox import Outbox
+from bastion.alerts.outbox import Outbox, post_json
 from bastion.detect.behaviour.settings import StepUpSettings
 
 log = logging.getLogger("bastion.stepup")
@@ -219,14 +217,8 @@ Sender = Callable[[StepUpSettings, bytes, str], None]
 
 
 def http_post(s: StepUpSettings, body: bytes, signature: str) -> None:
-    """POST one delivery; raises on a non-2xx answer or a network failure."""
-    req = urllib.request.Request(s.deliver_url, data=body, method="POST")
-    req.add_header("Content-Type", "application/json")
-    req.add_header("User-Agent", "bastion-step-up")
-    req.add_header(SIGNATURE_HEADER, signature)
-    with urllib.request.urlopen(req, timeout=s.deliver_timeout) as resp:
-        if not 200 <= resp.status < 300:
-            raise urllib.error.HTTPError(s.deliver_url, resp.status, "delivery refused", resp.headers, None)
+    post_json(s.deliver_url, body, timeout=s.deliver_timeout, agent="bastion-step-up",
+              headers={SIGNATURE_HEADER: signature})
 
 
 @dataclass(slots=True)
