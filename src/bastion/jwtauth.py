@@ -2,9 +2,10 @@
 signature, expiry, issuer and audience check out (`behaviour.entity.jwt`).
 
 Keys come from HMAC secrets (HS256/384/512), PEM public keys or certificates (RSA: RS*/PS*,
-EC: ES* by curve, Ed25519/Ed448: EdDSA) and a JWKS file (a `kid` in the token header selects the
-key). A token is only tried against keys of its own `alg` family, and `alg` must be one the keys
-can verify (never `none`, never an HMAC check with a public key: no algorithm confusion).
+EC: ES* by curve, Ed25519/Ed448: EdDSA), a JWKS file and a JWKS endpoint kept fresh in the
+background (bastion.jwks); a `kid` in the token header selects the key. A token is only tried
+against keys of its own `alg` family, and `alg` must be one the keys can verify (never `none`,
+never an HMAC check with a public key: no algorithm confusion).
 
 Verification is cached: a bounded LRU keyed by a digest of the token remembers its subject and
 expiry, so a client that sends the same token on every request pays one signature check; a failed
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from bastion.detect.behaviour.settings import JwtSettings
 from bastion.errors import ConfigError
+from bastion.jwks import RemoteJwks, jwk_keys, remote_jwks
 
 _HS = ("HS256", "HS384", "HS512")
 _RSA = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
@@ -95,21 +97,18 @@ class JwtVerifier:
         if s.jwks_file is not None:
             try:
                 text = open(s.jwks_file, encoding="utf-8").read()  # noqa: SIM115
-                jwks = jwt.PyJWKSet.from_json(text)
-            except (OSError, ValueError, jwt.PyJWKSetError, jwt.PyJWKError) as exc:
+                keys.extend(jwk_keys(text, _algorithms_of, allow_secrets=True))
+            except (OSError, ValueError) as exc:
                 raise ConfigError([f"behaviour.entity.jwt.jwks_file: {s.jwks_file}: {exc}"]) from None
-            for k in jwks.keys:
-                if (getattr(k, "public_key_use", None) or "sig") != "sig":
-                    continue
-                algs = _algorithms_of(k.key)
-                if isinstance(k.key, bytes):
-                    algs = tuple(a for a, n in (("HS256", 32), ("HS384", 48), ("HS512", 64)) if len(k.key) >= n)
-                alg = getattr(k, "algorithm_name", "")
-                if alg in algs:  # a JWK that names its algorithm allows that one only
-                    algs = (alg,)
-                if algs:
-                    keys.append((k.key_id or "", k.key, algs))
+        self.remote: RemoteJwks | None = None
+        if s.jwks_url:
+            self.remote = remote_jwks(s.jwks_url, refresh=s.jwks_refresh, timeout=s.jwks_timeout,
+                                      algorithms_of=_algorithms_of)
+            # the first start waits for the provider's keys (bounded); a reload finds them fetched
+            self.remote.wait_ready(s.jwks_timeout + 1.0)
         usable = {a for _, _, algs in keys for a in algs}
+        if self.remote is not None:  # whatever the endpoint will serve: public-key algorithms
+            usable |= {*_RSA, *_CURVES.values(), "EdDSA"}
         self.algorithms = frozenset(a for a in (s.algorithms or usable) if a in usable)
         if not self.algorithms:
             raise ConfigError(["behaviour.entity.jwt: no key can verify any of the accepted algorithms"])
@@ -157,10 +156,17 @@ class JwtVerifier:
         if not isinstance(alg, str) or alg not in self.algorithms:
             return fail
         kid = header.get("kid")
-        cands = [key for k, key, algs in self.keys if alg in algs and (not kid or not k or k == kid)]
+        keys = self.keys if self.remote is None else self.keys + self.remote.keys
+        cands = [key for k, key, algs in keys if alg in algs and (not kid or not k or k == kid)]
         if kid:  # a key with that very kid first
-            named = [key for k, key, algs in self.keys if k == kid and alg in algs]
+            named = [key for k, key, algs in keys if k == kid and alg in algs]
             cands = named or cands
+            if not named and self.remote is not None:
+                # the provider may have rotated: fetch again, and judge this token again shortly
+                self.remote.want_refresh()
+                fail = ("", False, now + 5.0, _NO_SCOPES)
+        if not cands and self.remote is not None:
+            return "", False, now + 5.0, _NO_SCOPES  # no keys yet: not a verdict on the token
         s = self.s
         for key in cands[:MAX_TRIES]:
             self.checks += 1

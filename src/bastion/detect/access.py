@@ -143,7 +143,7 @@ def make(config: BastionConfig, ctx: BuildContext) -> AccessDetector | None:
     verifier = getattr(getattr(core, "key_settings", None), "jwt", None) or make_verifier(config.behaviour.entity.jwt)
     if verifier is None and any(r.require == "jwt" or (r.require == "any" and not cfg.api_keys) for r in cfg.rules):
         raise ConfigError(["access.rules: a rule accepts bearer JWTs but behaviour.entity.jwt has no key to "
-                           "verify them (secrets, public_keys or jwks_file)"])
+                           "verify them (secrets, public_keys, jwks_file or jwks_url)"])
     if not cfg.api_keys and any(r.require == "api_key" for r in cfg.rules):
         raise ConfigError(["access.rules: a rule requires an API key but access.api_keys is empty"])
     return AccessDetector(cfg, verifier)

@@ -6,8 +6,10 @@ Windows are seconds; `slow_*` fields are the low-and-slow variant of the same sc
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -22,7 +24,7 @@ JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256",
 
 class JwtSettings(_Section):
     """Verification of bearer JWTs before their `sub` becomes the `user` key (see bastion.jwtauth).
-    With no secret, public key or JWKS file, tokens are not verified and their `sub` is only an
+    With no secret, public key, JWKS file or JWKS URL, tokens are not verified and their `sub` is only an
     unverified claim: it never links entities and never carries a decision."""
 
     secrets: list[str] = Field(
@@ -32,6 +34,12 @@ class JwtSettings(_Section):
         default_factory=list, description="PEM public keys or certificates (RSA: RS*/PS*, EC: ES*, Ed25519/448: EdDSA)"
     )
     jwks_file: Path | None = Field(None, description="a JWKS document (`{\"keys\": [...]}`); `kid` selects the key")
+    jwks_url: str = Field(
+        "", description="the identity provider's JWKS endpoint (https, or http on a loopback address); fetched at "
+        "start, refreshed in the background and when a token names an unknown `kid`; public keys only"
+    )
+    jwks_refresh: float = Field(300.0, ge=30, le=86_400, description="seconds between JWKS refreshes")
+    jwks_timeout: float = Field(5.0, gt=0, le=60, description="seconds allowed for one JWKS fetch")
     algorithms: list[str] = Field(
         default_factory=list, description="accepted `alg` values; empty: every algorithm the keys given can verify"
     )
@@ -55,9 +63,31 @@ class JwtSettings(_Section):
             raise ValueError(f"unknown or unsafe algorithm(s) {bad}; use some of {list(JWT_ALGORITHMS)}")
         return v
 
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks_url(cls, v: str) -> str:
+        if not v:
+            return v
+        u = urlsplit(v)
+        if u.scheme not in ("https", "http") or not u.hostname:
+            raise ValueError("must be an https:// URL")
+        if u.scheme == "http" and not _loopback(u.hostname):
+            # keys fetched in clear text could be swapped by anyone on the path: forged tokens would verify
+            raise ValueError("plain http is only accepted on a loopback address; use https")
+        return v
+
     @property
     def configured(self) -> bool:
-        return bool(self.secrets or self.public_keys or self.jwks_file)
+        return bool(self.secrets or self.public_keys or self.jwks_file or self.jwks_url)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class EntitySettings(_Section):
