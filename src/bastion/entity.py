@@ -21,7 +21,7 @@ import base64
 import hashlib
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import orjson
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from bastion.jwtauth import JwtVerifier
 
 STRONG_KINDS = frozenset({"api_key", "user", "session"})
+WEAK_ORDER = ("fp", "tls", "net")  # weak keys, in linking order
 _IDENTITIES = ("api_key", "user", "session")
 _CLAIMED = ("api_key", "session")
 WEAK_KINDS = frozenset({"fp", "tls", "net"})
@@ -304,12 +305,50 @@ class GraphLimits:
     half_life: float = 600.0  # risk half-life, used when two entities' risks are merged
 
 
-@dataclass(slots=True)
-class Resolved:
-    """What `observe` returns: the exchange's entity and the nodes of its keys."""
+class KeyView:
+    """The keys of one request, prepared for linking: their node names ('ip:1.2.3.4') and which of
+    them identify the requester. Made once per distinct client (see BehaviourCore._keys, which
+    memoises it by what the keys are made of) and shared: never modify it. `linked` is what the
+    client's last request linked to (see EntityGraph.link)."""
 
-    entity: Entity
-    nodes: dict[str, Node] = field(default_factory=dict)
+    __slots__ = ("addr", "ident", "ip", "keys", "linked", "names", "weak")
+
+    def __init__(self, keys: dict[str, str], names: dict[str, str] | None = None) -> None:
+        if names is None:
+            names = {k: f"{k}:{v}" for k, v in keys.items()}
+        self.keys = keys
+        self.names = names
+        # (kind, node name) of the identities, in linking order (an unverified user is left out)
+        self.ident = tuple([(k, names[k]) for k in EntityGraph.identity_kinds(keys) if keys.get(k)])
+        self.addr = keys.get("ip") or ""
+        self.ip = names["ip"] if self.addr else ""
+        self.weak = tuple([(k, names[k]) for k in WEAK_ORDER if keys.get(k)])
+        self.linked: Resolved | None = None
+
+
+class Resolved:
+    """What `observe` returns: the exchange's entity and the nodes of its keys. Read-only: the
+    requests of one client share it while nothing changes (see EntityGraph.link).
+
+    `epoch` is the graph's epoch when they were linked (-1 if a key left the graph meanwhile):
+    while the graph's epoch is unchanged, every node here is still the live node of its key, so
+    the later phases use them without looking them up again. `strong` is the first identity node
+    (None for an anonymous request), `soft` the fingerprint and network nodes, in that order."""
+
+    __slots__ = ("entity", "epoch", "idents", "ip", "ipn", "nodes", "soft", "strong", "weak")
+
+    def __init__(self, entity: Entity, nodes: dict[str, Node] | None = None, epoch: int = -1,
+                 idents: tuple[Node, ...] = (), ipn: Node | None = None, weak: tuple[Node, ...] = (),
+                 soft: tuple[Node, ...] = (), ip: str = "") -> None:
+        self.entity = entity
+        self.nodes: dict[str, Node] = {} if nodes is None else nodes
+        self.epoch = epoch
+        self.idents = idents  # the identity nodes (api_key, user, session), in linking order
+        self.strong = idents[0] if idents else None
+        self.ipn = ipn  # the address's node
+        self.weak = weak  # fp, tls, net nodes
+        self.soft = soft  # fp, net nodes (the TLS fingerprint is never a behaviour subject)
+        self.ip = ip  # the address key's value ('' without one)
 
 
 class EntityGraph:
@@ -318,6 +357,9 @@ class EntityGraph:
     def __init__(self, limits: GraphLimits | None = None) -> None:
         self.limits = limits or GraphLimits()
         self.nodes: dict[str, Node] = {}
+        # Counts keys that left the graph (they leave only through _drop): nodes held since an epoch
+        # that is still current are the live nodes of their keys.
+        self.epoch = 0
         self.merges = 0
         self.refused = 0
         self._last_sweep = 0.0
@@ -357,35 +399,65 @@ class EntityGraph:
     def observe(self, keys: dict[str, str], now: float, names: dict[str, str] | None = None) -> Resolved:
         """Record the keys of one exchange, link them, and return the exchange's entity. `names`:
         the node name of each key ('ip:1.2.3.4'), when the caller has them already."""
-        if names is None:
-            names = {k: f"{k}:{v}" for k, v in keys.items()}
+        return self.link(KeyView(keys, names), now)
+
+    def link(self, view: KeyView, now: float) -> Resolved:
+        """observe(), for keys prepared once (a KeyView)."""
+        last = view.linked
+        if last is not None and last.epoch == self.epoch and last.ipn is not None:
+            # The client's last request linked these very nodes and none has left the graph since:
+            # unless linking would change something now (a merge, an address shared with another
+            # identity), only their last sight moves.
+            address = last.ipn
+            first = last.strong
+            if first is None:
+                known = address.entity
+                same = known.n_strong == 0  # else an anonymous request behind a NAT: see anonymous_at
+            else:
+                known = first.entity
+                same = address.entity is known
+                for n in last.idents:
+                    if n.entity is not known:
+                        same = False
+            if same:
+                for n in last.nodes.values():
+                    n.seen = now
+                    n.entity.seen = now
+                if first is not None:
+                    for n in last.weak:
+                        self._saw_identity(n, known)
+                sw = self._sweeper
+                if sw.pos < len(sw.keys) or now - sw.started >= sw.every:  # a sweep slice is due
+                    self._sweep_slice(now)
+                if known is not last.entity or last.epoch != self.epoch:
+                    last = view.linked = Resolved(known, last.nodes, self.epoch, last.idents, address, last.weak,
+                                                  last.soft, last.ip)
+                return last
+        epoch = self.epoch
         nodes: dict[str, Node] = {}
+        idents: tuple[Node, ...] = ()
         strong: Node | None = None
-        for kind in self.identity_kinds(keys):
-            # An unverified user (a forgeable JWT sub, a Basic name) is left out of the graph:
-            # linked, a forger's requests would join the victim's entity, and the ban they earn
-            # would reach the victim and every address the victim uses.
-            v = keys.get(kind)
-            if not v:
-                continue
-            n = self.node(names[kind], now)
+        for kind, name in view.ident:
+            # An unverified user (a forgeable JWT sub, a Basic name) is left out of the graph
+            # (KeyView.ident): linked, a forger's requests would join the victim's entity, and the
+            # ban they earn would reach the victim and every address the victim uses.
+            n = self.node(name, now)
             nodes[kind] = n
+            idents += (n,)
             if strong is None:
                 strong = n
             elif n.entity is not strong.entity:
                 self._merge(strong.entity, n.entity)
         table = self.nodes
-        ip = keys.get("ip")
         ipn = None
-        if ip:
-            name = names["ip"]
+        name = view.ip
+        if name:
             ipn = table.get(name)
             if ipn is None:
                 ipn = self.node(name, now)
             else:  # node(), inlined for a known key (the usual case)
                 ipn.seen = now
                 ipn.entity.seen = now
-        if ipn is not None:
             nodes["ip"] = ipn
             if strong is not None and ipn.entity is not strong.entity:
                 if ipn.entity.n_strong == 0:
@@ -394,30 +466,40 @@ class EntityGraph:
                     # Two identities behind one address: a NAT, not one attacker. Never merge them.
                     self.refused += 1
                     self._saw_identity(ipn, strong.entity)
-        for kind in ("fp", "tls", "net"):
-            v = keys.get(kind)
-            if v:
-                name = names[kind]
-                fn = table.get(name)
-                if fn is None:
-                    fn = self.node(name, now)
-                else:
-                    fn.seen = now
-                    fn.entity.seen = now
-                nodes[kind] = fn
-                if strong is not None:
-                    self._saw_identity(fn, strong.entity)
+        weak: tuple[Node, ...] = ()
+        soft: tuple[Node, ...] = ()
+        for kind, name in view.weak:
+            fn = table.get(name)
+            if fn is None:
+                fn = self.node(name, now)
+            else:
+                fn.seen = now
+                fn.entity.seen = now
+            nodes[kind] = fn
+            weak += (fn,)
+            if kind != "tls":
+                soft += (fn,)
+            if strong is not None:
+                self._saw_identity(fn, strong.entity)
         if strong is not None:
             ent = strong.entity
         elif ipn is not None:
             ent = ipn.entity if ipn.entity.n_strong == 0 else self.anonymous_at(ipn, now)
         else:
             ent = self.node("entity:anonymous", now).entity
+        # A key dropped while linking (an eviction) may be one of these: then no shortcut later. The
+        # sweep below cannot drop them (they were seen just now).
+        live = self.epoch == epoch
+        self._sweep_slice(now)
+        res = Resolved(ent, nodes, self.epoch if live else -1, idents, ipn, weak, soft, view.addr)
+        view.linked = res
+        return res
+
+    def _sweep_slice(self, now: float) -> None:
         sw = self._sweeper
         if sw.pos < len(sw.keys) or now - sw.started >= sw.every:  # a sweep slice is due
             cutoff = now - self.limits.idle_ttl
             sw.step(self.nodes, now, lambda n: n.seen < cutoff, self._drop)
-        return Resolved(ent, nodes)
 
     def anonymous_at(self, ipn: Node, now: float | None = None) -> Entity:
         """The entity of a request with no API key, user or session, from address `ipn`: the
@@ -498,6 +580,7 @@ class EntityGraph:
         n = self.nodes.pop(key, None)
         if n is None:
             return
+        self.epoch += 1
         ent = n.entity
         if len(ent.members) > 1:
             ent.members = [m for m in ent.members if m is not n]

@@ -20,8 +20,10 @@ from bastion.verdict import Action, Finding, Severity
 
 _CHECKED = "decisions:ip"
 _SOFTWARE = ("fp", "tls", "net")  # weak keys: their automatic decisions spare established users
-_STRONG = (KeyKind.API_KEY, KeyKind.USER, KeyKind.SESSION)
+# (kind, its key name): an enum member's `.value` is a property, costly on every request
+_STRONG = tuple((k, k.value) for k in (KeyKind.API_KEY, KeyKind.USER, KeyKind.SESSION))
 _KINDS = {k.value: k for k in KeyKind}
+_SOFTWARE_KINDS = tuple((name, _KINDS[name]) for name in _SOFTWARE)
 
 
 class DecisionsDetector:
@@ -47,7 +49,7 @@ class DecisionsDetector:
             self._next_purge = now + 10.0
             self.index.purge(now)
         if self.link:
-            self.core.observe(ex)
+            self.core.observe(ex, now)
         if _CHECKED not in ex.tags:
             d = self.index.lookup_ip(ex.client.ip, now)
             if d is not None:
@@ -57,8 +59,8 @@ class DecisionsDetector:
         if len(ex.keys) > 1 and self.index.has_exact():
             keys = ex.keys
             d = None
-            for kind in _STRONG:
-                v = keys.get(kind.value)
+            for kind, name in _STRONG:
+                v = keys.get(name)
                 if v:
                     found = self.index.lookup_key(kind, v, now)
                     if found is not None and (d is None or strongest((d, found)) is found):
@@ -72,11 +74,11 @@ class DecisionsDetector:
         """Decisions on client software (fingerprints): manual ones apply to everyone; automatic
         ones only to anonymous requesters without a normal history (see EntityGraph.follows_software)."""
         found = None
-        for kind in _SOFTWARE:
-            v = ex.keys.get(kind)
+        for name, kind in _SOFTWARE_KINDS:
+            v = ex.keys.get(name)
             if not v:
                 continue
-            d = self.index.lookup_key(_KINDS[kind], v, now)
+            d = self.index.lookup_key(kind, v, now)
             if d is None:
                 continue
             if d.scope and d.scope != self.core.request_class(ex):

@@ -21,7 +21,7 @@ from bastion.decision import Decision, DecisionAction, KeyKind, Origin
 from bastion.detect.stepup import Answer, Outcome
 from bastion.entity import CLAIM, STRONG_KINDS, WEAK_KINDS, Entity, decayed
 from bastion.exchange import Exchange
-from bastion.verdict import Action, Finding, Severity
+from bastion.verdict import Action, Finding, Phase, Severity
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -222,9 +222,8 @@ class RiskDetector:
     def request_headers(self, ex: Exchange) -> Awaitable[None] | None:
         core = self.core
         now = self.clock.now()
-        cur = core.current
-        if cur is not None and cur[0] is ex:
-            ent = cur[1]
+        if core.current is ex:  # linked by the decisions detector just now
+            ent = ex.links.entity
             core.current = None
         else:
             ent = (core.resolve(ex.keys) if ex.entity else None) or core.observe(ex)
@@ -237,12 +236,10 @@ class RiskDetector:
                 return None  # a decision refuses it already (perhaps another instance's, for this risk)
         risk = ent.risk if ent.risk <= 0.0 else self.model.current(ent, now)  # nothing to decay: no call
         graph = core.graph
-        for kind in ("fp", "net"):
+        links = ex.links
+        for node in links.soft if links is not None and links.epoch == graph.epoch else core.soft_nodes(ex):
             # weak keys (client software, network): their risk reaches only fresh anonymous
             # requesters, and only the kind of request it is about (logins, lookups)
-            node = core.linked(ex, kind)
-            if node is None:
-                continue
             other = node.entity
             if other.risk <= 0.0 and other.blocked_until <= now:
                 continue  # the common case: nothing known against this software or network
@@ -252,7 +249,7 @@ class RiskDetector:
                 continue
             if node.entity.blocked_until > now:
                 self._act(ex, Action.BLOCK, "access-denied", 403, node.entity,
-                          "client fingerprint blocked" if kind == "fp" else "network blocked",
+                          "client fingerprint blocked" if node.key.startswith("fp:") else "network blocked",
                           retry=int(node.entity.blocked_until - now + 0.999))
                 return None
             risk = max(risk, self.model.current(node.entity, now))
@@ -371,7 +368,7 @@ class RiskDetector:
 
     def exchange_done(self, ex: Exchange) -> None:
         """As a pipeline sink: runs after every complete hook, so it sees every finding."""
-        if not ex.allowlisted:
+        if ex.findings and not ex.allowlisted:  # (feed has nothing to add without findings)
             self.model.feed(ex)
 
     def startup(self, pipeline: Pipeline) -> object:
@@ -379,6 +376,7 @@ class RiskDetector:
         if self not in sinks:
             sinks.append(self)
         self._sink = True
+        pipeline.unhook(self.name, Phase.COMPLETE)  # the sink feeds: the complete hook would only return
         return self.core.start()
 
     def shutdown(self) -> object:

@@ -78,6 +78,10 @@ class Pipeline:
                 if hook is not None:
                     self._steps[phase].append(_Step(det.name, hook, observe))
 
+    def unhook(self, detector: str, phase: Phase) -> None:
+        """Stop calling a detector's hook for one phase (it does that work elsewhere now, e.g. as a sink)."""
+        self._steps[phase] = [s for s in self._steps[phase] if s.detector != detector]
+
     def wants(self, phase: Phase) -> bool:
         """Whether any detector hooks this phase (front-ends skip buffering for phases nobody reads)."""
         return bool(self._steps[phase])

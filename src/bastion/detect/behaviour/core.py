@@ -14,7 +14,18 @@ from bastion.config import BastionConfig
 from bastion.decision import Decision, DecisionAction, KeyKind, Origin, normalise_ip_value
 from bastion.detect.behaviour.settings import BehaviourConfig
 from bastion.detect.behaviour.store import DecisionStore, open_store
-from bastion.entity import CLAIM, Entity, EntityGraph, GraphLimits, KeySettings, Node, extract_keys
+from bastion.entity import (
+    CLAIM,
+    Entity,
+    EntityGraph,
+    GraphLimits,
+    KeySettings,
+    KeyView,
+    Node,
+    Resolved,
+    extract_keys,
+    network_of,
+)
 from bastion.exchange import Exchange
 from bastion.jwtauth import make_verifier
 from bastion.verdict import Finding, Severity
@@ -23,6 +34,7 @@ if TYPE_CHECKING:
     from bastion.detect.stepup import StepUp
 
 SERVICE = "behaviour"
+_ADDRESS_KINDS = frozenset({"ip", "net"})  # the keys extract_keys reads from the address, not the headers
 
 
 class BehaviourCore:
@@ -62,8 +74,10 @@ class BehaviourCore:
             self.step_up = (StepUp(self.settings.step_up, redis_url=st.url, prefix=st.prefix + ":step-up")
                             if isinstance(st, RedisStore) else StepUp(self.settings.step_up))
         self._started = False
-        self.current: tuple[Exchange, Entity] | None = None
-        self._memo: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[dict[str, str], dict[str, str]]] = {}
+        self.current: Exchange | None = None  # the exchange observe() linked last (its entity: ex.links)
+        self._memo: dict[tuple[str, str, tuple[tuple[str, str], ...]], KeyView] = {}
+        # the keys read from the header fields (all but the address's): many clients send the same
+        self._header_memo: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, str]] = {}
         self.store.on_revoke.append(self._revoked)
         self.store.on_risk = self.remote_risk
         self.remote_deltas = 0  # risk deltas applied from other instances
@@ -122,41 +136,60 @@ class BehaviourCore:
 
     # --- per exchange --------------------------------------------------------------------------
 
-    def observe(self, ex: Exchange) -> Entity:
-        """Read the exchange's keys into ex.keys, link them and set ex.entity. Returns the entity."""
-        keys, names = self._keys(ex)
+    def observe(self, ex: Exchange, now: float | None = None) -> Entity:
+        """Read the exchange's keys into ex.keys, link them and set ex.entity. Returns the entity.
+        `now`: the clock's time, when the caller has just read it."""
+        view = self._keys(ex)
+        keys = view.keys
         ex.keys.update(keys)
-        if keys.get(CLAIM) == "invalid":
+        if CLAIM in keys and keys[CLAIM] == "invalid":
             ex.add(Finding(rule_id="invalid-jwt", detector="decisions", severity=Severity.NOTICE,
                            message="bearer JWT failed verification: no user key", tags=("identity",), risk=0.0))
-        res = self.graph.observe(keys, self.clock.now(), names)
+        res = self.graph.link(view, self.clock.now() if now is None else now)
         ex.entity = res.entity.id
         ex.links = res  # the nodes, for the risk detector and the complete phase (no second lookup)
-        # the risk detector runs next in the same synchronous pass: hand it the entity directly
-        self.current = (ex, res.entity)
+        # the risk detector runs next in the same synchronous pass: it takes the entity from ex.links
+        self.current = ex
         return res.entity
 
-    def _keys(self, ex: Exchange) -> tuple[dict[str, str], dict[str, str]]:
+    def _keys(self, ex: Exchange) -> KeyView:
         """extract_keys, memoised by what the keys are made of (address, TLS fingerprint, header
         fields): a client sends the same headers request after request, and reading them (a
         fingerprint digest, cookie parsing, key hashing) costs more than the lookup. Returns the
-        keys and their graph node names ('ip:1.2.3.4'). Both are shared: never modify them."""
+        keys with their graph node names ('ip:1.2.3.4'), shared: never modify them."""
         client = ex.client
         req = ex.request
-        memo_key = (client.ip, client.fingerprint, tuple(req.headers.items))
+        fields = tuple(req.headers.items)
+        memo_key = (client.ip, client.fingerprint, fields)
         hit = self._memo.get(memo_key)
-        if hit is not None and self.key_settings.jwt is not None and ("user" in hit[0] or CLAIM in hit[0]):
+        if hit is not None and self.key_settings.jwt is not None and ("user" in hit.keys or CLAIM in hit.keys):
             hit = None  # a verified token expires: ask the verifier again (its own cache makes it cheap)
         if hit is None:
-            keys = extract_keys(ex, self.key_settings, query=False)
-            hit = (keys, {k: f"{k}:{v}" for k, v in keys.items()})
+            hit = KeyView(self._client_keys(ex, (client.fingerprint, fields)))
             if len(self._memo) >= 4096:
                 self._memo.clear()
             self._memo[memo_key] = hit
-        if "api_key" not in hit[0] and "?" in req.target and self._query_key(req.query):
-            keys = extract_keys(ex, self.key_settings)  # an API key in the query (rare): not memoised
-            return keys, {k: f"{k}:{v}" for k, v in keys.items()}
+        if "?" in req.target and "api_key" not in hit.keys and self._query_key(req.query):
+            return KeyView(extract_keys(ex, self.key_settings))  # an API key in the query (rare): not memoised
         return hit
+
+    def _client_keys(self, ex: Exchange, fields: tuple[str, tuple[tuple[str, str], ...]]) -> dict[str, str]:
+        """extract_keys(ex, query=False), the keys its header fields give memoised by those fields
+        (and the TLS fingerprint): only the address's own keys (ip, net) are made per client."""
+        part = self._header_memo.get(fields)
+        if part is None or (self.key_settings.jwt is not None and ("user" in part or CLAIM in part)):
+            keys = extract_keys(ex, self.key_settings, query=False)
+            if len(self._header_memo) >= 4096:
+                self._header_memo.clear()
+            self._header_memo[fields] = {k: v for k, v in keys.items() if k not in _ADDRESS_KINDS}
+            return keys
+        ip = ex.client.ip
+        keys = {"ip": ip}  # as extract_keys orders them: the address's keys first
+        net = network_of(ip)
+        if net:
+            keys["net"] = net
+        keys.update(part)
+        return keys
 
     def _query_key(self, query: str) -> bool:
         """Whether a query string may carry an API key parameter (exact: no false negatives)."""
@@ -186,11 +219,18 @@ class BehaviourCore:
 
     def entity_of(self, ex: Exchange) -> Entity | None:
         """resolve(ex.keys), through the nodes linked at request time (ex.links) when there are."""
-        links = ex.links
+        links: Resolved | None = ex.links
         if links is None:
             return self.resolve(ex.keys)
+        graph = self.graph
+        if links.epoch == graph.epoch:  # no key left the graph since: the linked nodes are live
+            n = links.strong
+            if n is not None:
+                return n.entity
+            n = links.nodes.get("ip")
+            return graph.anonymous_at(n) if n is not None else None
         nodes = links.nodes
-        table = self.graph.nodes
+        table = graph.nodes
         for kind in ("api_key", "user", "session"):
             n = nodes.get(kind)
             if n is not None:
@@ -199,15 +239,29 @@ class BehaviourCore:
                     return n.entity
         n = nodes.get("ip")
         n = table.get(n.key) if n is not None else None
-        return self.graph.anonymous_at(n) if n is not None else None
+        return graph.anonymous_at(n) if n is not None else None
 
     def linked(self, ex: Exchange, kind: str) -> Node | None:
         """node(kind, ex.keys), through the nodes linked at request time (ex.links) when there are."""
-        links = ex.links
+        links: Resolved | None = ex.links
         if links is None:
             return self.node(kind, ex.keys)
         n = links.nodes.get(kind)
-        return None if n is None else self.graph.nodes.get(n.key)
+        if n is None or links.epoch == self.graph.epoch:
+            return n
+        return self.graph.nodes.get(n.key)
+
+    def soft_nodes(self, ex: Exchange) -> tuple[Node, ...]:
+        """The live fingerprint and network nodes of an exchange (linked(ex, 'fp'), linked(ex, 'net'))."""
+        links: Resolved | None = ex.links
+        if links is not None and links.epoch == self.graph.epoch:
+            return links.soft
+        out: tuple[Node, ...] = ()
+        for kind in ("fp", "net"):
+            n = self.linked(ex, kind)
+            if n is not None:
+                out += (n,)
+        return out
 
     def request_class(self, ex: Exchange) -> str:
         """'login' (a POST to a login route), 'lookup' (carries an identifier) or ''."""

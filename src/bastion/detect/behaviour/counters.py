@@ -35,23 +35,39 @@ class Decayed:
 
 
 class Distinct:
-    """Distinct members seen in the last `window` seconds, exact up to `cap`."""
+    """Distinct members seen in the last `window` seconds, exact up to `cap`.
 
-    __slots__ = ("seen",)
+    `seen` is ordered by last sight; `head` is its first member and `head_t` that member's time,
+    kept so that an add which cannot expire anything (the usual case) checks two attributes instead
+    of reading the dict's first entry."""
+
+    __slots__ = ("head", "head_t", "seen")
 
     def __init__(self) -> None:
         self.seen: dict[str, float] = {}
+        self.head: str | None = None
+        self.head_t = -1e18
 
     def add(self, member: str, now: float, window: float, cap: int) -> int:
         seen = self.seen
-        seen.pop(member, None)  # re-insert at the end: the dict stays ordered by last sight
-        seen[member] = now
-        cutoff = now - window  # trim(), inlined: this runs for every request of every subject
-        while seen:
-            first = next(iter(seen))
-            if seen[first] >= cutoff and len(seen) <= cap:
-                break
-            del seen[first]
+        if member == self.head:
+            # the first member moves to the end (the dict stays ordered by last sight): the next
+            # one is first now; nothing to trim while it is recent and the set within its cap
+            del seen[member]
+            seen[member] = now
+            head = next(iter(seen))
+            t = seen[head]
+            if t >= now - window and len(seen) <= cap:
+                self.head = head
+                self.head_t = t
+                return len(seen)
+        else:
+            seen.pop(member, None)  # re-insert at the end
+            seen[member] = now
+            # `head` is still the first: nothing to trim while it is recent and the set within its cap
+            if self.head_t >= now - window and len(seen) <= cap:
+                return len(seen)
+        self.trim(now, window, cap)
         return len(seen)
 
     def trim(self, now: float, window: float, cap: int) -> None:
@@ -59,9 +75,14 @@ class Distinct:
         cutoff = now - window
         while seen:
             first = next(iter(seen))
-            if seen[first] >= cutoff and len(seen) <= cap:
-                break
+            t = seen[first]
+            if t >= cutoff and len(seen) <= cap:
+                self.head = first
+                self.head_t = t
+                return
             del seen[first]
+        self.head = None
+        self.head_t = -1e18
 
     def count(self, now: float, window: float, cap: int) -> int:
         self.trim(now, window, cap)

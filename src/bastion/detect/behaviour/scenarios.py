@@ -26,15 +26,15 @@ Only answers of the API count: Bastion's own refusals (a ban's 403s) never feed 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, unquote_plus
 
 import orjson
 
 from bastion.detect.behaviour.counters import Decayed, Distinct, Sweeper, Track, Tracks
-from bastion.detect.behaviour.settings import ScenarioSettings
-from bastion.entity import ESTABLISHED, hash_key
+from bastion.detect.behaviour.settings import ScenarioSettings, ScenariosSettings
+from bastion.entity import ESTABLISHED, Resolved, hash_key
 from bastion.exchange import Exchange
 from bastion.verdict import Finding, Severity
 
@@ -104,6 +104,55 @@ class _Templates:
             self.cache.clear()
         self.cache[path] = out
         return out
+
+
+class Route:
+    """What the complete phase needs to know of a request target, worked out once per target
+    (memoised): the lower-cased path, its route template and last id, the identifiers the target
+    itself carries, and (once a login or POST request asks) whether it is a login or sequence route."""
+
+    __slots__ = ("ident", "idents", "login", "obj_id", "path", "plain", "sequence", "target", "template")
+
+    def __init__(self, raw: str, templates: _Templates) -> None:
+        q = raw.find("?")
+        path = (raw if q < 0 else raw[:q]).lower()
+        self.path = path
+        self.template, self.obj_id = templates(path)
+        self.target = raw.lower()[:256]  # distinct resources (scraping)
+        self.ident = "{ident}" in self.template
+        # identifiers in the path and the query (a body may carry more: see BehaviourDetector._identifiers)
+        self.idents = target_identifiers(raw, self.ident)[:4]
+        self.plain = not self.idents  # no lookup scenario concerns it without a body (see _plain)
+        self.login: bool | None = None  # see classify()
+        self.sequence: bool | None = None
+
+    def classify(self, login_re: re.Pattern[str] | None, seq_re: re.Pattern[str] | None) -> None:
+        """Whether the path is a login route and a sequence route (checkout, payment): asked only
+        by requests whose method can make them one (a GET never is a login)."""
+        self.login = login_re is not None and login_re.search(self.path) is not None
+        self.sequence = seq_re is not None and seq_re.search(self.path) is not None
+
+
+def target_identifiers(raw: str, ident: bool) -> tuple[str, ...]:
+    """The identifiers a request target carries: path segments that look like one (when its route
+    template has an {ident}), and query values named like one or looking like one."""
+    out: list[str] = []
+    q = raw.find("?")
+    if ident:
+        for seg in (raw if q < 0 else raw[:q]).split("/"):
+            s = unquote(seg)
+            if looks_identifier(s):
+                out.append(s.lower())
+    if q >= 0:
+        for part in raw[q + 1:].split("&"):  # as Request.query_args() decodes them
+            if not part:
+                continue
+            k, _, v = part.partition("=")
+            k = unquote_plus(k, errors="surrogateescape")
+            v = unquote_plus(v, errors="surrogateescape")
+            if v and (k.lower() in IDENT_PARAMS or looks_identifier(v)):
+                out.append(v.strip().lower()[:128])
+    return tuple(out)
 
 
 class Activity:
@@ -178,6 +227,43 @@ class EndpointPressure:
         return b >= min_bad and b >= share * self.total.value(now, half_life)
 
 
+class Scenario:
+    """One scenario's settings as plain attributes. They are read several times per exchange, and
+    a pydantic model's attribute access costs several times a slot's (its `__getattr__` hook keeps
+    the interpreter from specialising the access)."""
+
+    __slots__ = ("cooldown", "enabled", "min_share", "risk", "slow_threshold", "slow_window", "threshold", "window")
+
+    def __init__(self, s: ScenarioSettings) -> None:
+        self.enabled = s.enabled
+        self.threshold = s.threshold
+        self.window = s.window
+        self.risk = s.risk
+        self.min_share = s.min_share
+        self.slow_threshold = s.slow_threshold
+        self.slow_window = s.slow_window
+        self.cooldown = s.cooldown
+
+
+class Scenarios:
+    """Every scenario's settings (`behaviour.scenarios`), as plain attributes (see Scenario)."""
+
+    __slots__ = ("account_attack", "ato_success", "bola", "brute_force", "enumeration", "scanning", "scraping",
+                 "sequence", "stuffing", "token_spread")
+
+    def __init__(self, s: ScenariosSettings) -> None:
+        self.scanning = Scenario(s.scanning)
+        self.brute_force = Scenario(s.brute_force)
+        self.stuffing = Scenario(s.stuffing)
+        self.account_attack = Scenario(s.account_attack)
+        self.ato_success = Scenario(s.ato_success)
+        self.token_spread = Scenario(s.token_spread)
+        self.enumeration = Scenario(s.enumeration)
+        self.bola = Scenario(s.bola)
+        self.scraping = Scenario(s.scraping)
+        self.sequence = Scenario(s.sequence)
+
+
 def _refused_share(t: Track, now: float, window: float, refused: bool) -> float:
     """Count one request on a track and return the share of its recent requests that were refused."""
     tot, bad = t.total, t.bad
@@ -205,7 +291,7 @@ class BehaviourDetector:
     def __init__(self, core: BehaviourCore) -> None:
         self.core = core
         s = core.settings
-        self.sc = s.scenarios
+        self.sc = Scenarios(s.scenarios)
         self.clock = core.clock
         self.observe = False
         lg = s.login
@@ -218,7 +304,8 @@ class BehaviourDetector:
         self.account_fields = tuple(f.lower() for f in lg.account_fields)
         self.salt = s.entity.key_salt
         self.templates = _Templates()
-        self._targets: dict[str, tuple[str, str, str, str]] = {}
+        self._routes: dict[str, Route] = {}
+        self._route_methods = self.login_methods | {"POST"}  # methods for which login or sequence routes matter
         self.baseline = Baseline()
         longest = max(x.slow_window for x in self._all()) + 600.0
         self.activity: dict[str, Activity] = {}
@@ -228,11 +315,15 @@ class BehaviourDetector:
         self.tracks: dict[str, Tracks] = {}
         for name in ScenariosNames:
             self.tracks[name] = Tracks(idle=longest)
+        self._bola_tracks = self.tracks["bola"]
+        # the caps of the distinct sets counted on every exchange (see _bola, _scraping)
+        self._bola_cap = int(self.sc.bola.threshold * 5) + 1
+        self._scraping_cap = int(self.sc.scraping.threshold * 8) + 1
         self.fired: dict[str, int] = {}
         self.pressure: dict[str, EndpointPressure] = {}
         self.population: dict[str, Distinct] = {}  # template -> ids fetched by anyone (coverage)
 
-    def _all(self) -> Iterable[ScenarioSettings]:
+    def _all(self) -> Iterable[Scenario]:
         return (getattr(self.sc, n) for n in ScenariosNames)
 
     # The body must be buffered for login accounts and lookup identifiers.
@@ -251,36 +342,46 @@ class BehaviourDetector:
         core = self.core
         graph = core.graph
         links = ex.links
-        ip_link = links.nodes.get("ip") if links is not None else None
-        # the name built at request time when there is one (no formatting, hash cached)
-        ip_key = ip_link.key if ip_link is not None and ip_link.key[3:] == ip else f"ip:{ip}"
-        ip_node = graph.nodes.get(ip_key)
+        req = ex.request
+        route = self._routes.get(req.target)
+        if route is None:
+            route = self._route(req.target)
+        status = resp.status
+        method = req.method.upper()
+        if method in self._route_methods:  # a login or a POST: is the target a login or sequence route?
+            if route.login is None:
+                route.classify(self.login_re, self.seq_re)
+            is_login = bool(route.login) and method in self.login_methods
+            seq_post = method == "POST" and (is_login or bool(route.sequence))
+        else:
+            is_login = seq_post = False
+        live = links is not None and links.epoch == graph.epoch and links.ip == ip
+        if live and route.plain and not (is_login or seq_post) and 200 <= status < 400 and not req.body:
+            self._plain(ex, links, route, status, method, now)
+            return
+        if live:
+            # No key left the graph since request time: the nodes linked then are the live ones.
+            ip_node = links.nodes["ip"]
+            ip_key = ip_node.key
+            strong = links.strong
+            ent = strong.entity if strong is not None else graph.anonymous_at(ip_node)
+            weak_nodes = links.soft
+        else:
+            ip_link = links.nodes.get("ip") if links is not None else None
+            # the name built at request time when there is one (no formatting, hash cached)
+            ip_key = ip_link.key if ip_link is not None and ip_link.key[3:] == ip else f"ip:{ip}"
+            ip_node = graph.nodes.get(ip_key)
+            ent = core.entity_of(ex)
+            weak_nodes = core.soft_nodes(ex)
         # (subject key, weak): a weak subject is shared by many people (client software, network, an
         # address behind which several identities log in: a NAT); it needs a bad-outcome share too
         subjects: list[tuple[str, bool]] = [(ip_key, ip_node is not None and graph.popular(ip_node))]
-        ent = core.entity_of(ex)
         if ent is not None and ent.id != ip_key and not ent.id.startswith(("ip:", "nat:")):
             subjects.append((ent.id, False))
-        weak_nodes = []
-        for kind in ("fp", "net"):
-            if links is not None:  # core.linked(), inlined
-                node = links.nodes.get(kind)
-                if node is not None:
-                    node = graph.nodes.get(node.key)
-            else:
-                node = core.node(kind, keys)
-            if node is not None:
-                weak_nodes.append(node)
-                if not graph.popular(node):
-                    subjects.append((node.key, True))
-        req = ex.request
-        method = req.method.upper()
-        parsed = self._targets.get(req.target)
-        if parsed is None:
-            parsed = self._parse_target(req.target)
-        path, template, obj_id, target = parsed
-        status = resp.status
-        is_login = method in self.login_methods and self.login_re is not None and bool(self.login_re.search(path))
+        for node in weak_nodes:
+            if not graph.popular(node):
+                subjects.append((node.key, True))
+        template = route.template
 
         # activity: every answered request
         activity = self.activity
@@ -293,28 +394,33 @@ class BehaviourDetector:
                 act.last = now
             acts.append(act)
         is_get = method == "GET"
-        clean_get = is_get and 200 <= status < 300 and not is_login and "{ident}" not in template
-        seq_post = method == "POST" and (is_login or (self.seq_re is not None and self.seq_re.search(path) is not None))
+        scraping = self.sc.scraping.enabled
         for (subj, weak), act in zip(subjects, acts, strict=True):
             if not weak:
-                act.total.add(now, 60.0)
+                tot = act.total  # tot.add(now, 60.0), inlined
+                v = tot.v
+                if v > 0.0 and now > tot.t:
+                    v *= 0.5 ** ((now - tot.t) / 60.0)
+                tot.v = v + 1.0
+                tot.t = now
             if seq_post:
                 self._sequence(ex, subj, weak, act, now)
             if is_get:
                 act.last_get = now
-            if not weak:
-                self._scraping(ex, subj, act, target, now)
-            if not weak_nodes or subj != ip_key:
-                continue
+            if not weak and scraping:
+                self._scraping(ex, subj, act, route.target, now)
+        if weak_nodes:
             # Popularity of the client software (and network), counted in addresses: those browsing
             # normally with it (shared) and those that only ever failed with it (bad). A browser used
             # by many people is popular even while one scanner hammers with the same headers.
-            if clean_get and not act.clean:
-                act.clean = True
-                for node in weak_nodes:
-                    node.shared += 1
-                    if act.failed:
-                        node.bad -= 1
+            act = acts[0]  # the address's
+            if is_get and 200 <= status < 300 and not is_login and not route.ident:  # a clean GET
+                if not act.clean:
+                    act.clean = True
+                    for node in weak_nodes:
+                        node.shared += 1
+                        if act.failed:
+                            node.bad -= 1
             elif status >= 400 and not act.clean and not act.failed:
                 act.failed = True
                 for node in weak_nodes:
@@ -323,9 +429,10 @@ class BehaviourDetector:
         if status in SCAN_STATUSES or (status == 401 and not is_login):
             for (subj, weak), act in zip(subjects, acts, strict=True):
                 if not weak:  # a fingerprint is never blamed for scanning: scanners are per source
-                    self._scanning(ex, subj, weak, act, path, now)
+                    self._scanning(ex, subj, weak, act, route.path, now)
 
-        idents = [] if is_login else self._identifiers(ex, template)
+        # nothing can carry an identifier without a query, a body or one in the path
+        idents = [] if is_login else self._identifiers(ex, route) if req.body else route.idents
         if ent is not None and 200 <= status < 400 and not is_login and not idents:
             ent.good += 1  # a normal answer: the entity has a history of its own (see follows_software)
         if is_login:
@@ -342,30 +449,120 @@ class BehaviourDetector:
                 digests = [hash_key(v) for v in idents]  # once, not once per subject
                 for subj, weak in subjects:
                     self._enumeration(ex, subj, weak, template, digests, miss, hot, now, fresh)
+            obj_id = route.obj_id
             if obj_id and method in ("GET", "PUT", "PATCH", "DELETE"):
                 for subj, weak in subjects:
                     if not weak:
                         self._bola(ex, subj, template, obj_id, status in DENY_STATUSES, now)
 
-        for kind in ("session", "api_key", "user"):
-            v = keys.get(kind)
-            if v:
-                self._token_spread(ex, f"{kind}:{v}", ip, keys.get("net", ip), now)
+        if "session" in keys or "api_key" in keys or "user" in keys:
+            for kind in ("session", "api_key", "user"):
+                token = keys.get(kind)
+                if token:
+                    self._token_spread(ex, f"{kind}:{token}", ip, keys.get("net", ip), now)
 
-    def _parse_target(self, raw: str) -> tuple[str, str, str, str]:
-        """(lower-cased path, route template, last id, lower-cased target cut to 256), memoised."""
-        q = raw.find("?")
-        path = (raw if q < 0 else raw[:q]).lower()
-        template, obj_id = self.templates(path)
-        out = (path, template, obj_id, raw.lower()[:256])
-        if len(self._targets) >= 20_000:
-            self._targets.clear()
-        self._targets[raw] = out
-        return out
+    def _plain(self, ex: Exchange, links: Resolved, route: Route, status: int, method: str, now: float) -> None:
+        """complete() for the common exchange, with the same effects: answered 2xx/3xx, no body, no
+        login, sequence or lookup scenario concerned, its keys' nodes still live (links).
+        Only activity, scraping, BOLA and token spread apply; subjects are taken in the same order
+        (address, identity, fingerprint, network), so state and findings are the same."""
+        graph = self.core.graph
+        popular = graph.limits.popular  # graph.popular(node), inlined below
+        activity = self.activity
+        is_get = method == "GET"
+        scraping = self.sc.scraping.enabled
+        ip_node = links.ipn
+        assert ip_node is not None
+        ip_key = ip_node.key
+        strong = links.strong
+        # the address: a weak subject when it is shared (a NAT with several identities)
+        ip_weak = ip_node.shared >= popular and ip_node.bad < 3 * ip_node.shared
+        if strong is not None:
+            ent = strong.entity
+        else:  # graph.anonymous_at(ip_node), inlined for an address no identity was seen from
+            ent = ip_node.entity
+            if ent.n_strong and ip_weak:
+                ent = graph.anonymous_at(ip_node)
+        act = activity.get(ip_key)
+        if act is None:
+            act = self._activity(ip_key, now)
+        else:
+            act.last = now
+        ent_key = ent.id
+        ent_act = None
+        if ent_key != ip_key and not ent_key.startswith(("ip:", "nat:")):
+            ent_act = activity.get(ent_key)
+            if ent_act is None:
+                ent_act = self._activity(ent_key, now)
+            else:
+                ent_act.last = now
+        weak_nodes = links.soft
+        for node in weak_nodes:  # fingerprint and network: only their last GET matters (sequence)
+            if node.shared >= popular and node.bad < 3 * node.shared:
+                continue  # popular: not a subject
+            key = node.key
+            a = activity.get(key)
+            if a is None:
+                a = self._activity(key, now)
+            else:
+                a.last = now
+            if is_get:
+                a.last_get = now
+        if not ip_weak:
+            tot = act.total  # tot.add(now, 60.0), inlined
+            v = tot.v
+            if v > 0.0 and now > tot.t:
+                v *= 0.5 ** ((now - tot.t) / 60.0)
+            tot.v = v + 1.0
+            tot.t = now
+        if is_get:
+            act.last_get = now
+        if not ip_weak and scraping:
+            self._scraping(ex, ip_key, act, route.target, now)
+        if ent_act is not None:
+            tot = ent_act.total
+            v = tot.v
+            if v > 0.0 and now > tot.t:
+                v *= 0.5 ** ((now - tot.t) / 60.0)
+            tot.v = v + 1.0
+            tot.t = now
+            if is_get:
+                ent_act.last_get = now
+            if scraping:
+                self._scraping(ex, ent_key, ent_act, route.target, now)
+        if not act.clean and weak_nodes and is_get and status < 300 and not route.ident:
+            # the address's first clean GET: the client software (and network) is used normally
+            # from one more address (see complete)
+            act.clean = True
+            for node in weak_nodes:
+                node.shared += 1
+                if act.failed:
+                    node.bad -= 1
+        ent.good += 1  # a normal answer: the entity has a history of its own (see follows_software)
+        obj_id = route.obj_id
+        if obj_id and method in ("GET", "PUT", "PATCH", "DELETE"):
+            if not ip_weak:
+                self._bola(ex, ip_key, route.template, obj_id, False, now)
+            if ent_act is not None:
+                self._bola(ex, ent_key, route.template, obj_id, False, now)
+        keys = ex.keys
+        if "session" in keys or "api_key" in keys or "user" in keys:
+            ip = links.ip
+            for kind in ("session", "api_key", "user"):
+                token = keys.get(kind)
+                if token:
+                    self._token_spread(ex, f"{kind}:{token}", ip, keys.get("net", ip), now)
+
+    def _route(self, raw: str) -> Route:
+        route = Route(raw, self.templates)
+        if len(self._routes) >= 20_000:
+            self._routes.clear()
+        self._routes[raw] = route
+        return route
 
     # --- scenarios ---------------------------------------------------------------------------------
 
-    def _fire(self, ex: Exchange, scenario: str, s: ScenarioSettings, track: Track, subject: str, now: float,
+    def _fire(self, ex: Exchange, scenario: str, s: Scenario, track: Track, subject: str, now: float,
               message: str, evidence: str, slow: bool = False, risk: float | None = None) -> None:
         if now - track.fired < s.cooldown:
             return
@@ -538,20 +735,11 @@ class BehaviourDetector:
         self._fire(ex, "sequence", s, t, subj, now, "POST to a login/checkout route with no request before it",
                    f"no GET within {s.window:g}s")
 
-    def _identifiers(self, ex: Exchange, template: str) -> list[str]:
+    def _identifiers(self, ex: Exchange, route: Route) -> Sequence[str]:
+        """The identifiers an exchange looks up: those of its target (route.idents), then those of a
+        small JSON or form body. At most four."""
         req = ex.request
-        if not req.body and "?" not in req.target and "{ident}" not in template:
-            return []  # the common case: nothing that could carry an identifier
-        out: list[str] = []
-        if "{ident}" in template:
-            for seg in req.path.split("/"):
-                s = unquote(seg)
-                if looks_identifier(s):
-                    out.append(s.lower())
-        if req.query:
-            for k, v in req.query_args():
-                if v and (k.lower() in IDENT_PARAMS or looks_identifier(v)):
-                    out.append(v.strip().lower()[:128])
+        out = list(route.idents)
         body = req.body
         if body and req.method.upper() in ("POST", "PUT") and len(body) < 8192:
             if body[:1] == b"{":
@@ -625,19 +813,33 @@ class BehaviourDetector:
         if not s.enabled:
             return
         window = s.window
-        tracks = self.tracks["bola"]
+        tracks = self._bola_tracks
         key = subj + "|" + template
         t = tracks.by_subject.get(key)
         if t is None:
             t = tracks.get(key, now)
+            t.new, t.walked = Decayed(), Decayed()  # new ids, and new ids next to a seen one (see _walk)
         else:
             t.last = now  # Tracks.get, inlined (this runs for every id fetched)
-        share = _refused_share(t, now, window, denied)
+        tot, bad = t.total, t.bad
+        last = tot.t
+        if last == bad.t:  # _refused_share(), inlined for its usual case (the same arithmetic)
+            f = 0.5 ** ((now - last) / window) if now > last else 1.0
+            total = tot.v * f + 1.0
+            b = bad.v * f + (1.0 if denied else 0.0)
+            tot.v = total
+            tot.t = now
+            bad.v = b
+            bad.t = now
+            share = b / total  # (total >= 1: the max(total, 1.0) of _refused_share is total)
+        else:
+            share = _refused_share(t, now, window, denied)
         fast = t.fast
         fresh = obj_id not in fast.seen
-        n = fast.add(obj_id, now, window, int(s.threshold * 5) + 1)
+        n = fast.add(obj_id, now, window, self._bola_cap)
         pop = self.population.get(template)
-        known = len(pop.seen) if pop is not None and obj_id in pop.seen else self._population_ids(template, obj_id, now)
+        if pop is None or obj_id not in pop.seen:
+            self._population_ids(template, obj_id, now)
         if fresh:
             walked = 0
             if obj_id.isascii() and obj_id.isdigit() and len(obj_id) < 18:
@@ -645,21 +847,26 @@ class BehaviourDetector:
                 if str(i - 1) in fast.seen or str(i + 1) in fast.seen:
                     walked = 1
             self._walk(t, walked, fresh, now, window)
-        elif t.new is None or t.walked is None:
-            t.new, t.walked = Decayed(), Decayed()
-        if n >= s.threshold and share >= s.min_share:
+        if n < s.threshold:  # (every firing below needs n >= threshold)
+            pass
+        elif share >= s.min_share:
             self._fire(ex, "bola", s, t, subj, now, f"{n} distinct objects of {template}, {share:.0%} refused"[:200],
                        f"{n} ids, refused share {share:.2f}")
+            return
         elif n >= 2.5 * s.threshold and (seq := self._walked_share(t, now, s.window)) >= 0.8:
             self._fire(ex, "bola", s, t, subj, now, f"{n} objects of {template} walked in sequence"[:200],
                        f"{n} ids, sequential share {seq:.2f}")
-        elif n >= 4 * s.threshold and known >= 5 * s.threshold and n >= 0.6 * known:
+            return
+        elif (n >= 4 * s.threshold and (known := len(self.population[template].seen)) >= 5 * s.threshold
+              and n >= 0.6 * known):
             # harvesting a small collection: one subject fetched most of the ids anyone ever fetched
+            # (`known`: the template's population after this id, see _population_ids)
             sc = self.sc.scraping
             if sc.enabled:
                 self._fire(ex, "scraping", sc, t, subj, now, f"{n} of the {known} known objects of {template}"[:200],
                            f"coverage {n / known:.0%} within {s.window:g}s")
-        elif s.slow_threshold and denied:
+            return
+        if s.slow_threshold and denied:
             # low and slow: distinct *refused* ids over hours (a decayed share is noise at 1 req/10 min)
             if t.slow is None:
                 t.slow = Distinct()
@@ -698,12 +905,12 @@ class BehaviourDetector:
         s = self.sc.scraping
         if not s.enabled:
             return
-        n = act.paths.add(target, now, s.window, int(s.threshold * 8) + 1)
+        n = act.paths.add(target, now, s.window, self._scraping_cap)
         baseline = self.baseline
         if n & (n - 1) == 0:  # only a power of two counts (see Baseline.crossed)
             baseline.crossed(n)
-        limit = max(s.threshold, 4.0 * (baseline._p99 if now - baseline._at < 5.0 else baseline.p99(now)))
-        if n >= limit:
+        limit = 4.0 * (baseline._p99 if now - baseline._at < 5.0 else baseline.p99(now))
+        if n >= s.threshold and n >= limit:  # n >= max(threshold, 4 x the population's p99)
             t = self.tracks["scraping"].get(subj, now)
             self._fire(ex, "scraping", s, t, subj, now, f"{n} distinct resources in {s.window:g}s",
                        f"{n} resources, population p99 {self.baseline.p99(now):g}")
