@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -24,6 +25,7 @@ import tempfile
 import time
 import urllib.parse
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from gateway_load import free_port
@@ -230,12 +232,17 @@ def send(port: int, req: Req, source: str) -> int:
         conn.close()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--one-client", action="store_true")
-    ap.add_argument("--verbose", action="store_true")
-    ap.add_argument("--attacks-first", action="store_true", help="send every attack before any legitimate request")
-    args = ap.parse_args()
+STOPPED = (-1, 400, 403, 405, 406, 413, 414, 429, 431)
+
+
+def stopped(status: int) -> bool:
+    """Whether the gateway refused the request (any refusal counts, whatever the reason)."""
+    return status in STOPPED or status >= 500
+
+
+@contextlib.contextmanager
+def running_gateway() -> Iterator[int]:
+    """A stub upstream and a default `bastion proxy` in front of it; yields the gateway's port."""
     up_port, gw_port = free_port(), free_port()
     data = tempfile.mkdtemp(prefix="bastion-eval-")
     up = subprocess.Popen([sys.executable, "-c", UPSTREAM, str(up_port)])
@@ -251,40 +258,63 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.1)
-        attacks, benign = attack_requests(), benign_requests()
-        # Interleave, as real traffic is.
-        mixed: list[Req] = []
-        for i in range(0 if args.attacks_first else max(len(attacks), len(benign))):
-            if i < len(benign):
-                mixed.append(benign[i])
-            if i < len(attacks):
-                mixed.append(attacks[i])
-        if args.attacks_first:
-            mixed = attacks + benign
-        blocked: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        misses: list[Req] = []
-        for n, req in enumerate(mixed):
-            source = "127.0.0.1" if args.one_client else f"127.{10 + n // 60000}.{(n // 250) % 250}.{n % 250 + 1}"
-            status = send(gw_port, req, source)
-            stopped = status in (-1, 400, 403, 405, 406, 413, 414, 429, 431) or status >= 500
-            blocked[req.cls][1] += 1
-            if stopped:
-                blocked[req.cls][0] += 1
-            if stopped == (req.cls == "benign"):
-                misses.append(req)
-        total_a = sum(v[1] for k, v in blocked.items() if k != "benign")
-        hit_a = sum(v[0] for k, v in blocked.items() if k != "benign")
-        for cls, (hit, n) in sorted(blocked.items()):
-            print(f"{cls:16s} {hit:4d}/{n:<4d} blocked ({100 * hit / n:5.1f}%)")
-        print(f"{'attacks':16s} {hit_a:4d}/{total_a:<4d} detected ({100 * hit_a / total_a:5.1f}%)")
-        if args.verbose:
-            for r in misses:
-                print("MISS" if r.cls != "benign" else "FALSE POSITIVE", r.cls, r.method, r.target[:120], r.body[:160])
+        yield gw_port
     finally:
         gw.terminate()
         up.terminate()
         gw.wait(10)
         up.wait(10)
+
+
+def interleave(attacks: list[Req], benign: list[Req], attacks_first: bool = False) -> list[Req]:
+    """Attacks and legitimate requests mixed, as real traffic is (or every attack first)."""
+    if attacks_first:
+        return attacks + benign
+    mixed: list[Req] = []
+    for i in range(max(len(attacks), len(benign))):
+        if i < len(benign):
+            mixed.append(benign[i])
+        if i < len(attacks):
+            mixed.append(attacks[i])
+    return mixed
+
+
+def run(port: int, mixed: list[Req], one_client: bool = False) -> tuple[dict[str, list[int]], list[Req]]:
+    """Sends every request; returns [blocked, sent] per class and the misses and false positives."""
+    blocked: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    misses: list[Req] = []
+    for n, req in enumerate(mixed):
+        source = "127.0.0.1" if one_client else f"127.{10 + n // 60000}.{(n // 250) % 250}.{n % 250 + 1}"
+        refused = stopped(send(port, req, source))
+        blocked[req.cls][1] += 1
+        if refused:
+            blocked[req.cls][0] += 1
+        if refused == (req.cls == "benign"):
+            misses.append(req)
+    return blocked, misses
+
+
+def report(blocked: dict[str, list[int]], misses: list[Req], verbose: bool) -> None:
+    total_a = sum(v[1] for k, v in blocked.items() if k != "benign")
+    hit_a = sum(v[0] for k, v in blocked.items() if k != "benign")
+    for cls, (hit, n) in sorted(blocked.items()):
+        print(f"{cls:16s} {hit:4d}/{n:<4d} blocked ({100 * hit / n:5.1f}%)")
+    print(f"{'attacks':16s} {hit_a:4d}/{total_a:<4d} detected ({100 * hit_a / total_a:5.1f}%)")
+    if verbose:
+        for r in misses:
+            print("MISS" if r.cls != "benign" else "FALSE POSITIVE", r.cls, r.method, r.target[:120], r.body[:160])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--one-client", action="store_true")
+    ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--attacks-first", action="store_true", help="send every attack before any legitimate request")
+    args = ap.parse_args()
+    with running_gateway() as port:
+        blocked, misses = run(port, interleave(attack_requests(), benign_requests(), args.attacks_first),
+                              args.one_client)
+    report(blocked, misses, args.verbose)
 
 
 if __name__ == "__main__":

@@ -155,6 +155,9 @@ MUST_MATCH = [
                                b"--b--\r\n")),
     (P.MULTIPART_PARAM, R("POST", headers={"Content-Type": "multipart/form-data; boundary=b"},
                           body=b'--b\r\nContent-Disposition: form-data; name="a"; name="b"\r\n\r\n1\r\n--b--\r\n')),
+    (P.MULTIPART_PARAM, R("POST", headers={"Content-Type": "multipart/form-data; boundary=b"},
+                          body=b'--b\r\nContent-Disposition: form-data; name="f"; '
+                               b'filename=""><img src=x onerror=alert(1)>.png"\r\n\r\n1\r\n--b--\r\n')),
     (P.MULTIPART_CHARSET, R("POST", headers={"Content-Type": "multipart/form-data; boundary=b"},
                             body=b'--b\r\nContent-Disposition: form-data; name="a"\r\n'
                                  b"Content-Type: text/plain; charset=utf-16\r\n\r\n1\r\n--b--\r\n")),
@@ -273,6 +276,9 @@ MUST_NOT_MATCH = [
                                b"filename*=UTF-8''O%E2%80%99Brien.png\r\n\r\n1\r\n--b--\r\n")),
     (P.MULTIPART_PARAM, R("POST", headers={"Content-Type": "multipart/form-data; boundary=b"},
                           body=b'--b\r\nContent-Disposition: form-data; name="doc"; filename="C:\\fakepath\\cv.pdf"'
+                               b'\r\n\r\n1\r\n--b--\r\n')),
+    (P.MULTIPART_PARAM, R("POST", headers={"Content-Type": "multipart/form-data; boundary=b"},
+                          body=b'--b\r\nContent-Disposition: form-data; name="doc" ; filename="report (1).pdf" '
                                b'\r\n\r\n1\r\n--b--\r\n')),
     (P.MULTIPART_PARAM, R("POST", headers={"Content-Type": "multipart/form-data; boundary=b"},
                           body=b'--b\r\nContent-Disposition: form-data; name="f"; filename="M&uuml;ller &amp; Co.txt"'

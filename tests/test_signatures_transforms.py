@@ -21,6 +21,10 @@ from bastion.detect.signatures.transforms import cmd, decode, jndi, path, sql, u
         ("\\u003cscript\\u003e", "<script>"),
         ("\\x3cscript\\x3e", "<script>"),
         ("\uff1cscript\uff1e", "<script>"),  # full-width forms
+        ("http://\u2460\u2461\u2466.\u24ea.\u24ea.\u2460/", "http://127.0.0.1/"),  # enclosed digits (NFKC, as IDNA)
+        ("\u24db\u24de\u24d2\u24d0\u24db\u24d7\u24de\u24e2\u24e3", "localhost"),
+        ("\ufe64svg\ufe65", "<svg>"),  # small forms
+        ("\u00bcscript\u00be", "\u00bcscript\u00be"),  # Latin-1 is kept: US-ASCII bit-stripping vectors
         ("a\x00b", "ab"),
         ("ja&tab;vascript&colon;", "ja\tvascript:"),  # IE reads named entities in any letter case
         ("v&NewLine;b&TAB;s", "v\nb\ts"),
@@ -35,6 +39,8 @@ def test_decode(raw: str, expected: str) -> None:
 def test_decode_leaves_unicode_text_alone() -> None:
     s = "Привет, 你好 🌍 café"
     assert decode(s) == s
+    s = "Zoë Saldaña, 山田太郎, 김민준, محمد, e\u0301"  # composed or not, nothing to fold
+    assert decode(s) == s
 
 
 def test_url_decode_keeps_invalid_sequences() -> None:
@@ -44,6 +50,7 @@ def test_url_decode_keeps_invalid_sequences() -> None:
 def test_sql_opens_comments() -> None:
     assert "union select" in " ".join(sql("union/**/select").split())
     assert "union" in sql("/*!50000union*/ select").lower()
+    assert sql("1'\udca0union\udca0select\udca01") == "1' union select 1"  # a raw %A0 byte is a MySQL blank
 
 
 @pytest.mark.parametrize(
@@ -52,6 +59,8 @@ def test_sql_opens_comments() -> None:
         ("c'a't /e't'c/passwd", "cat /etc/passwd"),
         ('c""at /etc/passwd', "cat /etc/passwd"),
         ("c\\at /etc/passwd", "cat /etc/passwd"),
+        ("x;ca\\\nt /etc/passwd", "x;cat /etc/passwd"),  # backslash-newline continues the line
+        ("x;ca\\\r\nt /etc/passwd", "x;cat /etc/passwd"),
         ("cat${IFS}/etc/passwd", "cat /etc/passwd"),
         ("ca$@t /etc/passwd", "cat /etc/passwd"),
         ("c^m^d", "cmd"),

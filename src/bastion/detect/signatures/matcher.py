@@ -31,8 +31,9 @@ from pathlib import Path
 
 from bastion.detect.signatures.confirm import Confirm
 from bastion.detect.signatures.rules import Rule
-from bastion.detect.signatures.zones import Value
+from bastion.detect.signatures.zones import DERIVED_VIEWS, Value
 from bastion.errors import ConfigError
+from bastion.verdict import Severity
 
 log = logging.getLogger("bastion.signatures")
 
@@ -53,6 +54,9 @@ MAX_EVENTS = 512
 # Past the cap the request is refused as uninspectable (see SignaturesDetector), never let through
 # half-read. Ordinary API bodies stay far below it.
 CONFIRM_BUDGET = 1_000_000
+
+# Recurring values (header lines seen on earlier requests) whose scan results a Matcher keeps.
+RECURRING_KEPT = 4096
 
 # Compiled databases by (expressions, flags). Scanning from one thread (the event loop) only.
 _DB_CACHE: dict[tuple[tuple[bytes, ...], tuple[int, ...]], object] = {}
@@ -127,6 +131,8 @@ class CompiledRule:
     confirm: Confirm | None
     observe: bool = False
     names: re.Pattern[str] | None = None  # the value's name must contain a match (rule.names)
+    severity: Severity = Severity.CRITICAL  # of its findings: Severity(rule.score)
+    finding_tags: tuple[str, ...] = ()  # of its findings: attack class, paranoia level, rule tags
 
     def wants(self, v: Value) -> bool:
         if self.names is not None and self.names.search(v.name) is None:
@@ -231,6 +237,8 @@ def compile_rule(rule: Rule, index: int, confirm: Confirm | None, observe: bool 
         confirm=confirm,
         observe=observe,
         names=re.compile(rule.names, re.ASCII | re.IGNORECASE) if rule.names else None,
+        severity=Severity(rule.score),
+        finding_tags=(rule.attack_class, f"paranoia-level/{rule.paranoia}", *rule.tags),
     )
 
 
@@ -248,8 +256,10 @@ class Matcher:
         self.rules = list(rules)
         self.exhausted = False  # the last match() ran out of CONFIRM_BUDGET before finishing
         self.views = tuple(dict.fromkeys(v for r in self.rules for v in r.views)) or ("raw",)
+        self._derived_views = tuple(v for v in self.views if v in DERIVED_VIEWS)  # what all_views computes
         self._pattern_rule: list[int] = []
         self._db: object | None = None
+        self._recurring_hits: dict[str, tuple[int, ...]] = {}  # text of a recurring value -> rules its scan set off
         self.engine = "python"
         if engine not in ("auto", "hyperscan", "python"):
             raise ConfigError([f"signatures.engine: unknown engine {engine!r}"])
@@ -314,64 +324,102 @@ class Matcher:
     # --- per request ---------------------------------------------------------------------------
 
     def candidates(self, values: Sequence[Value]) -> list[tuple[int, list[int] | None]]:
-        """(rule index, indices of the values it may match) for every rule hyperscan saw, by rule.
+        """(rule index, indices of the values it may match, in value order) for every rule hyperscan
+        saw, by rule.
 
         None instead of a list means "any value": no hyperscan, or a value so hostile that it
         produced more than MAX_EVENTS match events (then every rule is checked on every value,
         which is slower but bounded by the `re` checks, never by the attacker's repetitions).
+        A recurring value (a header line seen before) is scanned once: what the scan found in it
+        is kept (by its text, which alone decides the scan) and reused on the next requests.
         """
         if self._db is None:
             return [(i, None) for i in range(len(self.rules))]
+        found: dict[int, list[int]] = {}
         texts: list[str] = []
         owners: list[int] = []
-        views = self.views
+        known_hits = self._recurring_hits
+        scanned_recurring: list[int] = []
+        views = self._derived_views
         for vi, v in enumerate(values):
+            if v.recurring:
+                known = known_hits.get(v.raw)
+                if known is not None:
+                    for ri in known:
+                        seen_values = found.get(ri)
+                        if seen_values is None:
+                            found[ri] = [vi]
+                        else:
+                            seen_values.append(vi)
+                    continue
+                scanned_recurring.append(vi)
             if v.plain:  # every view is the raw value
-                texts.append(v.views["raw"])
+                texts.append(v.raw)
                 owners.append(vi)
                 continue
             for text in v.all_views(views):
                 texts.append(text)
                 owners.append(vi)
-        if not texts:
-            return []
+        if texts:
+            if not self._scan(texts, owners, found):
+                return [(i, None) for i in range(len(self.rules))]
+            if scanned_recurring:
+                self._remember(values, scanned_recurring, found)
+        out = sorted(found.items())
+        for _, where in out:
+            if len(where) > 1:
+                where.sort()  # a kept result comes first: back to value order
+        return out
+
+    def _scan(self, texts: list[str], owners: list[int], found: dict[int, list[int]]) -> bool:
+        """Scan `texts` (joined by newlines) and add to `found` which rules set off patterns in which
+        values (`owners` names the value of each text). False past MAX_EVENTS match events."""
         joined = "\n".join(texts)
         ascii_only = joined.isascii()
         data = joined.encode("ascii") if ascii_only else _encode(joined)
-        # End offset (exclusive) of each chunk in `data`, built only when a match needs it.
-        ends: list[int] = []
-
-        def chunk_of(to: int) -> int:
-            if not ends:
-                lengths = map(len, texts) if ascii_only else (len(_encode(t)) for t in texts)
-                ends.extend(e + i for i, e in enumerate(itertools.accumulate(lengths)))
-            k = bisect.bisect_left(ends, to)
-            return owners[k if k < len(owners) else -1]
-
-        found: dict[int, list[int]] = {}
-        pattern_rule = self._pattern_rule
-        events = [0]
+        events: list[tuple[int, int]] = []  # (pattern id, end offset): attributed after the scan
 
         def on_match(pid: int, _from: int, to: int, _flags: int, _ctx: object) -> bool | None:
-            events[0] += 1
-            if events[0] > MAX_EVENTS:
-                return True  # stop scanning; the caller falls back to checking everything
-            ri = pattern_rule[pid]
-            vi = chunk_of(to)
-            seen_values = found.get(ri)
-            if seen_values is None:
-                found[ri] = [vi]
-            elif vi not in seen_values:
-                seen_values.append(vi)
-            return None
+            events.append((pid, to))
+            return True if len(events) > MAX_EVENTS else None  # True stops the scan
 
         try:
-            self._db.scan(data, match_event_handler=on_match)  # type: ignore[attr-defined]
+            self._db.scan(data, on_match)  # type: ignore[attr-defined]  # (positional: no keyword parsing)
         except _hs.ScanTerminated:
             pass  # on_match stopped the scan: too many events
-        if events[0] > MAX_EVENTS:
-            return [(i, None) for i in range(len(self.rules))]
-        return sorted(found.items())
+        if len(events) > MAX_EVENTS:
+            return False
+        if events:
+            # End offset (exclusive) of each text in `data`; a match belongs to the text it ends in.
+            lengths = map(len, texts) if ascii_only else (len(_encode(t)) for t in texts)
+            ends = [e + i for i, e in enumerate(itertools.accumulate(lengths))]
+            last = len(owners) - 1
+            pattern_rule = self._pattern_rule
+            for pid, to in events:
+                ri = pattern_rule[pid]
+                k = bisect.bisect_left(ends, to)
+                vi = owners[k if k <= last else last]
+                seen_values = found.get(ri)
+                if seen_values is None:
+                    found[ri] = [vi]
+                elif vi not in seen_values:
+                    seen_values.append(vi)
+        return True
+
+    def _remember(self, values: Sequence[Value], indices: list[int], found: dict[int, list[int]]) -> None:
+        """Keep the rules the scan found in the recurring values `indices` (a match that began in the
+        value before is kept too: a superset, which the `re` check settles)."""
+        rules_of: dict[int, list[int]] = {vi: [] for vi in indices}
+        for ri, where in found.items():
+            for vi in where:
+                hit = rules_of.get(vi)
+                if hit is not None:
+                    hit.append(ri)
+        known_hits = self._recurring_hits
+        if len(known_hits) + len(indices) > RECURRING_KEPT:
+            known_hits.clear()
+        for vi, rules in rules_of.items():
+            known_hits[values[vi].raw] = tuple(rules)
 
     def match(self, values: Sequence[Value], excluded: Excluded | None = None) -> list[Hit]:
         """At most one hit per rule: the first candidate value the rule confirms on."""

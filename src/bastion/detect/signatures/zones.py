@@ -24,26 +24,32 @@ import re
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import unquote_plus
+from urllib.parse import unquote, unquote_to_bytes
 
 import orjson
 
-from bastion.detect.signatures.transforms import VIEWS
+from bastion.detect.signatures.transforms import VIEWS, decode, white_space_run
 from bastion.exchange import Request
 
 ZONES = ("path", "args", "arg_names", "cookies", "headers", "filenames", "body", "response")
 
 # Headers whose values are transport framing or negotiation: inspecting them costs time and
-# finds nothing (their syntax is checked by the protocol detector). Authorization holds secrets.
+# finds nothing (their syntax is checked by the protocol detector).
 SKIP_HEADERS = frozenset(
     {
         "host", "content-length", "connection", "keep-alive", "accept", "accept-encoding",
         "accept-language", "cache-control", "pragma", "upgrade-insecure-requests", "te",
-        "if-none-match", "if-modified-since", "authorization", "proxy-authorization", "cookie",
+        "if-none-match", "if-modified-since", "cookie",
         "sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest", "sec-fetch-user", "sec-ch-ua",
         "sec-ch-ua-mobile", "sec-ch-ua-platform", "priority", "dnt", "content-encoding",
     }
 )
+
+# Credentials are inspected unless they are a scheme and a token68 (RFC 9110 §11.4: a JWT, an API
+# key, Basic's base64), which no injection can be written in: scanners spray `${jndi:...}` and SQL
+# into Authorization. Findings never show the value (the detector masks secret-looking names).
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization"})
+_TOKEN68 = re.compile(r"[ \t]*[A-Za-z][\w.+-]*(?:[ \t]+[A-Za-z0-9._~+/-]+=*)?[ \t]*")
 
 MAX_VALUES = 1024  # per phase; beyond this the rest is joined into one overflow value
 MAX_DEPTH = 64
@@ -65,7 +71,6 @@ SESSION_PARAM_NAMES = frozenset(
 # Generic names (and Rails' `_<app>_session`, see session_param_name): URL and form parameters
 # of a browser navigation only (see Collector._navigation).
 GENERIC_SESSION_PARAM_NAMES = frozenset({"sessionid", "session_id", "session-id", "_session_id"})
-_SESSION_ANY = SESSION_PARAM_NAMES | GENERIC_SESSION_PARAM_NAMES
 
 
 def session_param_name(low: str, generic: bool = True) -> bool:
@@ -91,59 +96,94 @@ _PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9._~@:,=+-]*")
 
 
 # A value without any of these has every view equal to itself (no transform changes it): the
-# common case, checked with one regex search instead of one call per view.
-# (`//` right after a scheme's colon is left alone: the path view only folds repeated slashes,
-# which in `https://host/x` changes nothing any rule looks at.)
-_TRANSFORMABLE = re.compile(r"[%&\\\x00'\"$^]|/[*.]|(?<!:)//|\*/|[^\x00-\x7f]|\s{16}")
+# common case. Any non-ASCII character, one of the characters below, `/*`, `*/`, `/.`, `//` (but
+# not right after a scheme's colon: the path view only folds repeated slashes, which in
+# `https://host/x` changes nothing any rule looks at) or a run of 16 white-space characters.
+# Tested with str methods and one character-class search: an alternation regex costs ~30 ns per
+# character in `re`, which over every value of every request was a tenth of the inspection.
+_TRANSFORM_CHARS = re.compile(r"[%&\\\x00'\"$^]")
+_SPACES16 = " " * 16
 
 
-_BASE_VIEWS = frozenset({"raw", "decode"})
+def _slashes_change(s: str) -> bool:
+    """Whether the path view would change `s`: `/*`, `/.`, or `//` not right after a colon."""
+    if "/*" in s or "/." in s:
+        return True
+    i = s.find("//")
+    while i >= 0:
+        if i == 0 or s[i - 1] != ":":
+            return True
+        i = s.find("//", i + 1)
+    return False
+
+
+# Printable ASCII that no transform reacts to alone (`/` only in the pairs above; no `*`): a value
+# made of these is plain unless it holds 16 spaces in a row or such a pair (one search settles most).
+_INERT_ONLY = re.compile(r"[^ !#(),+\-./0-9:;<=>?@A-Z\[\]_`a-z{|}~]")
+
+
+def _plain_ascii(s: str) -> bool:
+    """Whether every transformation view of ASCII text `s` (not only letters and digits) is `s`."""
+    if _INERT_ONLY.search(s) is None:
+        return _SPACES16 not in s and ("/" not in s or not _slashes_change(s))
+    if _TRANSFORM_CHARS.search(s) is not None:
+        return False
+    if "/" in s and _slashes_change(s):
+        return False
+    return "*/" not in s and not white_space_run(s)
+
+
+# The views computed from the decode view (all but raw and decode themselves).
+DERIVED_VIEWS = {name: fn for name, (base, fn) in VIEWS.items() if base == "decode"}
 
 
 class Value:
     """One inspected value and its transformation views (each computed once, on first use)."""
 
-    __slots__ = ("name", "plain", "source", "views", "zone")
+    __slots__ = ("name", "plain", "raw", "recurring", "source", "views", "zone")
 
     def __init__(self, zone: str, source: str, name: str, raw: str) -> None:
         self.zone = zone
         self.source = source
         self.name = name
-        self.views: dict[str, str] = {"raw": raw}
-        self.plain = (raw.isascii() and raw.isalnum()) or _TRANSFORMABLE.search(raw) is None
-
-    @property
-    def raw(self) -> str:
-        return self.views["raw"]
+        self.raw = raw
+        self.plain = raw.isascii() and (raw.isalnum() or _plain_ascii(raw))  # every view is raw
+        self.views: dict[str, str] | None = None  # view name -> text, for a value that is not plain
+        # Seen in an earlier request too (a header line shared through _HEADER_VALUES): the matcher
+        # may keep what its scan found in this text rather than scan it again.
+        self.recurring = False
 
     def all_views(self, names: tuple[str, ...]) -> list[str]:
-        """The distinct texts of the views `names` (all but raw derive from decode), computed once."""
-        views = self.views
-        raw = views["raw"]
+        """The distinct texts of raw, decode and the views `names` (derived from decode: see
+        DERIVED_VIEWS), each computed once."""
+        raw = self.raw
         if self.plain:
             return [raw]
-        d = views.get("decode")
-        if d is None:
-            d = views["decode"] = VIEWS["decode"][1](raw)
+        views = self.views
+        if views is None:
+            d = decode(raw)
+            views = self.views = {"raw": raw, "decode": d}
+        else:
+            d = views["decode"]
         out = [raw] if d == raw else [raw, d]
         for name in names:
-            if name in _BASE_VIEWS:
-                continue
             t = views.get(name)
             if t is None:
-                t = views[name] = VIEWS[name][1](d)
+                t = views[name] = DERIVED_VIEWS[name](d)
             if t != d and t not in out:
                 out.append(t)
         return out
 
     def view(self, name: str) -> str:
         if self.plain:
-            return self.views["raw"]
-        v = self.views.get(name)
+            return self.raw
+        views = self.views
+        if views is None:
+            views = self.views = {"raw": self.raw, "decode": decode(self.raw)}
+        v = views.get(name)
         if v is None:
             base, fn = VIEWS[name]
-            v = fn(self.view(base or "raw"))
-            self.views[name] = v
+            v = views[name] = fn(self.view(base or "raw"))
         return v
 
     @property
@@ -193,6 +233,41 @@ def maybe_base64(v: str) -> str | None:
     return text
 
 
+NAME_SIMPLE = 1  # a plain identifier (_SIMPLE_NAME)
+NAME_SUSPICIOUS = 2  # _SUSPICIOUS_IN_PATH finds something in it
+NAME_SESSION = 4  # a session cookie's name (session_param_name)
+NAME_SESSION_SPECIFIC = 8  # ... and a framework-specific one (session_param_name(generic=False))
+
+# Parameter names and JSON keys come from each API's small vocabulary and recur on every request:
+# what the name checks (two regexes, the session-name tests) say about one is kept.
+_NAME_FLAGS: dict[str, int] = {}
+# The names among them that add_name leaves out (plain identifiers, no session cookie's name): the
+# common case, tested where the names are read, with no call.
+IGNORED_NAMES: set[str] = set()
+
+
+def name_flags(name: str) -> int:
+    """The NAME_* facts about parameter name or JSON key `name`."""
+    flags = _NAME_FLAGS.get(name)
+    if flags is not None:
+        return flags
+    low = name.lower()
+    flags = (
+        (NAME_SIMPLE if _SIMPLE_NAME.fullmatch(name) is not None else 0)
+        | (NAME_SUSPICIOUS if _SUSPICIOUS_IN_PATH.search(name) is not None else 0)
+        | (NAME_SESSION if session_param_name(low) else 0)
+        | (NAME_SESSION_SPECIFIC if session_param_name(low, generic=False) else 0)
+    )
+    if len(name) <= 64:
+        if len(_NAME_FLAGS) >= 8192:
+            _NAME_FLAGS.clear()
+            IGNORED_NAMES.clear()
+        _NAME_FLAGS[name] = flags
+        if flags & (NAME_SIMPLE | NAME_SESSION) == NAME_SIMPLE:
+            IGNORED_NAMES.add(name)
+    return flags
+
+
 # (header name, value, base64 probe) -> the Values add() made of it (see Collector.add_header)
 _HEADER_VALUES: dict[tuple[str, str, bool], tuple[Value, ...]] = {}
 
@@ -219,7 +294,10 @@ class Collector:
             return
         values.append(Value(zone, source, name, raw))
         n = len(raw)
-        if self.b64 and n >= 8 and not n % 4 and zone in _B64_ZONES and " " not in raw:  # see maybe_base64
+        if (
+            n >= 8 and not n % 4 and self.b64 and zone in _B64_ZONES and " " not in raw
+            and not raw.islower() and not raw.isupper()  # maybe_base64's first tests, without the call
+        ):
             decoded = maybe_base64(raw)
             if decoded is not None:
                 self.values.append(Value(zone, source, f"{name}(base64)", decoded))
@@ -238,6 +316,8 @@ class Collector:
         key = (low, raw, self.b64)
         made = cache.get(key)
         if made is not None:
+            for v in made:
+                v.recurring = True
             values.extend(made)
             return
         mark = len(values)
@@ -250,13 +330,13 @@ class Collector:
     def add_name(self, source: str, name: str, raw: str) -> None:
         """An argument name, unless it is a plain identifier (see _SIMPLE_NAME); a session cookie's
         name only as a parameter of a request from elsewhere (see SESSION_PARAM_NAMES)."""
-        low = raw.lower()
-        if low in _SESSION_ANY or (("sess" in low or low[:2] == "__") and session_param_name(low)):
-            if source != "cookie" and self.session_names and (
-                session_param_name(low, generic=False) or self._navigation()
-            ):
+        flags = _NAME_FLAGS.get(raw)
+        if flags is None:
+            flags = name_flags(raw)
+        if flags & NAME_SESSION:
+            if source != "cookie" and self.session_names and (flags & NAME_SESSION_SPECIFIC or self._navigation()):
                 self.add("arg_names", source, name, raw)
-        elif _SIMPLE_NAME.fullmatch(raw) is None:
+        elif not flags & NAME_SIMPLE:
             self.add("arg_names", source, name, raw)
 
     def _navigation(self) -> bool:
@@ -300,10 +380,28 @@ def _host_only(h: str) -> str:
 _REFERER_HOST = re.compile(r"\s*[a-z][a-z0-9+.-]*://(?:[^/@\s]*@)?(\[[^\]]*\]|[^/:?#\s]*)", re.IGNORECASE)
 
 
+def form_unquote(s: str) -> str:
+    """unquote_plus(s, errors="surrogateescape"), as the application decodes a query or form value;
+    ASCII text (nearly every value) skips urllib's split into ASCII and non-ASCII runs."""
+    if "+" in s:
+        s = s.replace("+", " ")
+    if "%" not in s:
+        return s
+    if s.isascii():
+        return unquote_to_bytes(s).decode("utf-8", "surrogateescape")
+    return unquote(s, errors="surrogateescape")
+
+
+# Header names as sent -> lower-cased (the same few dozen names arrive on every request).
+_HEADER_NAMES: dict[str, str] = {}
+
+
 def request_head_values(req: Request, opts: ZoneOptions) -> list[Value]:
     """Values known once the request head is in: path, query, cookies, headers."""
     c = Collector(opts, req)
-    path = req.path
+    target = req.target
+    q = target.find("?")
+    path, query = (target, "") if q < 0 else (target[:q], target[q + 1:])
     c.add("path", "path", "", path)
     if path.count("/") > 1 and _PLAIN_SEGMENT.fullmatch(path.replace("/", "")) is None:
         for seg in path.split("/"):
@@ -313,7 +411,6 @@ def request_head_values(req: Request, opts: ZoneOptions) -> list[Value]:
                     # Routers that form-decode path parameters read `+` as a space: `24'union+all+
                     # select+1` reaches the code as SQL.
                     c.add("path", "path", "segment", seg.replace("+", " "))
-    query = req.query
     if query:
         # An unencoded `&` inside a value (`ip=1.2.3.4&&ping -c 9 x`) splits it: a program reading
         # the raw query (CGI, a shell wrapper) sees it whole, so the value followed by its `=`-less
@@ -325,30 +422,36 @@ def request_head_values(req: Request, opts: ZoneOptions) -> list[Value]:
                 joined.append(part)
                 continue
             if len(joined) > 1:
-                c.add("args", "query", last_k, unquote_plus("&".join(joined), errors="surrogateescape"))
+                c.add("args", "query", last_k, form_unquote("&".join(joined)))
             joined = []
             if not part:
                 continue
             k, _, v = part.partition("=")
             # Decoded once, as the application will (unquote only when there is something to undo).
             if "%" in k or "+" in k:
-                k = unquote_plus(k, errors="surrogateescape")
+                k = form_unquote(k)
             if "=" in part:
-                c.add_name("query", k, k)
+                if k not in IGNORED_NAMES:
+                    c.add_name("query", k, k)
                 joined = [part[len(part) - len(v):]]
                 last_k = k
             else:  # `?<payload>`: a bare key is the whole value, plain or not
                 c.add("arg_names", "query", k, k)
             if "%" in v or "+" in v:
-                v = unquote_plus(v, errors="surrogateescape")
+                v = form_unquote(v)
             c.add("args", "query", k, v)
         if len(joined) > 1:
-            c.add("args", "query", last_k, unquote_plus("&".join(joined), errors="surrogateescape"))
+            c.add("args", "query", last_k, form_unquote("&".join(joined)))
+    header_names = _HEADER_NAMES
     for name, value in req.headers.items:
-        low = name.lower()
+        low = header_names.get(name)
+        if low is None:
+            low = name.lower()
+            if len(header_names) < 1024:  # names recur; a flood of invented ones is not kept
+                header_names[name] = low
         if low == "cookie":
             _cookies(c, value)
-        elif low not in SKIP_HEADERS:
+        elif low not in SKIP_HEADERS and (low not in _CREDENTIAL_HEADERS or _TOKEN68.fullmatch(value) is None):
             c.add_header(low, value)
     return c.finish()
 
@@ -359,7 +462,8 @@ def _cookies(c: Collector, header: str) -> None:
         if not sep:
             c.add("cookies", "cookie", "", k)
             continue
-        c.add_name("cookie", k, k)
+        if k not in IGNORED_NAMES:
+            c.add_name("cookie", k, k)
         c.add("cookies", "cookie", k, v)
 
 
@@ -392,12 +496,14 @@ def request_body_values(req: Request, opts: ZoneOptions) -> list[Value]:
     if not body:
         return []
     c = Collector(opts, req)
-    text = _text(body)
     ct_raw = req.headers.get("content-type") or ""
     ct = ct_raw.lower()
+    if "json" in ct and _json(c, body):
+        return c.finish()  # the body as text is not needed
+    text = _text(body)
     parsed = False
     stripped = text.lstrip()
-    if "json" in ct or (stripped[:1] in ("{", "[") and "form" not in ct and "xml" not in ct):
+    if "json" not in ct and stripped[:1] in ("{", "[") and "form" not in ct and "xml" not in ct:
         parsed = _json(c, body)
     if not parsed and "multipart/" in ct:
         parsed = _multipart(c, body, ct_raw, opts)
@@ -419,12 +525,13 @@ def _form(c: Collector, text: str) -> bool:
             continue
         k, sep, v = part.partition("=")
         if "%" in k or "+" in k:  # unquote only when there is something to undo (same result)
-            k = unquote_plus(k, errors="surrogateescape")
+            k = form_unquote(k)
         if sep:
-            c.add_name("form", k, k)
+            if k not in IGNORED_NAMES:
+                c.add_name("form", k, k)
         else:  # a bare key (a body sent as one word) is the whole value, plain or not
             c.add("arg_names", "form", k, k)
-        c.add("args", "form", k, unquote_plus(v, errors="surrogateescape") if "%" in v or "+" in v else v)
+        c.add("args", "form", k, form_unquote(v) if "%" in v or "+" in v else v)
     return True
 
 
@@ -433,37 +540,43 @@ def _json(c: Collector, body: bytes) -> bool:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         return False
-    # Iterative walk: a deeply nested document must not hit the recursion limit.
-    stack: list[tuple[object, str, int]] = [(doc, "", 0)]
+    # Iterative walk: a deeply nested document must not hit the recursion limit. Each entry carries
+    # whether its path is already suspicious (_SUSPICIOUS_IN_PATH): no match spans the `.` that
+    # joins a path and a key, so a path is suspicious when its parent's is or its own key is.
+    stack: list[tuple[object, str, int, bool]] = [(doc, "", 0, False)]
     while stack:
-        node, path, depth = stack.pop()
+        node, path, depth, marked = stack.pop()
         if isinstance(node, str):
             c.add("args", "json", path or "$", node)
         elif isinstance(node, dict):
             if depth >= MAX_DEPTH:
                 c.add("args", "json", path or "$", _deep_text(node))
                 continue
-            items = list(node.items())
-            for k, v in reversed(items):
-                sub = f"{path}.{k}" if path else str(k)
-                if not depth and (
-                    (low := sub.lower()) in _SESSION_ANY
-                    or (("sess" in low or low[:2] == "__") and session_param_name(low))
-                ):
-                    if c.session_names and session_param_name(low, generic=False):
+            for k, v in reversed(node.items()):
+                flags = _NAME_FLAGS.get(k)
+                if flags is None:
+                    flags = name_flags(k)
+                sub = f"{path}.{k}" if path else k
+                suspicious = marked or bool(flags & NAME_SUSPICIOUS)
+                if not depth and flags & NAME_SESSION:
+                    if c.session_names and flags & NAME_SESSION_SPECIFIC:
                         c.add("arg_names", "json", sub, sub)
                 # The whole path: `password.$ne` says more than `$ne`.
-                elif _SIMPLE_NAME.fullmatch(str(k)) is None or _SUSPICIOUS_IN_PATH.search(sub):
+                elif suspicious or not flags & NAME_SIMPLE:
                     c.add("arg_names", "json", sub, sub)
-                stack.append((v, sub, depth + 1))
+                if isinstance(v, _JSON_INSPECTED):
+                    stack.append((v, sub, depth + 1, suspicious))
         elif isinstance(node, list):
             if depth >= MAX_DEPTH:
                 c.add("args", "json", path or "$", _deep_text(node))
                 continue
             for v in reversed(node):
-                stack.append((v, path, depth + 1))
-        # numbers, booleans and null carry no injection
+                if isinstance(v, _JSON_INSPECTED):
+                    stack.append((v, path, depth + 1, marked))
     return True
+
+
+_JSON_INSPECTED = (str, dict, list)  # numbers, booleans and null carry no injection
 
 
 def _deep_text(node: object) -> str:
@@ -488,6 +601,9 @@ def _deep_text(node: object) -> str:
 
 
 _DISPOSITION_PARAM = re.compile(r'(\w+)\*?=(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))', re.IGNORECASE)
+
+
+_XML_STARTS = (b"<?xml", b"<!doctype")
 
 
 def _multipart(c: Collector, body: bytes, ct: str, opts: ZoneOptions) -> bool:
@@ -528,6 +644,10 @@ def _multipart(c: Collector, body: bytes, ct: str, opts: ZoneOptions) -> bool:
         if filename is not None:
             c.add("filenames", "multipart", name, filename)
             textual = part_ct.startswith("text/") or "json" in part_ct or "xml" in part_ct
+            if "xml" in part_ct or content[:64].lstrip(b"\xef\xbb\xbf \t\r\n").lower().startswith(_XML_STARTS):
+                # An uploaded XML or SVG document is parsed by the application (an importer, an image
+                # library): its DOCTYPE is read as an XML body's is (XXE), whatever file_content says.
+                c.add("body", "multipart", name, _text(content))
             if not (opts.multipart_file_content and textual):
                 continue
         c.add("args", "multipart", name, _text(content))
