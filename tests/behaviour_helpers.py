@@ -55,7 +55,8 @@ class Harness:
 
     async def send(self, ip: str, method: str = "GET", target: str = "/", *, status: int = 200,
                    body: bytes | dict[str, Any] = b"", resp_body: bytes = b"{}",
-                   headers: list[tuple[str, str]] | None = None, advance: float = 1.0) -> Sent:
+                   headers: list[tuple[str, str]] | None = None, advance: float = 1.0,
+                   resp_headers: tuple[tuple[str, str], ...] = ()) -> Sent:
         """One exchange through every phase; the 'API' answers `status` unless Bastion blocked."""
         self.clock.advance(advance)
         h = Headers(list(headers if headers is not None else TOOL))
@@ -77,7 +78,7 @@ class Harness:
                     p.complete(ex)
                     await p.drain()
                     return Sent(ex, action, v.status)
-        ex.response = Response(status, Headers([("Content-Type", "application/json")]), body=resp_body,
+        ex.response = Response(status, Headers([("Content-Type", "application/json"), *resp_headers]), body=resp_body,
                                body_size=len(resp_body))
         await p.response_headers(ex)
         await p.response_body(ex)

@@ -114,6 +114,25 @@ async def test_login_failures_said_in_other_words() -> None:
     await h.stop()
 
 
+async def test_form_logins_that_redirect_back_are_failures() -> None:
+    form = [("Content-Type", "application/x-www-form-urlencoded")]
+    for i, location in enumerate(("/login?error", "https://shop.test/users/sign_in",
+                                  "/auth/callback?error=access_denied&state=x")):
+        h = await Harness().start()
+        sent = [await h.send(f"127.31.5.{i + 1}", "POST", "/login", body=f"username=f{n}&password=x".encode(),
+                             headers=[*TOOL, *form], status=302, resp_headers=[("Location", location)])
+                for n in range(12)]
+        assert any(s.blocked for s in sent), location
+        await h.stop()
+    # a redirect into the application is a successful login, however often it happens
+    h = await Harness().start()
+    sent = [await h.send("127.31.5.9", "POST", "/login", body=b"username=me&password=right",
+                         headers=[*TOOL, *form], status=302, resp_headers=[("Location", "/dashboard?errors_seen=0")])
+            for _ in range(12)]
+    assert not any(s.blocked for s in sent)
+    await h.stop()
+
+
 async def test_oauth_token_endpoint_failures_are_400_invalid_grant() -> None:
     h = await Harness().start()
     sent = [await h.send("127.31.1.9", "POST", "/oauth/token", body=creds(f"o{i}"), status=400,

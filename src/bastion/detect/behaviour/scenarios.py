@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, unquote, unquote_plus
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
 import orjson
 
@@ -61,6 +61,7 @@ _FAILED_LOGIN = re.compile(
     rb'(?:invalid|incorrect|wrong|bad|unknown)[ _-]?(?:e-?mail|user ?name|user|login|credentials?|password|passcode'
     rb'|pin|phone|account)|"(?:ok|success|succeeded|authenticated|valid|login)"\s*:\s*false'
 )
+_REDIRECT_ERROR = re.compile(r"(?:^|&)(?:error|failed|failure|invalid|login_error|auth_error)(?:=|&|$)", re.I)
 _GRAPHQL_NULL = re.compile(rb'^\{\s*"data"\s*:\s*\{\s*"\w+"\s*:\s*null\s*\}\s*\}$')
 _EMPTY = frozenset({b"", b"[]", b"{}", b"null", b'""', b"false"})
 
@@ -640,6 +641,16 @@ class BehaviourDetector:
         user = ex.keys.get("user")
         return hash_key(user, self.salt) if user else ""
 
+    def _redirected_back(self, location: str) -> bool:
+        """A form login that fails redirects back to its own page or to `?error` (Spring Security's
+        `/login?error`, OAuth's `?error=access_denied`); a success goes on to the application."""
+        if not location:
+            return False
+        target = urlsplit(location)
+        if _REDIRECT_ERROR.search(target.query) is not None:
+            return True
+        return self.login_re is not None and self.login_re.search(target.path) is not None
+
     def _pressure(self, template: str, now: float, bad: bool, min_bad: float = 25.0) -> bool:
         p = self.pressure.get(template)
         if p is None:
@@ -660,6 +671,8 @@ class BehaviourDetector:
         if not failed and status in (200, 400, 422) and resp.body:
             low = resp.body[:4096].lower()
             failed = any(m in low for m in self.markers) or _FAILED_LOGIN.search(low) is not None
+        elif not failed and 300 <= status < 400:
+            failed = self._redirected_back(resp.headers.get("location") or "")
         success = not failed and 200 <= status < 400
         account = self._account(ex)
         tr = self.tracks
