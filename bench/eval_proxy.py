@@ -305,16 +305,21 @@ def report(blocked: dict[str, list[int]], misses: list[Req], verbose: bool) -> N
             print("MISS" if r.cls != "benign" else "FALSE POSITIVE", r.cls, r.method, r.target[:120], r.body[:160])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def evaluate(attacks: list[Req], benign: list[Req], description: str | None = None) -> None:
+    """The command line shared by the end-to-end probes: send both sets through a real proxy, report."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--one-client", action="store_true")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--attacks-first", action="store_true", help="send every attack before any legitimate request")
     args = ap.parse_args()
+    print(f"{len(attacks)} attacks, {len(benign)} legitimate requests")
     with running_gateway() as port:
-        blocked, misses = run(port, interleave(attack_requests(), benign_requests(), args.attacks_first),
-                              args.one_client)
+        blocked, misses = run(port, interleave(attacks, benign, args.attacks_first), args.one_client)
     report(blocked, misses, args.verbose)
+
+
+def main() -> None:
+    evaluate(attack_requests(), benign_requests())
 
 
 if __name__ == "__main__":

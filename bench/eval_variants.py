@@ -25,13 +25,12 @@ every attack let through and every legitimate request refused.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import urllib.parse
 from typing import Any
 
-from eval_proxy import Req, interleave, report, run, running_gateway
+from eval_proxy import Req, evaluate
 
 JSON = {"Content-Type": "application/json"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -921,16 +920,7 @@ def benign_requests() -> list[Req]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--one-client", action="store_true")
-    ap.add_argument("--verbose", action="store_true")
-    ap.add_argument("--attacks-first", action="store_true", help="send every attack before any legitimate request")
-    args = ap.parse_args()
-    attacks, benign = attack_requests(), benign_requests()
-    print(f"{len(attacks)} attacks, {len(benign)} legitimate requests")
-    with running_gateway() as port:
-        blocked, misses = run(port, interleave(attacks, benign, args.attacks_first), args.one_client)
-    report(blocked, misses, args.verbose)
+    evaluate(attack_requests(), benign_requests(), __doc__)
 
 
 if __name__ == "__main__":

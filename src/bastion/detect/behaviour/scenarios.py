@@ -398,12 +398,7 @@ class BehaviourDetector:
         scraping = self.sc.scraping.enabled
         for (subj, weak), act in zip(subjects, acts, strict=True):
             if not weak:
-                tot = act.total  # tot.add(now, 60.0), inlined
-                v = tot.v
-                if v > 0.0 and now > tot.t:
-                    v *= 0.5 ** ((now - tot.t) / 60.0)
-                tot.v = v + 1.0
-                tot.t = now
+                act.total.add(now, 60.0)
             if seq_post:
                 self._sequence(ex, subj, weak, act, now)
             if is_get:
@@ -510,23 +505,13 @@ class BehaviourDetector:
             if is_get:
                 a.last_get = now
         if not ip_weak:
-            tot = act.total  # tot.add(now, 60.0), inlined
-            v = tot.v
-            if v > 0.0 and now > tot.t:
-                v *= 0.5 ** ((now - tot.t) / 60.0)
-            tot.v = v + 1.0
-            tot.t = now
+            act.total.add(now, 60.0)
         if is_get:
             act.last_get = now
         if not ip_weak and scraping:
             self._scraping(ex, ip_key, act, route.target, now)
         if ent_act is not None:
-            tot = ent_act.total
-            v = tot.v
-            if v > 0.0 and now > tot.t:
-                v *= 0.5 ** ((now - tot.t) / 60.0)
-            tot.v = v + 1.0
-            tot.t = now
+            ent_act.total.add(now, 60.0)
             if is_get:
                 ent_act.last_get = now
             if scraping:
