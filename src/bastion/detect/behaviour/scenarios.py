@@ -385,15 +385,7 @@ class BehaviourDetector:
         template = route.template
 
         # activity: every answered request
-        activity = self.activity
-        acts: list[Activity] = []
-        for subj, _ in subjects:
-            act = activity.get(subj)
-            if act is None:
-                act = self._activity(subj, now)
-            else:
-                act.last = now
-            acts.append(act)
+        acts = [self._activity(subj, now) for subj, _ in subjects]
         is_get = method == "GET"
         scraping = self.sc.scraping.enabled
         for (subj, weak), act in zip(subjects, acts, strict=True):
@@ -464,7 +456,6 @@ class BehaviourDetector:
         (address, identity, fingerprint, network), so state and findings are the same."""
         graph = self.core.graph
         popular = graph.limits.popular  # graph.popular(node), inlined below
-        activity = self.activity
         is_get = method == "GET"
         scraping = self.sc.scraping.enabled
         ip_node = links.ipn
@@ -479,29 +470,16 @@ class BehaviourDetector:
             ent = ip_node.entity
             if ent.n_strong and ip_weak:
                 ent = graph.anonymous_at(ip_node)
-        act = activity.get(ip_key)
-        if act is None:
-            act = self._activity(ip_key, now)
-        else:
-            act.last = now
+        act = self._activity(ip_key, now)
         ent_key = ent.id
         ent_act = None
         if ent_key != ip_key and not ent_key.startswith(("ip:", "nat:")):
-            ent_act = activity.get(ent_key)
-            if ent_act is None:
-                ent_act = self._activity(ent_key, now)
-            else:
-                ent_act.last = now
+            ent_act = self._activity(ent_key, now)
         weak_nodes = links.soft
         for node in weak_nodes:  # fingerprint and network: only their last GET matters (sequence)
             if node.shared >= popular and node.bad < 3 * node.shared:
                 continue  # popular: not a subject
-            key = node.key
-            a = activity.get(key)
-            if a is None:
-                a = self._activity(key, now)
-            else:
-                a.last = now
+            a = self._activity(node.key, now)
             if is_get:
                 a.last_get = now
         if not ip_weak:
