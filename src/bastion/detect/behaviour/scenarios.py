@@ -234,16 +234,18 @@ class Scenario:
     the interpreter from specialising the access)."""
 
     __slots__ = ("cooldown", "enabled", "min_share", "risk", "slow_threshold", "slow_window", "threshold", "window")
+    enabled: bool
+    threshold: float
+    window: float
+    risk: float
+    min_share: float
+    slow_threshold: float
+    slow_window: float
+    cooldown: float
 
     def __init__(self, s: ScenarioSettings) -> None:
-        self.enabled = s.enabled
-        self.threshold = s.threshold
-        self.window = s.window
-        self.risk = s.risk
-        self.min_share = s.min_share
-        self.slow_threshold = s.slow_threshold
-        self.slow_window = s.slow_window
-        self.cooldown = s.cooldown
+        for name in self.__slots__:
+            setattr(self, name, getattr(s, name))
 
 
 class Scenarios:
@@ -251,18 +253,20 @@ class Scenarios:
 
     __slots__ = ("account_attack", "ato_success", "bola", "brute_force", "enumeration", "scanning", "scraping",
                  "sequence", "stuffing", "token_spread")
+    account_attack: Scenario
+    ato_success: Scenario
+    bola: Scenario
+    brute_force: Scenario
+    enumeration: Scenario
+    scanning: Scenario
+    scraping: Scenario
+    sequence: Scenario
+    stuffing: Scenario
+    token_spread: Scenario
 
     def __init__(self, s: ScenariosSettings) -> None:
-        self.scanning = Scenario(s.scanning)
-        self.brute_force = Scenario(s.brute_force)
-        self.stuffing = Scenario(s.stuffing)
-        self.account_attack = Scenario(s.account_attack)
-        self.ato_success = Scenario(s.ato_success)
-        self.token_spread = Scenario(s.token_spread)
-        self.enumeration = Scenario(s.enumeration)
-        self.bola = Scenario(s.bola)
-        self.scraping = Scenario(s.scraping)
-        self.sequence = Scenario(s.sequence)
+        for name in self.__slots__:
+            setattr(self, name, Scenario(getattr(s, name)))
 
 
 def _refused_share(t: Track, now: float, window: float, refused: bool) -> float:
