@@ -177,7 +177,7 @@ class _Req:
         self.ended = False
         self.error: Finding | None = None
         self.st = Q_QUEUED
-        self.task: asyncio.Future[Any] | asyncio.Handle | None = None
+        self.task: asyncio.Future[Any] | _Soon | None = None
         self.up: UpstreamConnection | None = None
         self.up_paused = 0
         self.replay = b""
@@ -194,6 +194,20 @@ class _Req:
     @property
     def has_body(self) -> bool:
         return self.chunked or self.length > 0
+
+
+class _Soon:
+    """A phase's continuation waiting for the end of the read being parsed (ClientConnection._spawn)."""
+
+    __slots__ = ("req", "then", "verdict")
+
+    def __init__(self, req: _Req, then: Callable[[_Req, Verdict | None], None], verdict: Verdict | None) -> None:
+        self.req = req
+        self.then = then
+        self.verdict = verdict
+
+    def cancel(self) -> None:
+        """Nothing to undo: the run checks that it is still the request's pending step."""
 
 
 class ProxyServer:
@@ -368,6 +382,7 @@ class ClientConnection(asyncio.Protocol):
         "host_raw",
         "host_str",
         "in_head",
+        "in_io",
         "lingered",
         "loop",
         "other",
@@ -382,6 +397,7 @@ class ClientConnection(asyncio.Protocol):
         "rd_kind",
         "reading",
         "s",
+        "soon",
         "transport",
         "tunnel",
         "up_deadline",
@@ -425,6 +441,8 @@ class ClientConnection(asyncio.Protocol):
         self.peer_ip = ""
         self.peer_port = 0
         self.client = Client(peer_ip="")
+        self.in_io = 0  # > 0 while a read (ours or the upstream's) is being parsed
+        self.soon: deque[_Soon] = deque()  # continuations to run once that read is parsed
 
     # --- asyncio.Protocol ----------------------------------------------------------------
 
@@ -461,6 +479,15 @@ class ClientConnection(asyncio.Protocol):
         self._set_rd(RD_FIRST, s.t_header)
 
     def data_received(self, data: bytes) -> None:
+        self.in_io += 1
+        try:
+            self._receive(data)
+        finally:
+            self.in_io -= 1
+        if not self.in_io and self.soon:
+            self._run_soon()
+
+    def _receive(self, data: bytes) -> None:
         if self.tunnel is not None:
             self.tunnel.write(data)
             return
@@ -481,7 +508,7 @@ class ClientConnection(asyncio.Protocol):
         off = 0
         while off < n:
             if self.dead or self.tunnel is not None:
-                self.data_received(data[off:])
+                self._receive(data[off:])
                 return
             if self.paused & PAUSE_PIPELINE:
                 self.held = data[off:]
@@ -898,26 +925,19 @@ class ClientConnection(asyncio.Protocol):
         result: Verdict | PhaseTail | None,
         then: Callable[[_Req, Verdict | None], None],
     ) -> None:
-        """Continue with `then` once a phase has decided. A phase that ran synchronously (the
-        common case) continues on the next loop turn, a callback costing far less than a task; the
-        turn matters: the parser finishes the data it was fed (message complete, pipelined
-        requests) before the answer is chosen, exactly as when the phase had to wait."""
+        """Continue with `then` once a phase has decided.
+
+        A phase that ran synchronously (the common case) continues as soon as the read being
+        parsed is finished: the parser completes the data it was fed (message complete, pipelined
+        requests, the rest of a response) before the answer is chosen, exactly as when the phase
+        had to wait. Inside a read that is right after it (no extra loop turn: ~7 % of a proxied
+        request's instructions with signatures on); elsewhere (timers, tasks) on the next turn."""
         if result is None or isinstance(result, Verdict):
-            decided: Verdict | None = result
-
-            def resume() -> None:
-                if req.task is not handle:
-                    return
-                req.task = None
-                if self.transport is None:
-                    return
-                try:
-                    then(req, decided)
-                except Exception as err:
-                    self._crashed(req, err)
-
-            handle = self.loop.call_soon(resume)
-            req.task = handle
+            soon = _Soon(req, then, result)
+            req.task = soon
+            self.soon.append(soon)
+            if not self.in_io:
+                self.loop.call_soon(self._run_soon)
             return
         task = self.loop.create_task(result)
         req.task = task
@@ -944,6 +964,25 @@ class ClientConnection(asyncio.Protocol):
                 self._crashed(req, err)
 
         task.add_done_callback(done)
+
+    def _run_soon(self) -> None:
+        """Run the continuations of phases that decided synchronously, in order (see `_spawn`)."""
+        self.in_io += 1
+        try:
+            while self.soon:
+                soon = self.soon.popleft()
+                req = soon.req
+                if req.task is not soon:
+                    continue  # cancelled: the client left or the request was refused meanwhile
+                req.task = None
+                if self.transport is None:
+                    continue
+                try:
+                    soon.then(req, soon.verdict)
+                except Exception as err:
+                    self._crashed(req, err)
+        finally:
+            self.in_io -= 1
 
     def _after_head(self, req: _Req, v: Verdict | None) -> None:
         if v is not None:
@@ -1250,6 +1289,15 @@ class ClientConnection(asyncio.Protocol):
         self._write(data)
 
     def up_flush(self) -> None:
+        self._flush()
+
+    def up_enter(self) -> None:
+        self.in_io += 1
+
+    def up_leave(self) -> None:
+        self.in_io -= 1
+        if not self.in_io and self.soon:
+            self._run_soon()
         self._flush()
 
     def _flush(self) -> None:

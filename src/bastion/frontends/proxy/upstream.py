@@ -27,6 +27,8 @@ class UpstreamHandler(Protocol):
     def up_lost(self, conn: UpstreamConnection, exc: BaseException | None) -> None: ...
     def up_tunnel(self, data: bytes) -> None: ...
     def up_flush(self) -> None: ...
+    def up_enter(self) -> None: ...
+    def up_leave(self) -> None: ...
     def up_pause(self) -> None: ...
     def up_resume(self) -> None: ...
 
@@ -112,9 +114,9 @@ class UpstreamConnection(asyncio.Protocol):
             if self.head_bytes > MAX_HEAD_BYTES:
                 self._fail(UpstreamHeadTooLarge(f"response head over {MAX_HEAD_BYTES} bytes"))
                 return
+        handler.up_enter()
         try:
             self.parser.feed_data(data)
-            handler.up_flush()  # everything this read produced goes out in one write
         except httptools.HttpParserUpgrade as exc:
             # 101 Switching Protocols: what follows the head belongs to the tunnel.
             offset = int(exc.args[0]) if exc.args else len(data)
@@ -127,6 +129,8 @@ class UpstreamConnection(asyncio.Protocol):
                 self._fail(exc)
         except (httptools.HttpParserError, UpstreamHeadTooLarge) as exc:
             self._fail(exc)
+        finally:
+            handler.up_leave()  # what this read decided, then everything it produced in one write
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -144,8 +148,9 @@ class UpstreamConnection(asyncio.Protocol):
             # A close-delimited response ends with the connection (RFC 9112 section 6.3, rule 8).
             self.done = True
             self.keep_alive = False
+            handler.up_enter()
             handler.up_done(self)
-            handler.up_flush()
+            handler.up_leave()
         elif not self.done:
             handler.up_lost(self, exc)
 
