@@ -312,6 +312,7 @@ _MEDIA_TYPE_VALUE = re.compile(
     r"(?:application|text|image|audio|video|multipart|message|model|font)/[\w.+-]+", re.IGNORECASE | re.ASCII
 )
 _DAV_HEADERS = frozenset({"if", "lock-token", "destination", "overwrite"})
+_MISC_HEADERS = frozenset({"connection", "upgrade", "expect", "range", "request-range"})
 _OVERRIDE_HEADERS = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
 _FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 _BCHARS = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
@@ -475,6 +476,7 @@ class ProtocolDetector:
         cls: list[str] = []
         tes: list[str] = []
         cts: list[str] = []
+        hop: list[tuple[str, str]] = []  # Connection, Upgrade, Expect, Range, Request-Range: for _misc
         # One scan over all values (joined by a tab, which is legal in values) instead of one per header.
         ctl = _CTL_RE.search("\t".join([v for _, v in headers.items])) is not None
         for k, v in headers.items:
@@ -510,6 +512,8 @@ class ProtocolDetector:
                 tes.append(v)
             elif low == "content-type":
                 cts.append(v)
+            elif low in _MISC_HEADERS:
+                hop.append((low, v))
             elif "_" in low and low in _ALIASED:
                 self._hit(ex, HEADER_ALIAS, name=low)
             elif low == "proxy":
@@ -547,7 +551,8 @@ class ProtocolDetector:
         self._host(ex, hosts)
         has_body = self._framing(ex, cls, tes)
         self._content_type(ex, cts, has_body, bool(tes))
-        self._misc(ex)
+        if hop:
+            self._misc(ex, hop)
 
     def _host(self, ex: Exchange, hosts: list[str]) -> None:
         version = ex.request.http_version
@@ -640,10 +645,14 @@ class ProtocolDetector:
         if ex.request.method in ("GET", "HEAD") and has_body and mt.type in _FORM_TYPES:
             self._hit(ex, GET_FORM, mt.type, name="content-type")
 
-    def _misc(self, ex: Exchange) -> None:
-        headers = ex.request.headers
+    def _misc(self, ex: Exchange, fields: list[tuple[str, str]]) -> None:
+        """Connection, Upgrade, Expect and range fields, in the order received."""
+
+        def get_all(name: str) -> list[str]:
+            return [v for n, v in fields if n == name]
+
         tokens: list[str] = []
-        for conn in headers.get_all("connection"):
+        for conn in get_all("connection"):
             tokens.extend(t.strip(" \t").lower() for t in conn.split(",") if t.strip(" \t"))
         if tokens:
             stripped = [t for t in tokens if t in _NOT_HOP]
@@ -653,17 +662,18 @@ class ProtocolDetector:
                 self._hit(ex, CONNECTION_CONFLICT, mask(",".join(tokens), 32), name="connection")
             elif len(set(tokens)) < len(tokens):
                 self._hit(ex, CONNECTION_REPEATED, mask(",".join(tokens), 32), name="connection")
-        for up in headers.get_all("upgrade"):
+        for up in get_all("upgrade"):
             if "h2c" in up.lower():
                 self._hit(ex, UPGRADE_H2C, name="upgrade")
                 break
-        expect = headers.get("expect")
-        if expect is not None and expect.strip(" \t").lower() != "100-continue":
-            self._hit(ex, EXPECT_INVALID, mask(expect, 24), name="expect")
-        if "request-range" in headers:
-            self._hit(ex, REQUEST_RANGE, mask(headers.get("request-range") or "", 24), name="request-range")
+        expect = get_all("expect")
+        if expect and expect[0].strip(" \t").lower() != "100-continue":
+            self._hit(ex, EXPECT_INVALID, mask(expect[0], 24), name="expect")
+        request_range = get_all("request-range")
+        if request_range:
+            self._hit(ex, REQUEST_RANGE, mask(request_range[0], 24), name="request-range")
         for name in ("range", "request-range"):
-            for value in headers.get_all(name):
+            for value in get_all(name):
                 # Apache Killer (CVE-2011-3192): hundreds of overlapping ranges exhaust memory.
                 if value.count(",") + 1 > self.max_ranges:
                     self._hit(ex, RANGE_ABUSE, f"{value.count(',') + 1} ranges", name=name)
