@@ -34,7 +34,7 @@ from bastion.verdict import Severity
 AttackClass = Literal[
     "sqli", "xss", "rce", "lfi", "rfi", "ssrf", "xxe", "nosqli", "ssti", "log4shell",
     "php", "java", "node", "deserialization", "crlf", "scanner", "protocol", "leak", "ldap",
-    "session-fixation",
+    "session-fixation", "xpath", "redirect",
 ]
 ATTACK_CLASSES: tuple[str, ...] = AttackClass.__args__  # type: ignore[attr-defined]
 
