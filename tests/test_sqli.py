@@ -269,3 +269,54 @@ def test_sql_call_must_match(value: str) -> None:
 ])
 def test_sql_call_must_not_match(value: str) -> None:
     assert sql_call_check(value) is None
+
+
+_TOKEN_SAMPLES = [
+    "1' or '1'='1' --", "admin\\' or 1=1#", "x\"\" or \"\"=\"", "/*!50000union*/ select @@version, 0x7e, 0b01",
+    "1e5 union all select `a`.`b`, [col name], $1, ?, n'x', X'41'", "#hash\n-- c\n%00tail", "1a 0_3 1union 1or",
+    "Привет 你好 ξεῖν' \u00a0\u2003x \u3000; \u2019quote\u201d ١٢٣ ½ ²", "a->>b::int := c <=> d !< e",
+    "{\"theme\":\"dark\"}", "'unterminated \\", "*/ */ ** //", "@@`v` @'x' @\"y\"", "....1 .5e-3 0x 0b2",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("'\"\\`ab1 /*-#\n0x@[]$.(),;=|&%:<>!\u2019\u00a0\u0661é_")), max_size=40))
+def test_token_dispatch_matches_the_whole_alternation(value: str) -> None:
+    # _tokens matches each token with only the alternatives that can start with its first character;
+    # the result must be the one-pattern tokenizer's at every position.
+    from bastion.detect.sqli import _TOKEN, _token_matcher
+
+    for s in (value, *_TOKEN_SAMPLES):
+        for i in range(len(s)):
+            a, b = _TOKEN.match(s, i), _token_matcher(s[i])(s, i)
+            assert a is not None and b is not None
+            assert (a.lastgroup, a.end()) == (b.lastgroup, b.end()), (s, i)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from(["theme", "or", "union", "Select", "topic", "top", "n", "x", "_id", "null", "sleep", "If"]),
+    st.lists(st.sampled_from(["\"", "'", "\u2019", "\u201c", " or ", "1=1", "--", "#", ";", " union select ",
+                              "(", ")", ",", ":", "{", "}", "\\", "\"\"", "sleep(5)", " and ", "1", "a", "\n"]),
+             max_size=12),
+)
+def test_json_object_shortcut_agrees_with_the_tokenizer(key: str, rest: list[str]) -> None:
+    # `{"key"...` with a plain key and no single quote is data in every context: the shortcut must only
+    # ever say so where the full check says so too.
+    from bastion.detect.sqli import _check_all, _json_object_with_plain_key
+
+    value = '{"' + key + '"' + "".join(rest)
+    if _json_object_with_plain_key(value):
+        assert _check_all(value) is None
+        assert _check_all(value.translate(str.maketrans({"\u201c": '"', "\u201d": '"'}))) is None
+
+
+def test_json_object_shortcut_cases() -> None:
+    from bastion.detect.sqli import _json_object_with_plain_key
+
+    assert _json_object_with_plain_key('{"theme":"dark","lang":"en","cur":"EUR"}')
+    assert _json_object_with_plain_key('{"status":{"$in":["open","pending"]}}')
+    assert not _json_object_with_plain_key('{"or":1}')  # a keyword after the breakout quote
+    assert not _json_object_with_plain_key('{"topic":1}')  # read as TOP
+    assert not _json_object_with_plain_key('{"a":"x\' or 1=1--"}')  # a single quote: full check
+    assert sqli_check('{"a":"x\' or 1=1--"}') is not None

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from bastion.detect.signatures.confirm import Confirm
 from bastion.detect.signatures.rules import Rule
-from bastion.detect.signatures.zones import DERIVED_VIEWS, Value
+from bastion.detect.signatures.zones import DERIVED_VIEWS, ZONES, Value
 from bastion.errors import ConfigError
 from bastion.verdict import Severity
 
@@ -143,8 +143,11 @@ class CompiledRule:
 
     def check(self, v: Value) -> str | None:
         """The evidence when this rule matches value `v` (precise, per value), else None."""
+        refuted: str | None = None  # a text the confirm step said no to (confirm steps are pure)
         for view in self.views:
             text = v.view(view)
+            if text == refuted:
+                continue  # a view that changed nothing: same text, same answer
             for rx in self.regexes:
                 m = rx.search(text)
                 if m is None:
@@ -158,7 +161,8 @@ class CompiledRule:
                         log.warning("confirm step of rule %s failed: %r", self.rule.id, exc)
                         confirmed = None
                     if confirmed is None:
-                        continue
+                        refuted = text  # another pattern matching this text would ask the same question
+                        break
                     return f"{m.group(0)} [{confirmed}]"
                 return m.group(0)
         return None
@@ -257,6 +261,14 @@ class Matcher:
         self.exhausted = False  # the last match() ran out of CONFIRM_BUDGET before finishing
         self.views = tuple(dict.fromkeys(v for r in self.rules for v in r.views)) or ("raw",)
         self._derived_views = tuple(v for v in self.views if v in DERIVED_VIEWS)  # what all_views computes
+        # Per zone group, the derived views of the rules that may select a value there: a view no such
+        # rule reads is neither computed nor scanned (raw XML and unparsable bodies, `body`, are read by
+        # rules on decode and jndi only, and a cmd, sql or path view of a kilobyte of text is not free).
+        self._zone_views: dict[str, tuple[str, ...]] = {}
+        for zone in ZONES:
+            wanted = {v for r in self.rules if zone in r.zones or (zone == "headers" and r.header_names)
+                      for v in r.views}
+            self._zone_views[zone] = tuple(v for v in self._derived_views if v in wanted)
         self._pattern_rule: list[int] = []
         self._db: object | None = None
         self._recurring_hits: dict[str, tuple[int, ...]] = {}  # text of a recurring value -> rules its scan set off
@@ -340,7 +352,8 @@ class Matcher:
         owners: list[int] = []
         known_hits = self._recurring_hits
         scanned_recurring: list[int] = []
-        views = self._derived_views
+        all_views = self._derived_views
+        zone_views = self._zone_views
         for vi, v in enumerate(values):
             if v.recurring:
                 known = known_hits.get(v.raw)
@@ -357,7 +370,7 @@ class Matcher:
                 texts.append(v.raw)
                 owners.append(vi)
                 continue
-            for text in v.all_views(views):
+            for text in v.all_views(zone_views.get(v.zone, all_views)):
                 texts.append(text)
                 owners.append(vi)
         if texts:
