@@ -86,7 +86,12 @@ def test_multipart_fields_and_filenames() -> None:
                                      ZoneOptions()))
     assert ("args", "multipart:title", "hello") in got
     assert ("filenames", "multipart:file", "shell.php") in got
-    assert not any("system" in raw for z, _, raw in got if z == "args")  # file bytes not inspected by default
+    # file bytes are not inspected by default, except a PHP open tag and what follows it (a web shell)
+    assert [raw for z, _, raw in got if z == "args" and "system" in raw] == ["<?php system($_GET['c']); ?>"]
+    plain = body.replace(b"<?php system($_GET['c']); ?>", b"\x89PNG\r\n system of record")
+    got_plain = labels(request_body_values(req(headers=[("Content-Type", "multipart/form-data; boundary=XyZ")],
+                                               body=plain), ZoneOptions()))
+    assert not any("system" in raw for z, _, raw in got_plain if z == "args")
     opts = ZoneOptions(multipart_file_content=True)
     body2 = body.replace(b"application/octet-stream", b"text/plain")
     got2 = labels(request_body_values(req(headers=[("Content-Type", "multipart/form-data; boundary=XyZ")],
@@ -203,3 +208,25 @@ def test_uploaded_xml_documents_are_read_as_a_body() -> None:
     got = labels(request_body_values(req(headers=[("Content-Type", "multipart/form-data; boundary=XyZ")], body=png),
                                      ZoneOptions()))
     assert not any(z == "body" for z, _, _ in got)
+
+
+def test_markup_uploads_give_their_scripted_parts() -> None:
+    """An uploaded SVG or HTML file served back from the origin runs its scripts: script elements
+    and scripted attributes are inspected by default, the rest of the document is not."""
+
+    def upload(filename: str, ctype: str, content: bytes) -> list[tuple[str, str, str]]:
+        body = (b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"" + filename.encode()
+                + b"\"\r\nContent-Type: " + ctype.encode() + b"\r\n\r\n" + content + b"\r\n--XyZ--\r\n")
+        return [(z, n, raw) for z, n, raw in labels(request_body_values(
+            req(headers=[("Content-Type", "multipart/form-data; boundary=XyZ")], body=body), ZoneOptions()))
+            if z == "args"]
+
+    svg = upload("x.svg", "image/svg+xml",
+                 b'<svg xmlns="http://www.w3.org/2000/svg"><rect/><g onload="alert(1)"/></svg>')
+    assert [raw for _, _, raw in svg] == ['<g onload="alert(1)"/>']
+    html = upload("page.html", "text/html", b"<html><head><meta charset=utf-8><style>p{}</style></head>"
+                                             b"<body><p>hi</p><script>steal()</script></body></html>")
+    assert [raw for _, _, raw in html] == ["<script>steal()"]
+    icon = upload("icon.svg", "image/svg+xml", b'<svg xmlns="http://www.w3.org/2000/svg"><style>.a{fill:#333}</style>'
+                                                b'<path class="a" d="M3 5h18v2H3z"/><a href="https://example.com">x</a></svg>')
+    assert icon == []

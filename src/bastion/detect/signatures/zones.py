@@ -604,6 +604,33 @@ _DISPOSITION_PARAM = re.compile(r'(\w+)\*?=(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))', r
 
 
 _XML_STARTS = (b"<?xml", b"<!doctype")
+_MARKUP_TYPES = ("svg", "html", "xhtml")
+_MARKUP_NAME = re.compile(r"\.(?:svgz?|html?|xhtml|xht|shtml)\s*$", re.IGNORECASE)
+_MARKUP_STARTS = (b"<svg", b"<html", b"<!doctype html", b"<?xml")
+MARKUP_UPLOAD_BYTES = 65536  # of an uploaded SVG/HTML file inspected as markup
+# A script element, or a start tag with an event handler or a script URL (javascript:, a data: HTML page).
+_ACTIVE_MARKUP = re.compile(
+    rb"<script\b[^>]{0,500}>[^<]{0,2048}"
+    rb"|<[a-z][\w:.-]{0,40}\s[^>]{0,2000}?(?:\bon[a-z]{3,30}\s*=|\b(?:href|src|action|data|formaction)\s*=\s*"
+    rb"[\"']?\s*(?:javascript|vbscript|data\s*:\s*text/html))[^>]{0,2000}>",
+    re.IGNORECASE,
+)
+_PHP_TAG = re.compile(rb"<\?(?:php\b|=)", re.IGNORECASE)
+
+
+def _renders_as_markup(part_ct: str, filename: str, head64: bytes) -> bool:
+    """Whether a browser would render this upload as a document (SVG, HTML) if it is served back."""
+    return (any(t in part_ct for t in _MARKUP_TYPES) or _MARKUP_NAME.search(filename) is not None
+            or (head64.startswith(_MARKUP_STARTS) and (b"<svg" in head64 or b"html" in head64)))
+
+
+def _php_open_tag(content: bytes) -> int:
+    """Offset of a PHP open tag in the first 64 KB of an upload, or -1 (checked in bytes: most
+    uploads are binary and never decoded)."""
+    if b"<?" not in content[:MARKUP_UPLOAD_BYTES]:
+        return -1
+    m = _PHP_TAG.search(content, 0, MARKUP_UPLOAD_BYTES)
+    return m.start() if m else -1
 
 
 def _multipart(c: Collector, body: bytes, ct: str, opts: ZoneOptions) -> bool:
@@ -644,11 +671,23 @@ def _multipart(c: Collector, body: bytes, ct: str, opts: ZoneOptions) -> bool:
         if filename is not None:
             c.add("filenames", "multipart", name, filename)
             textual = part_ct.startswith("text/") or "json" in part_ct or "xml" in part_ct
-            if "xml" in part_ct or content[:64].lstrip(b"\xef\xbb\xbf \t\r\n").lower().startswith(_XML_STARTS):
+            head64 = content[:64].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+            if "xml" in part_ct or head64.startswith(_XML_STARTS):
                 # An uploaded XML or SVG document is parsed by the application (an importer, an image
                 # library): its DOCTYPE is read as an XML body's is (XXE), whatever file_content says.
                 c.add("body", "multipart", name, _text(content))
             if not (opts.multipart_file_content and textual):
+                if _renders_as_markup(part_ct, filename, head64):
+                    # SVG or HTML served back from the site's origin runs its scripts there (stored
+                    # XSS): its script elements and scripted attributes are read whatever
+                    # file_content says (not the whole document: a page's own <meta>, <style> and
+                    # links are what the XSS rules look for in a parameter, not in a page).
+                    for m in _ACTIVE_MARKUP.finditer(content, 0, MARKUP_UPLOAD_BYTES):
+                        c.add("args", "multipart", name, _text(m.group(0)))
+                else:
+                    php = _php_open_tag(content)
+                    if php >= 0:  # a web shell riding in an image or a text file
+                        c.add("args", "multipart", name, _text(content[php:php + 2048]))
                 continue
         c.add("args", "multipart", name, _text(content))
     return True
