@@ -14,8 +14,10 @@ from typing import Any
 
 import orjson
 
+from bastion.decision import Decision, DecisionAction, KeyKind, Origin
 from bastion.detect.behaviour.counters import Distinct
 from bastion.detect.behaviour.scenarios import Route
+from bastion.entity import EntityGraph, GraphLimits, KeyView
 from bastion.verdict import Phase
 from behaviour_helpers import CHROME, TOOL, Harness
 
@@ -66,9 +68,13 @@ def traffic(n: int, seed: int) -> list[dict[str, Any]]:
 
 def force_long_way(h: Harness) -> None:
     """Every complete phase on the general path, and no node reused: the graph's epoch moves before
-    each phase that could take a shortcut (as if a key had left the graph)."""
+    each phase that could take a shortcut (as if a key had left the graph). The risk check runs as
+    a pipeline step of its own (not chained to the decisions detector), looks at the client
+    software and network of every request (as if some had risk), and the decisions detector reads
+    every key afresh (no memo)."""
     det = h.detector("behaviour")
-    graph = det.core.graph
+    core = det.core
+    graph = core.graph
     make_route = det._route
 
     def general(raw: str) -> Route:
@@ -83,10 +89,34 @@ def force_long_way(h: Harness) -> None:
         return call
 
     det._route = general
+    # the risk check unchained: its own step right after the decisions detector's, as built
+    decisions, risk = h.detector("decisions"), h.detector("risk")
+    assert decisions.then is not None, "the risk check is chained to the decisions detector"
+    decisions.then = None
+    steps = h.pipeline._steps[Phase.REQUEST_HEADERS]
+    at = next(i for i, st in enumerate(steps) if st.detector == "decisions")
+    steps.insert(at + 1, type(steps[at])("risk", risk.request_headers, False))
+    core.risk.soft = True
+    make_keys = core._keys
+
+    def fresh_keys(ex: Any) -> Any:
+        core._memo.clear()
+        core._header_memo.clear()
+        return make_keys(ex)
+
+    core._memo = _Forgetful()  # observe() never finds a memo: every view is made by _keys
+    core._keys = fresh_keys
     for phase, name in ((Phase.REQUEST_HEADERS, "risk"), (Phase.COMPLETE, "behaviour")):
         for step in h.pipeline._steps[phase]:  # hooks are bound when the pipeline is built
             if step.detector == name:
                 step.hook = bumped(step.hook)
+
+
+class _Forgetful(dict[Any, Any]):
+    """A memo that never hits (the general way of BehaviourCore._keys every time)."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return default
 
 
 def state(h: Harness) -> dict[str, Any]:
@@ -180,3 +210,73 @@ async def test_a_dropped_node_is_not_reused() -> None:
     assert again.ex.links.nodes["ip"] is graph.nodes["ip:127.72.0.1"]
     assert again.ex.links.nodes["ip"] is not first.ex.links.nodes["ip"]
     await h.stop()
+
+
+async def test_the_risk_check_runs_from_the_decisions_step_only_when_it_would_run_right_after_it() -> None:
+    h = await Harness().start()
+    steps = [st.detector for st in h.pipeline._steps[Phase.REQUEST_HEADERS]]
+    assert "risk" not in steps and h.detector("decisions").then is not None  # chained: one step less
+    await h.stop()
+    # a different observe mode would stamp its findings differently: its own step
+    h = await Harness({"detectors": {"risk": {"observe": True}}}).start()
+    assert "risk" in [st.detector for st in h.pipeline._steps[Phase.REQUEST_HEADERS]]
+    assert h.detector("decisions").then is None
+    s = await h.send("127.73.0.1")
+    assert s.ex.risk == 0.0 and h.core.current is None  # the step took the entity the decisions step linked
+    await h.stop()
+    # without the decisions detector, the risk detector links the entity itself
+    h = await Harness(only={"risk", "behaviour"}).start()
+    s = await h.send("127.73.0.2")
+    assert s.ex.entity == "ip:127.73.0.2"
+    await h.stop()
+
+
+async def test_an_allowlisted_exchange_gets_no_risk_check() -> None:
+    h = await Harness().start()
+    h.detector("decisions").index.add(Decision(kind=KeyKind.IP, value="127.73.1.0/24", action=DecisionAction.ALLOW,
+                                               origin=Origin.ADMIN, reason="test", created=h.clock.now(), id="a1"))
+    graph = h.detector("behaviour").core.graph
+    graph.observe({"ip": "127.73.1.5"}, h.clock.now()).entity.risk = 1000.0
+    s = await h.send("127.73.1.5")
+    assert s.ex.allowlisted and not s.blocked and s.ex.risk == 0.0
+    assert not any(f.detector == "risk" for f in s.ex.findings)
+    await h.stop()
+
+
+async def test_software_risk_is_looked_for_once_some_software_has_risk() -> None:
+    """The request-time check skips client software and networks until one of them is given risk
+    (RiskModel.soft); from then on a blocked tool fingerprint reaches its fresh addresses."""
+    h = await Harness().start()
+    model = h.detector("risk").model
+    for i in range(30):  # browsing: nobody's software has risk
+        await h.send(f"127.74.0.{i + 1}", target=f"/api/items/{i}", headers=CHROME)
+    assert not model.soft
+    blocked = []
+    for i in range(120):  # distributed stuffing with one tool (as in test_behaviour_login)
+        ip = f"127.74.{1 + i % 60}.{7 + i // 60}"
+        s = await h.send(ip, "POST", "/signin", body={"username": f"leak{i}@x.test", "password": "p"},
+                         status=401, advance=0.2)
+        blocked.append(s.blocked)
+    assert model.soft
+    assert any(blocked[:20]) and sum(blocked) > 80  # the shared tool fingerprint is blocked early
+    await h.stop()
+
+
+def test_sweep_slices_run_exactly_when_due() -> None:
+    """EntityGraph._sweep_at only skips the sweeper's own test when no slice can be due."""
+    rng = random.Random(5)
+    for base in (0.0, 1_700_000_000.0):
+        g = EntityGraph(GraphLimits(idle_ttl=30.0))
+        ref = EntityGraph(GraphLimits(idle_ttl=30.0))
+        view, ref_view = KeyView({"ip": "10.0.0.1"}), KeyView({"ip": "10.0.0.1"})
+        now = base
+        for i in range(3000):
+            now += rng.choice((0.001, 0.5, 3.0, 59.999999, 60.0, 60.000001))
+            if rng.random() < 0.3:
+                g.observe({"ip": f"10.1.{i // 250}.{i % 250}"}, now)
+                ref.observe({"ip": f"10.1.{i // 250}.{i % 250}"}, now)
+            g.link(view, now)
+            ref._sweep_at = -1e300  # the reference tests the sweeper itself on every request
+            ref.link(ref_view, now)
+            assert (g._sweeper.started, g._sweeper.pos, len(g.nodes)) == \
+                (ref._sweeper.started, ref._sweeper.pos, len(ref.nodes))

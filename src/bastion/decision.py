@@ -185,6 +185,7 @@ class DecisionIndex:
     def __init__(self) -> None:
         self.by_id: dict[str, Decision] = {}
         self._exact: dict[tuple[KeyKind, str], list[Decision]] = {}
+        self.exact = self._exact  # (read-only: whether any decision is on a key other than an address)
         self._v4 = _PrefixIndex(32)
         self._v6 = _PrefixIndex(128)
         self._expiry: list[tuple[float, str]] = []

@@ -311,7 +311,7 @@ class KeyView:
     memoises it by what the keys are made of) and shared: never modify it. `linked` is what the
     client's last request linked to (see EntityGraph.link)."""
 
-    __slots__ = ("addr", "ident", "ip", "keys", "linked", "names", "weak")
+    __slots__ = ("addr", "ident", "invalid", "ip", "keys", "linked", "names", "recheck", "tokens", "weak")
 
     def __init__(self, keys: dict[str, str], names: dict[str, str] | None = None) -> None:
         if names is None:
@@ -324,6 +324,12 @@ class KeyView:
         self.ip = names["ip"] if self.addr else ""
         self.weak = tuple([(k, names[k]) for k in WEAK_ORDER if keys.get(k)])
         self.linked: Resolved | None = None
+        self.invalid = keys.get(CLAIM) == "invalid"  # a bearer JWT that failed verification
+        # whether the keys hold a token (API key, session or user, verified or not): see Resolved.tokens
+        self.tokens = "session" in keys or "api_key" in keys or "user" in keys
+        # whether a memo of these keys must be checked again on every request (a verified token
+        # expires; see BehaviourCore._keys)
+        self.recheck = False
 
 
 class Resolved:
@@ -335,11 +341,11 @@ class Resolved:
     the later phases use them without looking them up again. `strong` is the first identity node
     (None for an anonymous request), `soft` the fingerprint and network nodes, in that order."""
 
-    __slots__ = ("entity", "epoch", "idents", "ip", "ipn", "nodes", "soft", "strong", "weak")
+    __slots__ = ("all", "entity", "epoch", "idents", "ip", "ipn", "nodes", "soft", "strong", "tokens", "weak")
 
     def __init__(self, entity: Entity, nodes: dict[str, Node] | None = None, epoch: int = -1,
                  idents: tuple[Node, ...] = (), ipn: Node | None = None, weak: tuple[Node, ...] = (),
-                 soft: tuple[Node, ...] = (), ip: str = "") -> None:
+                 soft: tuple[Node, ...] = (), ip: str = "", tokens: bool = True) -> None:
         self.entity = entity
         self.nodes: dict[str, Node] = {} if nodes is None else nodes
         self.epoch = epoch
@@ -349,6 +355,10 @@ class Resolved:
         self.weak = weak  # fp, tls, net nodes
         self.soft = soft  # fp, net nodes (the TLS fingerprint is never a behaviour subject)
         self.ip = ip  # the address key's value ('' without one)
+        self.all = tuple(self.nodes.values())  # every node, for the requests that only touch them
+        # False when the linked keys hold no API key, session or user (KeyView.tokens): the exchange's
+        # keys are these, so behaviour's token spread has nothing to count (True: look at the keys)
+        self.tokens = tokens
 
 
 class EntityGraph:
@@ -366,6 +376,9 @@ class EntityGraph:
         from bastion.detect.behaviour.counters import Sweeper  # a tiny helper, shared
 
         self._sweeper = Sweeper()
+        # Before this time no sweep slice can be due (see _sweep_slice): one comparison per request
+        # instead of the sweeper's own test. A second early, so that float rounding never delays a slice.
+        self._sweep_at = -1e300
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -420,18 +433,17 @@ class EntityGraph:
                     if n.entity is not known:
                         same = False
             if same:
-                for n in last.nodes.values():
+                for n in last.all:
                     n.seen = now
                     n.entity.seen = now
                 if first is not None:
                     for n in last.weak:
                         self._saw_identity(n, known)
-                sw = self._sweeper
-                if sw.pos < len(sw.keys) or now - sw.started >= sw.every:  # a sweep slice is due
+                if now >= self._sweep_at:  # a sweep slice may be due
                     self._sweep_slice(now)
                 if known is not last.entity or last.epoch != self.epoch:
                     last = view.linked = Resolved(known, last.nodes, self.epoch, last.idents, address, last.weak,
-                                                  last.soft, last.ip)
+                                                  last.soft, last.ip, last.tokens)
                 return last
         epoch = self.epoch
         nodes: dict[str, Node] = {}
@@ -491,7 +503,7 @@ class EntityGraph:
         # sweep below cannot drop them (they were seen just now).
         live = self.epoch == epoch
         self._sweep_slice(now)
-        res = Resolved(ent, nodes, self.epoch if live else -1, idents, ipn, weak, soft, view.addr)
+        res = Resolved(ent, nodes, self.epoch if live else -1, idents, ipn, weak, soft, view.addr, view.tokens)
         view.linked = res
         return res
 
@@ -500,6 +512,7 @@ class EntityGraph:
         if sw.pos < len(sw.keys) or now - sw.started >= sw.every:  # a sweep slice is due
             cutoff = now - self.limits.idle_ttl
             sw.step(self.nodes, now, lambda n: n.seen < cutoff, self._drop)
+        self._sweep_at = -1e300 if sw.pos < len(sw.keys) else sw.started + sw.every - 1.0
 
     def anonymous_at(self, ipn: Node, now: float | None = None) -> Entity:
         """The entity of a request with no API key, user or session, from address `ipn`: the

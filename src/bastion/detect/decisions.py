@@ -10,11 +10,14 @@ Findings made here carry `risk=0`: a ban's own 403s must never feed the risk tha
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from bastion.config import BastionConfig
 from bastion.decision import MANUAL_ORIGINS, Decision, DecisionAction, KeyKind, strongest
 from bastion.detect.behaviour.core import BehaviourCore, get_core
 from bastion.engine.pipeline import Pipeline
 from bastion.engine.registry import BuildContext
+from bastion.entity import Entity
 from bastion.exchange import Exchange
 from bastion.verdict import Action, Finding, Severity
 
@@ -36,6 +39,9 @@ class DecisionsDetector:
         self.link = link  # behaviour on: read keys and link entities here, first of all detectors
         self.observe = False
         self._next_purge = 0.0
+        # The risk detector's request-time check (RiskDetector.check), when it runs right after this
+        # detector: it unhooks its own step and is called from here (see RiskDetector.startup).
+        self.then: Callable[[Exchange, Entity, float], Awaitable[None] | None] | None = None
 
     def connection(self, ex: Exchange) -> None:
         ex.tags.add(_CHECKED)
@@ -43,20 +49,25 @@ class DecisionsDetector:
         if d is not None:
             self._apply(ex, d)
 
-    def request_headers(self, ex: Exchange) -> None:
+    def request_headers(self, ex: Exchange) -> Awaitable[None] | None:
         now = self.clock.now()
         if now >= self._next_purge:  # expired decisions are ignored on lookup; free them now and then
             self._next_purge = now + 10.0
             self.index.purge(now)
+        then = self.then
         if self.link:
-            self.core.observe(ex, now)
+            ent = self.core.observe(ex, now)
+            if then is None:
+                self.core.current = ex  # for the risk detector's own step, next (see RiskDetector)
         if _CHECKED not in ex.tags:
             d = self.index.lookup_ip(ex.client.ip, now)
             if d is not None:
                 self._apply(ex, d)
-                if ex.allowlisted or d.action == DecisionAction.DENY:
-                    return
-        if len(ex.keys) > 1 and self.index.has_exact():
+                if ex.allowlisted:
+                    return None  # (the pipeline runs no further detector)
+                if d.action == DecisionAction.DENY:
+                    return then(ex, ent, now) if then is not None else None
+        if self.index.exact and len(ex.keys) > 1:
             keys = ex.keys
             d = None
             for kind, name in _STRONG:
@@ -69,6 +80,9 @@ class DecisionsDetector:
                 d = self._software(ex, now)
             if d is not None:
                 self._apply(ex, d)
+        if then is not None and not ex.allowlisted:
+            return then(ex, ent, now)
+        return None
 
     def _software(self, ex: Exchange, now: float) -> Decision | None:
         """Decisions on client software (fingerprints): manual ones apply to everyone; automatic

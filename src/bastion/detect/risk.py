@@ -70,6 +70,10 @@ class RiskModel:
         self.core = core
         self.s = core.settings.risk
         self.blocks = 0
+        # Whether any client software or network (a weak key's entity: fp, tls, net) was ever given
+        # risk or a block. Their risk and blocks come only through add() and block(): until then, the
+        # request-time check has nothing to look for on them (see RiskDetector.check).
+        self.soft = False
 
     def current(self, ent: Entity, now: float) -> float:
         return decayed(ent.risk, now - ent.risk_t, self.s.half_life)
@@ -81,6 +85,8 @@ class RiskModel:
             keys = [m.key for m in ent.members if m.key.partition(":")[0] in _SHARED_KINDS][:8]
             if keys:
                 self.core.store.share_risk(keys, points, rule_id, now)
+        if not self.soft and ent.id.partition(":")[0] in WEAK_KINDS:
+            self.soft = True
         r = self.current(ent, now) + points
         ent.risk = r
         ent.risk_t = now
@@ -178,6 +184,8 @@ class RiskModel:
         s = self.s
         ttl = min(s.block_ttl * s.block_growth ** ent.offenses, s.block_ttl_max)
         until = now + ttl
+        if not self.soft and ent.id.partition(":")[0] in WEAK_KINDS:
+            self.soft = True
         ent.offenses += 1
         ent.blocked_until = until
         explanation = tuple(explain(ent))
@@ -220,6 +228,7 @@ class RiskDetector:
         self._sink = False
 
     def request_headers(self, ex: Exchange) -> Awaitable[None] | None:
+        """The pipeline's hook, when the check is not chained to the decisions detector (see startup)."""
         core = self.core
         now = self.clock.now()
         if core.current is ex:  # linked by the decisions detector just now
@@ -227,6 +236,10 @@ class RiskDetector:
             core.current = None
         else:
             ent = (core.resolve(ex.keys) if ex.entity else None) or core.observe(ex)
+        return self.check(ex, ent, now)
+
+    def check(self, ex: Exchange, ent: Entity, now: float) -> Awaitable[None] | None:
+        """Request time: set ex.risk from the entity's risk (and its software's) and act on it."""
         if ent.blocked_until > now:
             self._act(ex, Action.BLOCK, "access-denied", 403, ent, "entity blocked",
                       retry=int(ent.blocked_until - now + 0.999))
@@ -235,24 +248,26 @@ class RiskDetector:
             if f.detector == "decisions" and f.action is not None and f.action >= Action.BLOCK:
                 return None  # a decision refuses it already (perhaps another instance's, for this risk)
         risk = ent.risk if ent.risk <= 0.0 else self.model.current(ent, now)  # nothing to decay: no call
-        graph = core.graph
-        links = ex.links
-        for node in links.soft if links is not None and links.epoch == graph.epoch else core.soft_nodes(ex):
-            # weak keys (client software, network): their risk reaches only fresh anonymous
-            # requesters, and only the kind of request it is about (logins, lookups)
-            other = node.entity
-            if other.risk <= 0.0 and other.blocked_until <= now:
-                continue  # the common case: nothing known against this software or network
-            if (other is ent or graph.popular(node)
-                    or not graph.follows_software(ent, ex.keys)
-                    or software_scope(node.entity) not in ("", core.request_class(ex))):
-                continue
-            if node.entity.blocked_until > now:
-                self._act(ex, Action.BLOCK, "access-denied", 403, node.entity,
-                          "client fingerprint blocked" if node.key.startswith("fp:") else "network blocked",
-                          retry=int(node.entity.blocked_until - now + 0.999))
-                return None
-            risk = max(risk, self.model.current(node.entity, now))
+        if self.model.soft:  # (else no software or network was ever given risk: nothing to find)
+            core = self.core
+            graph = core.graph
+            links = ex.links
+            for node in links.soft if links is not None and links.epoch == graph.epoch else core.soft_nodes(ex):
+                # weak keys (client software, network): their risk reaches only fresh anonymous
+                # requesters, and only the kind of request it is about (logins, lookups)
+                other = node.entity
+                if other.risk <= 0.0 and other.blocked_until <= now:
+                    continue  # the common case: nothing known against this software or network
+                if (other is ent or graph.popular(node)
+                        or not graph.follows_software(ent, ex.keys)
+                        or software_scope(node.entity) not in ("", core.request_class(ex))):
+                    continue
+                if node.entity.blocked_until > now:
+                    self._act(ex, Action.BLOCK, "access-denied", 403, node.entity,
+                              "client fingerprint blocked" if node.key.startswith("fp:") else "network blocked",
+                              retry=int(node.entity.blocked_until - now + 0.999))
+                    return None
+                risk = max(risk, self.model.current(node.entity, now))
         ex.risk = risk
         s = self.s
         if risk < s.watch:
@@ -261,7 +276,7 @@ class RiskDetector:
             self.model.block(ent, now)
             self._act(ex, Action.BLOCK, "access-denied", 403, ent, "risk over the block threshold",
                       retry=int(ent.blocked_until - now + 0.999))
-        elif risk >= s.throttle and core.step_up is not None and self._passed(ex, now):
+        elif risk >= s.throttle and self.core.step_up is not None and self._passed(ex, now):
             # a user who answered a step-up code: watched, neither tarpitted nor challenged again
             self._act(ex, Action.LOG, "", None, ent, "step-up pass: risk over the throttle threshold")
         elif risk >= s.challenge:
@@ -377,7 +392,29 @@ class RiskDetector:
             sinks.append(self)
         self._sink = True
         pipeline.unhook(self.name, Phase.COMPLETE)  # the sink feeds: the complete hook would only return
+        self._chain(pipeline)
         return self.core.start()
+
+    def _chain(self, pipeline: Pipeline) -> None:
+        """Run the request-time check from the decisions detector's hook instead of a step of its own,
+        when that detector links this core's entities and runs right before this one (no other
+        request-headers hook between them) with the same observe mode: its findings are then stamped
+        alike, and the pipeline runs one step less per request. The decisions detector calls the
+        check exactly when the pipeline would have run this step (not for an allow-listed exchange)."""
+        from bastion.detect.decisions import DecisionsDetector
+
+        dets = pipeline.detectors
+        me = next((i for i, d in enumerate(dets) if d is self), -1)
+        for i in range(me - 1, -1, -1):
+            d = dets[i]
+            if isinstance(d, DecisionsDetector):
+                if (d.link and d.core is self.core and d.then is None
+                        and bool(getattr(d, "observe", False)) == bool(self.observe)):
+                    d.then = self.check
+                    pipeline.unhook(self.name, Phase.REQUEST_HEADERS)
+                return
+            if getattr(d, "request_headers", None) is not None:
+                return  # another detector's hook runs between them: keep the order of the steps
 
     def shutdown(self) -> object:
         return self.core.stop()

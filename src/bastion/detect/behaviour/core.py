@@ -74,7 +74,9 @@ class BehaviourCore:
             self.step_up = (StepUp(self.settings.step_up, redis_url=st.url, prefix=st.prefix + ":step-up")
                             if isinstance(st, RedisStore) else StepUp(self.settings.step_up))
         self._started = False
-        self.current: Exchange | None = None  # the exchange observe() linked last (its entity: ex.links)
+        # the exchange the decisions detector linked last, for the risk detector's own step (its
+        # entity: ex.links); unused when the risk check is chained to the decisions detector
+        self.current: Exchange | None = None
         self._memo: dict[tuple[str, str, tuple[tuple[str, str], ...]], KeyView] = {}
         # the keys read from the header fields (all but the address's): many clients send the same
         self._header_memo: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, str]] = {}
@@ -139,17 +141,20 @@ class BehaviourCore:
     def observe(self, ex: Exchange, now: float | None = None) -> Entity:
         """Read the exchange's keys into ex.keys, link them and set ex.entity. Returns the entity.
         `now`: the clock's time, when the caller has just read it."""
-        view = self._keys(ex)
+        client = ex.client
+        req = ex.request
+        # _keys(ex), inlined for a memo hit that needs no second look (see _keys)
+        view = self._memo.get((client.ip, client.fingerprint, tuple(req.headers.items)))
+        if view is None or view.recheck or ("?" in req.target and "api_key" not in view.keys):
+            view = self._keys(ex)
         keys = view.keys
         ex.keys.update(keys)
-        if CLAIM in keys and keys[CLAIM] == "invalid":
+        if view.invalid:
             ex.add(Finding(rule_id="invalid-jwt", detector="decisions", severity=Severity.NOTICE,
                            message="bearer JWT failed verification: no user key", tags=("identity",), risk=0.0))
         res = self.graph.link(view, self.clock.now() if now is None else now)
         ex.entity = res.entity.id
         ex.links = res  # the nodes, for the risk detector and the complete phase (no second lookup)
-        # the risk detector runs next in the same synchronous pass: it takes the entity from ex.links
-        self.current = ex
         return res.entity
 
     def _keys(self, ex: Exchange) -> KeyView:
@@ -162,10 +167,11 @@ class BehaviourCore:
         fields = tuple(req.headers.items)
         memo_key = (client.ip, client.fingerprint, fields)
         hit = self._memo.get(memo_key)
-        if hit is not None and self.key_settings.jwt is not None and ("user" in hit.keys or CLAIM in hit.keys):
+        if hit is not None and hit.recheck:
             hit = None  # a verified token expires: ask the verifier again (its own cache makes it cheap)
         if hit is None:
             hit = KeyView(self._client_keys(ex, (client.fingerprint, fields)))
+            hit.recheck = self.key_settings.jwt is not None and ("user" in hit.keys or CLAIM in hit.keys)
             if len(self._memo) >= 4096:
                 self._memo.clear()
             self._memo[memo_key] = hit

@@ -55,7 +55,8 @@ class Distinct:
             # one is first now; nothing to trim while it is recent and the set within its cap
             del seen[member]
             seen[member] = now
-            head = next(iter(seen))
+            for head in seen:  # noqa: B007 (the first member: cheaper than next(iter()))
+                break
             t = seen[head]
             if t >= now - window and len(seen) <= cap:
                 self.head = head
@@ -74,7 +75,8 @@ class Distinct:
         seen = self.seen
         cutoff = now - window
         while seen:
-            first = next(iter(seen))
+            for first in seen:  # noqa: B007 (the first member: cheaper than next(iter()))
+                break
             t = seen[first]
             if t >= cutoff and len(seen) <= cap:
                 self.head = first

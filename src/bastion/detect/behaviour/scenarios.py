@@ -123,7 +123,7 @@ class Route:
         self.ident = "{ident}" in self.template
         # identifiers in the path and the query (a body may carry more: see BehaviourDetector._identifiers)
         self.idents = target_identifiers(raw, self.ident)[:4]
-        self.plain = not self.idents  # no lookup scenario concerns it without a body (see _plain)
+        self.plain = not self.idents  # no lookup scenario concerns it without a body (see complete)
         self.login: bool | None = None  # see classify()
         self.sequence: bool | None = None
 
@@ -159,9 +159,13 @@ def target_identifiers(raw: str, ident: bool) -> tuple[str, ...]:
 class Activity:
     """What every request of a subject updates: distinct resources, request rate, when it last made a GET."""
 
-    __slots__ = ("clean", "failed", "last", "last_get", "paths", "slow_paths", "total")
+    __slots__ = ("bola_key", "bola_tpl", "clean", "failed", "last", "last_get", "paths", "slow_paths", "total")
 
     def __init__(self) -> None:
+        # the BOLA track key (subject|template) of the template this subject last fetched ids of
+        # (see BehaviourDetector._bola_plain): one string built per subject and template, not per exchange
+        self.bola_tpl = ""
+        self.bola_key = ""
         self.paths = Distinct()
         self.slow_paths: Distinct | None = None
         self.total = Decayed()
@@ -286,6 +290,15 @@ def _refused_share(t: Track, now: float, window: float, refused: bool) -> float:
     return float(b / max(total, 1.0))
 
 
+def _walked(obj_id: str, seen: dict[str, float]) -> int:
+    """1 when a new numeric id is the neighbour (id +/- 1) of one already seen (`seen`), else 0."""
+    if obj_id.isascii() and obj_id.isdigit() and len(obj_id) < 18:
+        i = int(obj_id)
+        if str(i - 1) in seen or str(i + 1) in seen:
+            return 1
+    return 0
+
+
 def _lowered(threshold: float, pressure: bool, factor: float = 3.0, floor: float = 2.0) -> float:
     return max(floor, threshold / factor) if pressure else threshold
 
@@ -324,6 +337,14 @@ class BehaviourDetector:
         # the caps of the distinct sets counted on every exchange (see _bola, _scraping)
         self._bola_cap = int(self.sc.bola.threshold * 5) + 1
         self._scraping_cap = int(self.sc.scraping.threshold * 8) + 1
+        # and the settings the short path of complete() reads on every exchange (see _scrape, _bola_plain)
+        self._bola_window = self.sc.bola.window
+        self._bola_threshold = self.sc.bola.threshold
+        self._scraping_window = self.sc.scraping.window
+        self._scraping_threshold = self.sc.scraping.threshold
+        self._scraping_slow = bool(self.sc.scraping.slow_threshold)
+        self._scraping_on = self.sc.scraping.enabled
+        self._bola_on = self.sc.bola.enabled
         self.fired: dict[str, int] = {}
         self.pressure: dict[str, EndpointPressure] = {}
         self.population: dict[str, Distinct] = {}  # template -> ids fetched by anyone (coverage)
@@ -342,28 +363,225 @@ class BehaviourDetector:
         if resp is None or resp.from_bastion:
             return  # Bastion's own answers (blocks, bans) never count: no self-feeding bans
         now = self.clock.now()
+        req = ex.request
+        target = req.target
+        route = self._routes.get(target)
+        if route is None:
+            route = self._route(target)
+        method = req.method
+        if method != "GET":  # (the usual method needs no upper-casing)
+            method = method.upper()
+        status = resp.status
+        links = ex.links
         keys = ex.keys
-        ip = keys.get("ip") or ex.client.ip
+        graph = self.core.graph
+        if (links is None or not route.plain or method in self._route_methods or not 200 <= status < 400
+                or req.body or links.epoch != graph.epoch or links.ip != keys.get("ip")):
+            # not the short path below: a login or POST, a lookup, an error or redirect, a body, or a key
+            # left the graph since request time
+            ip = keys.get("ip") or ex.client.ip
+            if method in self._route_methods:  # a login or a POST: is the target a login or sequence route?
+                if route.login is None:
+                    route.classify(self.login_re, self.seq_re)
+                is_login = bool(route.login) and method in self.login_methods
+                seq_post = method == "POST" and (is_login or bool(route.sequence))
+            else:
+                is_login = seq_post = False
+            live = links is not None and links.epoch == graph.epoch and links.ip == ip
+            if not (live and route.plain and 200 <= status < 400 and not (is_login or seq_post or req.body)):
+                self._general(ex, now, route, method, is_login, seq_post, status, links, keys, ip, live)
+                return
+        else:
+            ip = links.ip  # (keys["ip"]: the address the nodes were linked for)
+        assert links is not None
+        # The common exchange (the short path): answered 2xx/3xx, no body, no login, sequence or
+        # lookup scenario concerned, its keys' nodes still live (links). Only activity, scraping,
+        # BOLA and token spread apply; subjects are taken in the order of the general path (address,
+        # identity, fingerprint, network), so state and findings are the same. The general path's
+        # calls (_activity, Decayed.add, _scraping, _bola, Distinct.add) are inlined for the address
+        # and for records that exist already: this runs for most exchanges, and a call costs more
+        # than most of what it does here.
+        popular = graph.limits.popular  # graph.popular(node), inlined below
+        is_get = method == "GET"
+        ip_node = links.ipn
+        assert ip_node is not None
+        ip_key = ip_node.key
+        strong = links.strong
+        # the address: a weak subject when it is shared (a NAT with several identities)
+        shared = ip_node.shared
+        ip_weak = shared >= popular and ip_node.bad < 3 * shared
+        if strong is not None:
+            ent = strong.entity
+        else:  # graph.anonymous_at(ip_node), inlined for an address no identity was seen from
+            ent = ip_node.entity
+            if ent.n_strong and ip_weak:
+                ent = graph.anonymous_at(ip_node)
+        activity = self.activity
+        # _activity(), inlined for a known subject (a lookup, not a try: a miss, a new subject, is
+        # common enough that raising KeyError would cost more than the lookups save)
+        act = activity.get(ip_key)
+        if act is None:
+            act = self._activity(ip_key, now)
+        else:
+            act.last = now
+        ent_key = ent.id
+        ent_act = None
+        if ent_key != ip_key and not ent_key.startswith(("ip:", "nat:")):
+            ent_act = activity.get(ent_key)
+            if ent_act is None:
+                ent_act = self._activity(ent_key, now)
+            else:
+                ent_act.last = now
+        weak_nodes = links.soft
+        for node in weak_nodes:  # fingerprint and network: only their last GET matters (sequence)
+            shared = node.shared
+            if shared >= popular and node.bad < 3 * shared:
+                continue  # popular: not a subject
+            a = activity.get(node.key)
+            if a is None:
+                a = self._activity(node.key, now)
+            else:
+                a.last = now
+            if is_get:
+                a.last_get = now
+        if is_get:
+            act.last_get = now
+        if not ip_weak:
+            tot = act.total  # Decayed.add(now, 60.0), inlined (the same arithmetic)
+            v = tot.v
+            if v > 0.0 and now > tot.t:
+                v *= 0.5 ** ((now - tot.t) / 60.0)
+            tot.v = v + 1.0
+            tot.t = now
+            if self._scraping_on:  # _scraping(), inlined (see _scrape)
+                target = route.target
+                d = act.paths
+                seen = d.seen
+                window = self._scraping_window
+                if target == d.head:  # Distinct.add's two shortcuts, as written there
+                    del seen[target]
+                    seen[target] = now
+                    for head in seen:  # noqa: B007 (the first member: cheaper than next(iter()))
+                        break
+                    t = seen[head]
+                    if t >= now - window and len(seen) <= self._scraping_cap:
+                        d.head = head
+                        d.head_t = t
+                    else:
+                        d.trim(now, window, self._scraping_cap)
+                else:
+                    seen.pop(target, None)
+                    seen[target] = now
+                    if d.head_t < now - window or len(seen) > self._scraping_cap:
+                        d.trim(now, window, self._scraping_cap)
+                n = len(seen)
+                baseline = self.baseline
+                if n & (n - 1) == 0:  # only a power of two counts (see Baseline.crossed)
+                    baseline.crossed(n)
+                if now - baseline._at >= 5.0:
+                    baseline.p99(now)  # (refreshes _p99: _scraping reads it the same way)
+                if (n >= self._scraping_threshold and n >= 4.0 * baseline._p99) or self._scraping_slow:
+                    self._scraped(ex, ip_key, act, target, now, n)
+        if ent_act is not None:
+            tot = ent_act.total
+            v = tot.v
+            if v > 0.0 and now > tot.t:
+                v *= 0.5 ** ((now - tot.t) / 60.0)
+            tot.v = v + 1.0
+            tot.t = now
+            if is_get:
+                ent_act.last_get = now
+            if self._scraping_on:
+                self._scrape(ex, ent_key, ent_act, route.target, now)
+        if not act.clean and weak_nodes and is_get and status < 300 and not route.ident:
+            # the address's first clean GET: the client software (and network) is used normally
+            # from one more address (see _general)
+            act.clean = True
+            for node in weak_nodes:
+                node.shared += 1
+                if act.failed:
+                    node.bad -= 1
+        ent.good += 1  # a normal answer: the entity has a history of its own (see follows_software)
+        obj_id = route.obj_id
+        if obj_id and (ent_act is not None or not ip_weak) and self._bola_on and (
+                is_get or method in ("PUT", "PATCH", "DELETE")):
+            template = route.template
+            # the population's ids (_bola asks for each subject; after the first, the id is known)
+            pop = self.population.get(template)
+            if pop is None or obj_id not in pop.seen:
+                self._population_ids(template, obj_id, now)
+            if not ip_weak:  # _bola_plain(ex, ip_key, act, template, obj_id, now), inlined
+                if act.bola_tpl == template:
+                    key = act.bola_key
+                else:
+                    key = ip_key + "|" + template
+                    act.bola_tpl = template
+                    act.bola_key = key
+                window = self._bola_window
+                tracks = self._bola_tracks
+                tr = tracks.by_subject.get(key)
+                if tr is None:
+                    tr = tracks.get(key, now)
+                    tr.new, tr.walked = Decayed(), Decayed()  # see _bola
+                else:
+                    tr.last = now  # Tracks.get, inlined
+                tot, bad = tr.total, tr.bad
+                last = tot.t
+                if last == bad.t:  # _refused_share(), inlined for its usual case (the same arithmetic)
+                    f = 0.5 ** ((now - last) / window) if now > last else 1.0
+                    total = tot.v * f + 1.0
+                    tot.v = total
+                    tot.t = now
+                    bad.t = now
+                    b = bad.v
+                    if b:  # (nothing refused yet, the usual case: 0.0 stays 0.0)
+                        b *= f
+                        bad.v = b
+                        share = b / total
+                    else:
+                        share = 0.0
+                else:
+                    share = _refused_share(tr, now, window, False)
+                fast = tr.fast
+                seen = fast.seen
+                cap = self._bola_cap
+                if obj_id in seen:  # Distinct.add, inlined for a member seen already
+                    if obj_id == fast.head:
+                        del seen[obj_id]
+                        seen[obj_id] = now
+                        for head in seen:  # noqa: B007 (the first member: cheaper than next(iter()))
+                            break
+                        h = seen[head]
+                        if h >= now - window and len(seen) <= cap:
+                            fast.head = head
+                            fast.head_t = h
+                        else:
+                            fast.trim(now, window, cap)
+                    else:
+                        del seen[obj_id]
+                        seen[obj_id] = now
+                        if fast.head_t < now - window or len(seen) > cap:
+                            fast.trim(now, window, cap)
+                    n = len(seen)
+                else:
+                    n = fast.add(obj_id, now, window, cap)
+                    self._walk(tr, _walked(obj_id, seen), True, now, window)
+                if n >= self._bola_threshold:
+                    self._bola_judge(ex, self.sc.bola, tr, ip_key, template, obj_id, n, share, False, now)
+            if ent_act is not None:
+                self._bola_plain(ex, ent_key, ent_act, template, obj_id, now)
+        if links.tokens and ("session" in keys or "api_key" in keys or "user" in keys):
+            for kind in ("session", "api_key", "user"):
+                token = keys.get(kind)
+                if token:
+                    self._token_spread(ex, f"{kind}:{token}", ip, keys.get("net", ip), now)
+
+    def _general(self, ex: Exchange, now: float, route: Route, method: str, is_login: bool, seq_post: bool,
+                 status: int, links: Resolved | None, keys: dict[str, str], ip: str, live: bool) -> None:
+        """complete() for every exchange the short path does not take."""
         core = self.core
         graph = core.graph
-        links = ex.links
         req = ex.request
-        route = self._routes.get(req.target)
-        if route is None:
-            route = self._route(req.target)
-        status = resp.status
-        method = req.method.upper()
-        if method in self._route_methods:  # a login or a POST: is the target a login or sequence route?
-            if route.login is None:
-                route.classify(self.login_re, self.seq_re)
-            is_login = bool(route.login) and method in self.login_methods
-            seq_post = method == "POST" and (is_login or bool(route.sequence))
-        else:
-            is_login = seq_post = False
-        live = links is not None and links.epoch == graph.epoch and links.ip == ip
-        if live and route.plain and not (is_login or seq_post) and 200 <= status < 400 and not req.body:
-            self._plain(ex, links, route, status, method, now)
-            return
         if live:
             # No key left the graph since request time: the nodes linked then are the live ones.
             ip_node = links.nodes["ip"]
@@ -453,73 +671,93 @@ class BehaviourDetector:
                 if token:
                     self._token_spread(ex, f"{kind}:{token}", ip, keys.get("net", ip), now)
 
-    def _plain(self, ex: Exchange, links: Resolved, route: Route, status: int, method: str, now: float) -> None:
-        """complete() for the common exchange, with the same effects: answered 2xx/3xx, no body, no
-        login, sequence or lookup scenario concerned, its keys' nodes still live (links).
-        Only activity, scraping, BOLA and token spread apply; subjects are taken in the same order
-        (address, identity, fingerprint, network), so state and findings are the same."""
-        graph = self.core.graph
-        popular = graph.limits.popular  # graph.popular(node), inlined below
-        is_get = method == "GET"
-        scraping = self.sc.scraping.enabled
-        ip_node = links.ipn
-        assert ip_node is not None
-        ip_key = ip_node.key
-        strong = links.strong
-        # the address: a weak subject when it is shared (a NAT with several identities)
-        ip_weak = ip_node.shared >= popular and ip_node.bad < 3 * ip_node.shared
-        if strong is not None:
-            ent = strong.entity
-        else:  # graph.anonymous_at(ip_node), inlined for an address no identity was seen from
-            ent = ip_node.entity
-            if ent.n_strong and ip_weak:
-                ent = graph.anonymous_at(ip_node)
-        act = self._activity(ip_key, now)
-        ent_key = ent.id
-        ent_act = None
-        if ent_key != ip_key and not ent_key.startswith(("ip:", "nat:")):
-            ent_act = self._activity(ent_key, now)
-        weak_nodes = links.soft
-        for node in weak_nodes:  # fingerprint and network: only their last GET matters (sequence)
-            if node.shared >= popular and node.bad < 3 * node.shared:
-                continue  # popular: not a subject
-            a = self._activity(node.key, now)
-            if is_get:
-                a.last_get = now
-        if not ip_weak:
-            act.total.add(now, 60.0)
-        if is_get:
-            act.last_get = now
-        if not ip_weak and scraping:
-            self._scraping(ex, ip_key, act, route.target, now)
-        if ent_act is not None:
-            ent_act.total.add(now, 60.0)
-            if is_get:
-                ent_act.last_get = now
-            if scraping:
-                self._scraping(ex, ent_key, ent_act, route.target, now)
-        if not act.clean and weak_nodes and is_get and status < 300 and not route.ident:
-            # the address's first clean GET: the client software (and network) is used normally
-            # from one more address (see complete)
-            act.clean = True
-            for node in weak_nodes:
-                node.shared += 1
-                if act.failed:
-                    node.bad -= 1
-        ent.good += 1  # a normal answer: the entity has a history of its own (see follows_software)
-        obj_id = route.obj_id
-        if obj_id and method in ("GET", "PUT", "PATCH", "DELETE"):
-            if not ip_weak:
-                self._bola(ex, ip_key, route.template, obj_id, False, now)
-            if ent_act is not None:
-                self._bola(ex, ent_key, route.template, obj_id, False, now)
-        keys = ex.keys
-        if "session" in keys or "api_key" in keys or "user" in keys:
-            ip = links.ip
-            for kind in ("session", "api_key", "user"):
-                token = keys.get(kind)
-                if token:
-                    self._token_spread(ex, f"{kind}:{token}", ip, keys.get("net", ip), now)
+    def _scrape(self, ex: Exchange, subj: str, act: Activity, target: str, now: float) -> None:
+        """_scraping() for the short path of complete() (scraping enabled), its Distinct.add inlined for
+        the usual cases."""
+        d = act.paths
+        seen = d.seen
+        window = self._scraping_window
+        if target == d.head:  # (Distinct.add's two shortcuts, as written there)
+            del seen[target]
+            seen[target] = now
+            for head in seen:  # noqa: B007 (the first member: cheaper than next(iter()))
+                break
+            t = seen[head]
+            if t >= now - window and len(seen) <= self._scraping_cap:
+                d.head = head
+                d.head_t = t
+            else:
+                d.trim(now, window, self._scraping_cap)
+        else:
+            seen.pop(target, None)
+            seen[target] = now
+            if d.head_t < now - window or len(seen) > self._scraping_cap:
+                d.trim(now, window, self._scraping_cap)
+        n = len(seen)
+        baseline = self.baseline
+        if n & (n - 1) == 0:  # only a power of two counts (see Baseline.crossed)
+            baseline.crossed(n)
+        if now - baseline._at >= 5.0:
+            baseline.p99(now)  # (refreshes _p99: _scraping reads it the same way)
+        if (n >= self._scraping_threshold and n >= 4.0 * baseline._p99) or self._scraping_slow:
+            self._scraped(ex, subj, act, target, now, n)
+
+    def _bola_plain(self, ex: Exchange, subj: str, act: Activity, template: str, obj_id: str, now: float) -> None:
+        """_bola(..., denied=False) for the short path of complete() (bola enabled, the population counted already): the
+        subject's track key is kept on its activity record (no string built per exchange)."""
+        if act.bola_tpl == template:
+            key = act.bola_key
+        else:
+            key = subj + "|" + template
+            act.bola_tpl = template
+            act.bola_key = key
+        window = self._bola_window
+        tracks = self._bola_tracks
+        t = tracks.by_subject.get(key)
+        if t is None:
+            t = tracks.get(key, now)
+            t.new, t.walked = Decayed(), Decayed()  # new ids, and new ids next to a seen one (see _walk)
+        else:
+            t.last = now  # Tracks.get, inlined
+        tot, bad = t.total, t.bad
+        last = tot.t
+        if last == bad.t:  # _refused_share(), inlined for its usual case (the same arithmetic)
+            f = 0.5 ** ((now - last) / window) if now > last else 1.0
+            total = tot.v * f + 1.0
+            b = bad.v * f
+            tot.v = total
+            tot.t = now
+            bad.v = b
+            bad.t = now
+            share = b / total
+        else:
+            share = _refused_share(t, now, window, False)
+        fast = t.fast
+        seen = fast.seen
+        cap = self._bola_cap
+        if obj_id in seen:  # Distinct.add, inlined for a member seen already
+            if obj_id == fast.head:
+                del seen[obj_id]
+                seen[obj_id] = now
+                for head in seen:  # noqa: B007 (the first member: cheaper than next(iter()))
+                    break
+                h = seen[head]
+                if h >= now - window and len(seen) <= cap:
+                    fast.head = head
+                    fast.head_t = h
+                else:
+                    fast.trim(now, window, cap)
+            else:
+                del seen[obj_id]
+                seen[obj_id] = now
+                if fast.head_t < now - window or len(seen) > cap:
+                    fast.trim(now, window, cap)
+            n = len(seen)
+        else:
+            n = fast.add(obj_id, now, window, cap)
+            self._walk(t, _walked(obj_id, seen), True, now, window)
+        if n >= self._bola_threshold:
+            self._bola_judge(ex, self.sc.bola, t, subj, template, obj_id, n, share, False, now)
 
     def _route(self, raw: str) -> Route:
         route = Route(raw, self.templates)
@@ -821,12 +1059,13 @@ class BehaviourDetector:
         if pop is None or obj_id not in pop.seen:
             self._population_ids(template, obj_id, now)
         if fresh:
-            walked = 0
-            if obj_id.isascii() and obj_id.isdigit() and len(obj_id) < 18:
-                i = int(obj_id)
-                if str(i - 1) in fast.seen or str(i + 1) in fast.seen:
-                    walked = 1
-            self._walk(t, walked, fresh, now, window)
+            self._walk(t, _walked(obj_id, fast.seen), fresh, now, window)
+        if n >= s.threshold or (s.slow_threshold and denied):
+            self._bola_judge(ex, s, t, subj, template, obj_id, n, share, denied, now)
+
+    def _bola_judge(self, ex: Exchange, s: Scenario, t: Track, subj: str, template: str, obj_id: str, n: int,
+                    share: float, denied: bool, now: float) -> None:
+        """_bola's verdict once its counts are taken (n: distinct ids, share: refused share)."""
         if n < s.threshold:  # (every firing below needs n >= threshold)
             pass
         elif share >= s.min_share:
@@ -889,7 +1128,14 @@ class BehaviourDetector:
         baseline = self.baseline
         if n & (n - 1) == 0:  # only a power of two counts (see Baseline.crossed)
             baseline.crossed(n)
-        limit = 4.0 * (baseline._p99 if now - baseline._at < 5.0 else baseline.p99(now))
+        if now - baseline._at >= 5.0:
+            baseline.p99(now)  # (refreshed at most every 5 s)
+        self._scraped(ex, subj, act, target, now, n)
+
+    def _scraped(self, ex: Exchange, subj: str, act: Activity, target: str, now: float, n: int) -> None:
+        """_scraping's verdict once the subject's distinct resources (n) are counted."""
+        s = self.sc.scraping
+        limit = 4.0 * self.baseline._p99
         if n >= s.threshold and n >= limit:  # n >= max(threshold, 4 x the population's p99)
             t = self.tracks["scraping"].get(subj, now)
             self._fire(ex, "scraping", s, t, subj, now, f"{n} distinct resources in {s.window:g}s",
