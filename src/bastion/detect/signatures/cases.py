@@ -84,6 +84,9 @@ def load_cases(path: Path, rules: dict[str, Rule]) -> list[Case]:
         for item in data.get(key) or []:
             zone, name = _default_zone(rule)
             if isinstance(item, dict):
+                if "value" not in item:
+                    raise ConfigError([f"{path}: a {key} case written as a mapping needs `value` (got {item!r});"
+                                       " quote a value that contains ': '"])
                 zone = str(item.get("zone", zone))
                 name = str(item.get("name", name))
                 value = str(item["value"])

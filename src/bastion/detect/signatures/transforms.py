@@ -157,7 +157,7 @@ def sql(s: str) -> str:
 
 
 _CMD_IFS = re.compile(r"\$\{?IFS\}?(?:\$\d)?", re.IGNORECASE)
-_CMD_EMPTY = re.compile(r"\$(?:[@*]|\{\s*\}|\{?[0-9]\}?)|\$\{[!#]?[a-zA-Z_][a-zA-Z0-9_]*:?[-=]?\}")
+_CMD_EMPTY = re.compile(r"\$(?:[@*]|\{\s*\}|\(\s*\)|\{?[0-9]\}?)|\$\{[!#]?[a-zA-Z_][a-zA-Z0-9_]*:?[-=]?\}")
 # An unset variable glued to a word (sh$XX -c) or standing alone between a separator and a command
 # (|$u wget) expands to nothing: the shell runs `sh -c`, `| wget`.
 _CMD_UNSET = re.compile(r"(?<=[a-zA-Z0-9_])\$[a-zA-Z_]\w{0,30}(?=[\s;|&<>]|$)|(?<=[;|&`(])\s*\$[a-zA-Z_]\w{0,30}(?=\s)")
