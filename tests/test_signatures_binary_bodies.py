@@ -1,5 +1,6 @@
-"""Binary request bodies reach the rules as bytes kept in surrogates: a rule written for the bytes
-must fire through the whole pipeline (hyperscan on the bytes, `re` on the text)."""
+"""Binary and wide-character request bodies. Binary bodies reach the rules as bytes kept in
+surrogates: a rule written for the bytes must fire through the whole pipeline (hyperscan on the
+bytes, `re` on the text); UTF-16 bodies are read as the text they carry."""
 
 from __future__ import annotations
 
@@ -26,3 +27,24 @@ async def test_other_binary_bodies_are_not_java_streams() -> None:
         ex, _ = await inspect_request(pipeline, "POST", "/upload",
                                       headers={"Content-Type": "application/octet-stream"}, body=body)
         assert "944131" not in [f.rule_id for f in ex.findings]
+
+
+async def test_utf16_bodies_are_read_as_text() -> None:
+    """A UTF-16 body (declared or with a byte-order mark) is parsed as the text the application
+    reads: no NUL-byte finding on a legitimate document, and its attacks are found."""
+    import json
+
+    pipeline = make_pipeline(only={"signatures"})
+    ok = json.dumps({"name": "Zoë", "note": "hello"}).encode("utf-16")
+    ex, verdict = await inspect_request(pipeline, "POST", "/api/x",
+                                        headers={"Content-Type": "application/json; charset=utf-16"}, body=ok)
+    assert ex.findings == [] and verdict.action == Action.ALLOW
+    bad = json.dumps({"q": "1' UNION SELECT password FROM users--"}).encode("utf-16")
+    ex, verdict = await inspect_request(pipeline, "POST", "/api/x",
+                                        headers={"Content-Type": "application/json; charset=utf-16"}, body=bad)
+    assert verdict.action == Action.BLOCK
+    xxe = ('<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+           "<a>&x;</a>").encode("utf-16")
+    ex, verdict = await inspect_request(pipeline, "POST", "/api/x", headers={"Content-Type": "application/xml"},
+                                        body=xxe)
+    assert "934150" in [f.rule_id for f in ex.findings]

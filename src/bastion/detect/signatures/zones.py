@@ -490,6 +490,24 @@ def decoded_body(req: Request) -> bytes:
     return body
 
 
+_WIDE_CHARSET = re.compile(r"charset\s*=\s*[\"']?\s*(utf-?(?:16|32)(?:-?[bl]e)?)", re.IGNORECASE)
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe", "utf-16"),
+              (b"\xfe\xff", "utf-16"))
+
+
+def _as_utf8(body: bytes, ct: str) -> bytes:
+    """A UTF-16/32 body (declared by its charset or its byte-order mark) as UTF-8, so that it is
+    parsed and matched as the text the application reads, not as bytes full of NULs."""
+    m = _WIDE_CHARSET.search(ct)
+    codec = m.group(1) if m else next((c for bom, c in _WIDE_BOMS if body.startswith(bom)), None)
+    if codec is None:
+        return body
+    try:
+        return body.decode(codec).lstrip("\ufeff").encode("utf-8", "surrogatepass")
+    except (UnicodeDecodeError, LookupError):
+        return body  # not what it claims: inspected as sent
+
+
 def request_body_values(req: Request, opts: ZoneOptions) -> list[Value]:
     """Values of the request body, parsed by its content type; unknown bodies are inspected raw."""
     body = decoded_body(req)
@@ -498,6 +516,8 @@ def request_body_values(req: Request, opts: ZoneOptions) -> list[Value]:
     c = Collector(opts, req)
     ct_raw = req.headers.get("content-type") or ""
     ct = ct_raw.lower()
+    if b"\x00" in body[:4] or (b"\xff" in body[:2] or b"\xfe" in body[:2]) or "utf-16" in ct or "utf-32" in ct:
+        body = _as_utf8(body, ct)
     if "json" in ct and _json(c, body):
         return c.finish()  # the body as text is not needed
     text = _text(body)
