@@ -230,3 +230,11 @@ def test_markup_uploads_give_their_scripted_parts() -> None:
     icon = upload("icon.svg", "image/svg+xml", b'<svg xmlns="http://www.w3.org/2000/svg"><style>.a{fill:#333}</style>'
                                                 b'<path class="a" d="M3 5h18v2H3z"/><a href="https://example.com">x</a></svg>')
     assert icon == []
+
+
+def test_repeated_query_parameters_are_also_joined() -> None:
+    """HTTP parameter pollution: a name given more than once is also read joined by commas."""
+    r = req(target="/p?id=1/**/union/*&id=*/select/*&id=*/1&tag=a")
+    got = labels(request_head_values(r, ZoneOptions()))
+    assert ("args", "query:id", "1/**/union/*,*/select/*,*/1") in got
+    assert not any(raw.count(",") for z, n, raw in got if n == "query:tag")

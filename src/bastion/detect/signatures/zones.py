@@ -416,6 +416,7 @@ def request_head_values(req: Request, opts: ZoneOptions) -> list[Value]:
         # the raw query (CGI, a shell wrapper) sees it whole, so the value followed by its `=`-less
         # pieces is also inspected as one value.
         joined: list[str] = []
+        pairs: list[tuple[str, str]] = []
         last_k = ""
         for part in query.split("&"):
             if "=" not in part and joined:
@@ -440,8 +441,11 @@ def request_head_values(req: Request, opts: ZoneOptions) -> list[Value]:
             if "%" in v or "+" in v:
                 v = form_unquote(v)
             c.add("args", "query", k, v)
+            pairs.append((k, v))
         if len(joined) > 1:
             c.add("args", "query", last_k, form_unquote("&".join(joined)))
+        if len(pairs) > 1 and len({k for k, _ in pairs}) < len(pairs):
+            _polluted(c, pairs)
     header_names = _HEADER_NAMES
     for name, value in req.headers.items:
         low = header_names.get(name)
@@ -454,6 +458,17 @@ def request_head_values(req: Request, opts: ZoneOptions) -> list[Value]:
         elif low not in SKIP_HEADERS and (low not in _CREDENTIAL_HEADERS or _TOKEN68.fullmatch(value) is None):
             c.add_header(low, value)
     return c.finish()
+
+
+def _polluted(c: Collector, pairs: list[tuple[str, str]]) -> None:
+    """A parameter given more than once is also inspected as ASP.NET and others read it: its values
+    joined by commas (`id=1/**/union/*&id=*/select/*` reaches the code as one SQL string)."""
+    values: dict[str, list[str]] = {}
+    for k, v in pairs:
+        values.setdefault(k, []).append(v)
+    for k, vs in values.items():
+        if len(vs) > 1:
+            c.add("args", "query", k, ",".join(vs))
 
 
 def _cookies(c: Collector, header: str) -> None:
