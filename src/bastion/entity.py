@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -48,6 +49,11 @@ SESSION_COOKIES = frozenset(
     {"session", "sessionid", "sid", "connect.sid", "phpsessid", "jsessionid", "_session", "asp.net_sessionid",
      "session_id", "sessid", "laravel_session", "_session_id", "auth_session", "sess"}
 )
+# Beyond the known names, a cookie whose name has a `sess`, `session` or `sid` word (`_app_session`,
+# `SESSION`, `.AspNetCore.Session`, `my-sid`) carries a session: applications rename their framework's
+# cookie (Rails' `_<app>_session`), and a session left unrecognised turns every user behind an office
+# NAT into one anonymous client.
+SESSION_COOKIE_PATTERN = r"(^|[._-])(sess|session|sid)([._-]|$)"
 API_KEY_HEADERS = ("x-api-key", "api-key", "x-apikey", "apikey", "x-auth-token")
 # Headers left out of the fingerprint: they change within one client's session (cookies appear
 # after login, bodies come and go) or are added by proxies, not by the client software.
@@ -65,6 +71,7 @@ class KeySettings:
 
     user_header: str = ""  # a header set by an authenticating front (e.g. X-User)
     session_cookies: frozenset[str] = SESSION_COOKIES
+    session_pattern: re.Pattern[str] | None = re.compile(SESSION_COOKIE_PATTERN)  # on lower-cased names
     api_key_headers: tuple[str, ...] = API_KEY_HEADERS
     api_key_params: tuple[str, ...] = ("api_key", "apikey", "key")
     salt: str = ""  # mixed into hashed keys; same on every instance so decisions are shared
@@ -238,11 +245,21 @@ def extract_keys(ex: Exchange, s: KeySettings, query: bool = True) -> dict[str, 
                 del keys[CLAIM]
     cookie_line = h.get("cookie")
     if cookie_line:
+        pattern = s.session_pattern
+        other = ""  # the first cookie named like a session, when none has a known name
         for part in cookie_line.split(";"):
             name, eq, value = part.partition("=")
-            if eq and value.strip() and name.strip().lower() in s.session_cookies:
+            if not eq or not value.strip():
+                continue
+            name = name.strip().lower()
+            if name in s.session_cookies:
                 keys["session"] = hash_key(value.strip(), s.salt)
                 break
+            if not other and pattern is not None and pattern.search(name):
+                other = value.strip()
+        else:
+            if other:
+                keys["session"] = hash_key(other, s.salt)
     keys["fp"] = fp
     if ex.client.fingerprint:
         keys["tls"] = ex.client.fingerprint[:64]
@@ -613,10 +630,13 @@ class EntityGraph:
     def follows_software(self, ent: Entity, keys: dict[str, str]) -> bool:
         """Whether a fingerprint's risk and decisions apply to this requester: only to anonymous
         requesters (no API key, user or session) without a normal history of their own. A rotating
-        attacker's fresh addresses qualify; an integration that shares a tool's fingerprint does not."""
+        attacker's fresh addresses qualify; an integration that shares a tool's fingerprint does not.
+        A session cookie alone is no identity here: web frameworks mint one for every visitor (the
+        sign-in page sets it), so an attacker clearing cookies gets a new one per address; a session
+        with a normal history is established anyway."""
         if ent.good >= ESTABLISHED:
             return False
-        return not (keys.get("api_key") or keys.get("user") or keys.get("session"))
+        return not (keys.get("api_key") or keys.get("user"))
 
     def entities(self) -> Iterable[Entity]:
         seen: set[int] = set()

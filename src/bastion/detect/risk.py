@@ -63,6 +63,10 @@ def subject_of(f: Finding) -> str:
     return ""
 
 
+# Normal answers after which an entity with a clean record is not blocked by one behaviour firing
+SEASONED = 1000
+
+
 class RiskModel:
     """Decay, points, thresholds and blocks. Shared by the risk detector and the simulator."""
 
@@ -171,7 +175,13 @@ class RiskModel:
                 if t.blocked_until <= now:
                     self.add(t, p, f.rule_id, now)
         if ent.blocked_until <= now:
+            seasoned = ent.good >= SEASONED and self.current(ent, now) < self.s.watch
             for rule, p in own.items():
+                if seasoned and rule.startswith("bhv-"):
+                    # an entity with a long normal history and a clean record (an integration's key)
+                    # is tarpitted by one behaviour firing, not blocked outright: a repeat blocks
+                    p = min(p, self.s.throttle)
+                    seasoned = False
                 self.add(ent, p, rule, now)
         if any(f.detector == "decisions" and f.action is not None and f.action >= Action.BLOCK for f in ex.findings):
             return  # a decision (perhaps another instance's, for this same risk) refused it already

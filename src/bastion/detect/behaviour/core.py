@@ -48,6 +48,7 @@ class BehaviourCore:
         self.key_settings = KeySettings(
             user_header=es.user_header,
             session_cookies=frozenset(c.lower() for c in es.session_cookies),
+            session_pattern=re.compile(es.session_cookie_pattern) if es.session_cookie_pattern else None,
             api_key_headers=tuple(h.lower() for h in es.api_key_headers),
             salt=es.key_salt,
             jwt=make_verifier(es.jwt),

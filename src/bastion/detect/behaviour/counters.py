@@ -90,14 +90,45 @@ class Distinct:
         self.trim(now, window, cap)
         return len(self.seen)
 
+    def discard(self, member: str) -> None:
+        """Forget one member (a forgiven typo): `head` is kept the first member, as add() expects."""
+        seen = self.seen
+        if seen.pop(member, None) is None or member != self.head:
+            return
+        for first in seen:  # (the first member)
+            self.head = first
+            self.head_t = seen[first]
+            return
+        self.head = None
+        self.head_t = -1e18
+
     def __contains__(self, member: str) -> bool:
         return member in self.seen
+
+
+class TrackExtra:
+    """The rarer state of a track, made on first need (a Track is created per subject and route, and
+    each slot initialised costs every one of them)."""
+
+    __slots__ = ("slow_bad", "slow_total", "slow_walked", "streak", "streak_t", "typos")
+
+    def __init__(self) -> None:
+        # low-and-slow outcome share (attempts and bad outcomes decayed over the slow window): a
+        # slow variant needs a bad share too, not only a count over hours
+        self.slow_total = Decayed()
+        self.slow_bad = Decayed()
+        # logins: recent failures by account (their times, oldest first), so that a few failures on
+        # an account that then logs in are forgiven as typos; and failures since the last success
+        self.typos: dict[str, list[float]] = {}
+        self.streak = 0
+        self.streak_t = -1e18
+        self.slow_walked: Distinct | None = None  # BOLA: walked ids over the slow window
 
 
 class Track:
     """One subject's state in one scenario (a subject is a key: ip:..., user:..., fp:...)."""
 
-    __slots__ = ("bad", "fast", "fired", "last", "new", "slow", "total", "walked")
+    __slots__ = ("bad", "fast", "fired", "last", "new", "slow", "total", "walked", "x")
 
     def __init__(self) -> None:
         self.fast = Distinct()
@@ -108,6 +139,13 @@ class Track:
         self.last = 0.0
         self.new: Decayed | None = None  # BOLA: new ids, and new ids next to a seen one (walking)
         self.walked: Decayed | None = None
+        self.x: TrackExtra | None = None
+
+    def extra(self) -> TrackExtra:
+        x = self.x
+        if x is None:
+            x = self.x = TrackExtra()
+        return x
 
 
 class Sweeper:

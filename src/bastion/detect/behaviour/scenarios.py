@@ -34,7 +34,7 @@ import orjson
 
 from bastion.detect.behaviour.counters import Decayed, Distinct, Sweeper, Track, Tracks
 from bastion.detect.behaviour.settings import ScenarioSettings, ScenariosSettings
-from bastion.entity import ESTABLISHED, Resolved, hash_key
+from bastion.entity import ESTABLISHED, Entity, Resolved, hash_key
 from bastion.exchange import Exchange
 from bastion.verdict import Finding, Severity
 
@@ -45,10 +45,13 @@ if TYPE_CHECKING:
 
 _EMAIL = re.compile(r"^[^@\s/]{1,64}@[^@\s/]{1,255}\.[a-z]{2,}$", re.I)
 _PHONE = re.compile(r"^\+?[\d\s().-]{8,20}$")
+# Not phone numbers, though made of digits and separators: dates, dotted quads and versions, decimals
+_NOT_PHONE = re.compile(r"^(?:\d{1,4}[./-]\d{1,2}[./-]\d{1,4}|\d{1,3}(?:\.\d{1,3}){3}|\d+\.\d+|[\d.]+)$")
 _UUID = re.compile(r"^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$", re.I)
 _HEX = re.compile(r"^[0-9a-f]{12,64}$", re.I)
 _MIXED_ID = re.compile(r"^(?=.*\d)[a-z0-9_-]{8,40}$", re.I)
-IDENT_PARAMS = frozenset({"email", "e-mail", "mail", "phone", "mobile", "msisdn", "tel", "telephone", "username",
+IDENT_PARAMS = frozenset({"email", "e-mail", "mail", "email_address", "phone", "mobile", "msisdn", "tel", "telephone",
+                          "phone_number", "phonenumber", "mobile_number", "cell", "cellphone", "username",
                           "user", "login", "handle", "account", "nickname", "screen_name", "user_id", "userid",
                           "uid", "id", "member", "customer", "customer_id"})
 SCAN_STATUSES = frozenset({400, 403, 404, 405, 410})
@@ -62,8 +65,51 @@ _FAILED_LOGIN = re.compile(
     rb'|pin|phone|account)|"(?:ok|success|succeeded|authenticated|valid|login)"\s*:\s*false'
 )
 _REDIRECT_ERROR = re.compile(r"(?:^|&)(?:error|failed|failure|invalid|login_error|auth_error)(?:=|&|$)", re.I)
+_GRAPHQL_ERRORS = re.compile(rb'^\{\s*"errors"\s*:\s*\[\s*\{'
+                             rb'|"data"\s*:\s*(?:null|\{\s*"\w+"\s*:\s*null\s*\})\s*,\s*"errors"'
+                             rb'|"errors"\s*:\s*\[\s*\{[^\]]*"(?:unauthenticated|unauthorized|forbidden|bad_user_input)"')
+_EMPTY_ONE = re.compile(rb'^\{\s*"[\w.-]+"\s*:\s*(?:null|\[\s*\]|\{\s*\}|false)\s*\}$')
 _GRAPHQL_NULL = re.compile(rb'^\{\s*"data"\s*:\s*\{\s*"\w+"\s*:\s*null\s*\}\s*\}$')
+# Failures on an account that then logs in from the same subject, at most this many, are typos (forgiven)
+TYPOS = 3
+# The low-and-slow login variants need this share of the subject's logins (decayed over the slow
+# window) to fail: counts over a day are reached by a busy shared address's ordinary mistakes too
+SLOW_FAILURE_SHARE = 0.5
+# The enumeration volume rule (3x the threshold of distinct identifiers) needs this share of misses
+# (or identifiers walked in order): an integration resolving its own records mostly finds them
+VOLUME_MISS_SHARE = 0.35
+# The slow BOLA walk: share of a subject's recent new ids (decayed, see _walk) that were the
+# neighbour of one it had fetched
+SLOW_WALK_SHARE = 0.8
 _EMPTY = frozenset({b"", b"[]", b"{}", b"null", b'""', b"false"})
+
+
+# A GraphQL mutation that logs in: its operation name or first field (`mutation { tokenAuth(...) }`)
+_GQL_MUTATION = re.compile(r"\bmutation\b\s*(\w*)[^{]*\{\s*(?:\w+\s*:\s*)?(\w+)")
+_GQL_LOGIN = re.compile(r"log_?in|sign_?in|sign_?on|authenticate|token_?auth|create_?session"
+                        r"|obtain_?(?:json_?web_?)?token|create_?token|generate_?token", re.I)
+
+
+def graphql_login(body: bytes) -> bool:
+    """Whether a JSON body is a GraphQL login: a mutation whose operation or first field is named
+    like login, signIn, authenticate, tokenAuth, createSession (the account is in `variables`)."""
+    if len(body) > 16_384 or body[:1] != b"{":
+        return False
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(data, dict):
+        return False
+    query = data.get("query")
+    if not isinstance(query, str):
+        return False
+    m = _GQL_MUTATION.search(query[:4096])
+    if m is None:
+        return False
+    op = data.get("operationName")
+    names = (m.group(1), m.group(2), op if isinstance(op, str) else "")
+    return any(n and _GQL_LOGIN.search(n) is not None for n in names)
 
 
 def id_segment(seg: str) -> bool:
@@ -76,7 +122,19 @@ def id_segment(seg: str) -> bool:
 
 
 def looks_identifier(value: str) -> bool:
-    return bool(_EMAIL.match(value) or _PHONE.match(value))
+    """An email address or a phone number, whatever the parameter's name. A bare digit string is no
+    phone number here (a Unix time, an amount, an order number look the same): it is an identifier
+    only under an identifier-named parameter (IDENT_PARAMS: phone, mobile, msisdn, id...). A phone
+    number elsewhere needs its international `+` or separators (`555-123-4567`, `(06) 12 34 56 78`)."""
+    if "@" in value:
+        return _EMAIL.match(value) is not None
+    if _PHONE.match(value) is None:
+        return False
+    if value[0] == "+":
+        return True
+    if _NOT_PHONE.match(value) is not None:
+        return False
+    return sum(c.isdigit() for c in value) >= 8 and not value.isdigit()
 
 
 class _Templates:
@@ -159,7 +217,8 @@ def target_identifiers(raw: str, ident: bool) -> tuple[str, ...]:
 class Activity:
     """What every request of a subject updates: distinct resources, request rate, when it last made a GET."""
 
-    __slots__ = ("bola_key", "bola_tpl", "clean", "failed", "last", "last_get", "paths", "slow_paths", "total")
+    __slots__ = ("bola_key", "bola_tpl", "clean", "failed", "last", "last_get", "paths", "peak", "slow_paths",
+                 "total")
 
     def __init__(self) -> None:
         # the BOLA track key (subject|template) of the template this subject last fetched ids of
@@ -173,17 +232,31 @@ class Activity:
         self.clean = False
         self.failed = False
         self.last = 0.0
+        # the highest distinct count this subject added to the scraping baseline: a subject whose count
+        # hovers at a power of two (an integration's steady sync) is one subject there, not one per
+        # return to it
+        self.peak = 0
+
+
+# Subjects the scraping baseline needs before its percentile is used (fewer: the threshold alone): a
+# 99th percentile means something once ten subjects or more are above it; below that, a handful of
+# heavy subjects (an integration, scrapers not caught yet) would set it
+MIN_POPULATION = 1000
 
 
 class Baseline:
     """Population baseline of per-subject counts: how many subjects ever reached 2**k (log buckets).
     The percentile is recomputed at most every few seconds (it moves slowly)."""
 
-    def __init__(self) -> None:
+    def __init__(self, threshold: float = 150.0) -> None:
         self.reached = [0.0] * 24
         self.last_decay = 0.0
         self._p99 = 0.0
         self._at = -1e18
+        # the scraping limit: max(threshold, 4 x p99), never above twice the threshold (a few heavy
+        # subjects, an integration syncing all day, must not lift it out of an attacker's reach)
+        self.threshold = threshold
+        self.limit = threshold
 
     def crossed(self, count: int) -> None:
         if count > 0 and count & (count - 1) == 0:  # a power of two: one more subject reached it
@@ -200,12 +273,13 @@ class Baseline:
             self.reached = [x / 2 for x in self.reached]
         base = self.reached[0]
         self._p99 = 0.0
-        if base >= 50:
+        if base >= MIN_POPULATION:
             self._p99 = float(2 ** len(self.reached))
             for k, n in enumerate(self.reached):
                 if n <= base * 0.01:
                     self._p99 = float(2**k)
                     break
+        self.limit = max(self.threshold, min(4.0 * self._p99, 2.0 * self.threshold))
         return self._p99
 
 
@@ -299,6 +373,21 @@ def _walked(obj_id: str, seen: dict[str, float]) -> int:
     return 0
 
 
+def _neighbours(ident: str) -> tuple[str, ...]:
+    """hash_key() of the identifiers next to one ending in digits (+15550100 -> +15550099, +15550101),
+    the same length: a walked range of phone or account numbers looks them up one after the other."""
+    end = len(ident)
+    start = end
+    while start > 0 and ident[start - 1].isdigit():
+        start -= 1
+    if end - start < 3 or end - start > 18:
+        return ()
+    head, num = ident[:start], ident[start:]
+    i = int(num)
+    out = tuple(hash_key(head + str(j).zfill(len(num))) for j in (i - 1, i + 1) if j >= 0 and len(str(j)) <= len(num))
+    return out
+
+
 def _lowered(threshold: float, pressure: bool, factor: float = 3.0, floor: float = 2.0) -> float:
     return max(floor, threshold / factor) if pressure else threshold
 
@@ -324,7 +413,7 @@ class BehaviourDetector:
         self.templates = _Templates()
         self._routes: dict[str, Route] = {}
         self._route_methods = self.login_methods | {"POST"}  # methods for which login or sequence routes matter
-        self.baseline = Baseline()
+        self.baseline = Baseline(self.sc.scraping.threshold)
         longest = max(x.slow_window for x in self._all()) + 600.0
         self.activity: dict[str, Activity] = {}
         self._activity_sweeper = Sweeper()
@@ -345,9 +434,11 @@ class BehaviourDetector:
         self._scraping_slow = bool(self.sc.scraping.slow_threshold)
         self._scraping_on = self.sc.scraping.enabled
         self._bola_on = self.sc.bola.enabled
+        self._bola_slow = bool(self.sc.bola.slow_threshold)
         self.fired: dict[str, int] = {}
         self.pressure: dict[str, EndpointPressure] = {}
         self.population: dict[str, Distinct] = {}  # template -> ids fetched by anyone (coverage)
+        self._logins_by_ip: dict[str, Distinct] = {}  # ip:... -> accounts that logged in from it (a day)
 
     def _all(self) -> Iterable[Scenario]:
         return (getattr(self.sc, n) for n in ScenariosNames)
@@ -384,6 +475,8 @@ class BehaviourDetector:
                 if route.login is None:
                     route.classify(self.login_re, self.seq_re)
                 is_login = bool(route.login) and method in self.login_methods
+                if not is_login and method == "POST" and b"mutation" in req.body[:4096]:
+                    is_login = graphql_login(req.body)  # a GraphQL login mutation (POST /graphql)
                 seq_post = method == "POST" and (is_login or bool(route.sequence))
             else:
                 is_login = seq_post = False
@@ -476,11 +569,12 @@ class BehaviourDetector:
                         d.trim(now, window, self._scraping_cap)
                 n = len(seen)
                 baseline = self.baseline
-                if n & (n - 1) == 0:  # only a power of two counts (see Baseline.crossed)
-                    baseline.crossed(n)
+                if n & (n - 1) == 0 and n > act.peak:  # only a power of two counts (see Baseline.crossed)
+                    act.peak = n
+                    self._cross(n, ent, now)
                 if now - baseline._at >= 5.0:
-                    baseline.p99(now)  # (refreshes _p99: _scraping reads it the same way)
-                if (n >= self._scraping_threshold and n >= 4.0 * baseline._p99) or self._scraping_slow:
+                    baseline.p99(now)  # (refreshes the limit: _scraping reads it the same way)
+                if n >= baseline.limit or self._scraping_slow:
                     self._scraped(ex, ip_key, act, target, now, n)
         if ent_act is not None:
             tot = ent_act.total
@@ -492,7 +586,7 @@ class BehaviourDetector:
             if is_get:
                 ent_act.last_get = now
             if self._scraping_on:
-                self._scrape(ex, ent_key, ent_act, route.target, now)
+                self._scrape(ex, ent_key, ent_act, route.target, now, ent)
         if not act.clean and weak_nodes and is_get and status < 300 and not route.ident:
             # the address's first clean GET: the client software (and network) is used normally
             # from one more address (see _general)
@@ -565,7 +659,10 @@ class BehaviourDetector:
                     n = len(seen)
                 else:
                     n = fast.add(obj_id, now, window, cap)
-                    self._walk(tr, _walked(obj_id, seen), True, now, window)
+                    w = _walked(obj_id, seen)
+                    self._walk(tr, w, True, now, window)
+                    if w and self._bola_slow:  # (a walked id: rare but for walkers)
+                        self._slow_walk(ex, tr, ip_key, template, obj_id, now)
                 if n >= self._bola_threshold:
                     self._bola_judge(ex, self.sc.bola, tr, ip_key, template, obj_id, n, share, False, now)
             if ent_act is not None:
@@ -610,6 +707,10 @@ class BehaviourDetector:
         acts = [self._activity(subj, now) for subj, _ in subjects]
         is_get = method == "GET"
         scraping = self.sc.scraping.enabled
+        if seq_post and not subjects[0][1] and now - acts[0].last_get <= self.sc.sequence.window:
+            # the address (not a shared one) made a GET before: so did the client, even when its
+            # identity is new (a session cookie the sign-in page just set)
+            seq_post = False
         for (subj, weak), act in zip(subjects, acts, strict=True):
             if not weak:
                 act.total.add(now, 60.0)
@@ -618,7 +719,7 @@ class BehaviourDetector:
             if is_get:
                 act.last_get = now
             if not weak and scraping:
-                self._scraping(ex, subj, act, route.target, now)
+                self._scraping(ex, subj, act, route.target, now, ent)
         if weak_nodes:
             # Popularity of the client software (and network), counted in addresses: those browsing
             # normally with it (shared) and those that only ever failed with it (bad). A browser used
@@ -654,11 +755,13 @@ class BehaviourDetector:
                 hot = self._pressure("lookup:" + template, now, miss, min_bad=15.0)
                 # under pressure, a fresh anonymous requester (no normal history, no key) gets less
                 # benefit of the doubt: rotating enumerators spend only a few requests per address
+                # (a session cookie alone is no credential: the site mints one for every visitor)
                 fresh = hot and (ent is None or ent.good < ESTABLISHED) and not (
-                    keys.get("api_key") or keys.get("user") or keys.get("session"))
+                    keys.get("api_key") or keys.get("user"))
                 digests = [hash_key(v) for v in idents]  # once, not once per subject
+                near = [_neighbours(v) for v in idents]
                 for subj, weak in subjects:
-                    self._enumeration(ex, subj, weak, template, digests, miss, hot, now, fresh)
+                    self._enumeration(ex, subj, weak, template, digests, miss, hot, now, fresh, near)
             obj_id = route.obj_id
             if obj_id and method in ("GET", "PUT", "PATCH", "DELETE"):
                 for subj, weak in subjects:
@@ -671,7 +774,7 @@ class BehaviourDetector:
                 if token:
                     self._token_spread(ex, f"{kind}:{token}", ip, keys.get("net", ip), now)
 
-    def _scrape(self, ex: Exchange, subj: str, act: Activity, target: str, now: float) -> None:
+    def _scrape(self, ex: Exchange, subj: str, act: Activity, target: str, now: float, ent: Entity | None) -> None:
         """_scraping() for the short path of complete() (scraping enabled), its Distinct.add inlined for
         the usual cases."""
         d = act.paths
@@ -695,11 +798,12 @@ class BehaviourDetector:
                 d.trim(now, window, self._scraping_cap)
         n = len(seen)
         baseline = self.baseline
-        if n & (n - 1) == 0:  # only a power of two counts (see Baseline.crossed)
-            baseline.crossed(n)
+        if n & (n - 1) == 0 and n > act.peak:  # only a power of two counts (see Baseline.crossed)
+            act.peak = n
+            self._cross(n, ent, now)
         if now - baseline._at >= 5.0:
-            baseline.p99(now)  # (refreshes _p99: _scraping reads it the same way)
-        if (n >= self._scraping_threshold and n >= 4.0 * baseline._p99) or self._scraping_slow:
+            baseline.p99(now)  # (refreshes the limit: _scraping reads it the same way)
+        if n >= baseline.limit or self._scraping_slow:
             self._scraped(ex, subj, act, target, now, n)
 
     def _bola_plain(self, ex: Exchange, subj: str, act: Activity, template: str, obj_id: str, now: float) -> None:
@@ -755,7 +859,10 @@ class BehaviourDetector:
             n = len(seen)
         else:
             n = fast.add(obj_id, now, window, cap)
-            self._walk(t, _walked(obj_id, seen), True, now, window)
+            w = _walked(obj_id, seen)
+            self._walk(t, w, True, now, window)
+            if w and self._bola_slow:
+                self._slow_walk(ex, t, subj, template, obj_id, now)
         if n >= self._bola_threshold:
             self._bola_judge(ex, self.sc.bola, t, subj, template, obj_id, n, share, False, now)
 
@@ -830,6 +937,10 @@ class BehaviourDetector:
                         # one level down too: {"user": {"email": ..., "password": ...}} (Rails/Devise)
                         for v in data.values():
                             if isinstance(v, dict):
+                                for v2 in v.values():  # GraphQL: {"variables": {"input": {"email": ...}}}
+                                    if isinstance(v2, dict):
+                                        fields.update((str(k3).lower(), str(v3)) for k3, v3 in v2.items()
+                                                      if isinstance(v3, str | int))
                                 fields.update((str(k2).lower(), str(v2)) for k2, v2 in v.items()
                                               if isinstance(v2, str | int))
                         fields.update((str(k).lower(), str(v)) for k, v in data.items() if isinstance(v, str | int))
@@ -875,7 +986,9 @@ class BehaviourDetector:
         # 400 invalid_grant, RFC 6749 5.2): a failure when the body says so
         if not failed and status in (200, 400, 422) and resp.body:
             low = resp.body[:4096].lower()
-            failed = any(m in low for m in self.markers) or _FAILED_LOGIN.search(low) is not None
+            failed = (any(m in low for m in self.markers) or _FAILED_LOGIN.search(low) is not None
+                      # GraphQL answers a wrong password with 200 and an `errors` list (the field null)
+                      or (low[:1] == b"{" and _GRAPHQL_ERRORS.search(low) is not None))
         elif not failed and 300 <= status < 400:
             failed = self._redirected_back(resp.headers.get("location") or "")
         success = not failed and 200 <= status < 400
@@ -885,32 +998,40 @@ class BehaviourDetector:
         keys = ex.keys
         ent = self.core.entity_of(ex)
         established = ent is not None and ent.good >= ESTABLISHED
-        fresh = not established and not (keys.get("api_key") or keys.get("user") or keys.get("session"))
+        # a session cookie alone is no credential: the sign-in page sets one for every visitor, and an
+        # attacker clearing cookies gets a new one per address (see EntityGraph.follows_software)
+        fresh = not established and not (keys.get("api_key") or keys.get("user"))
         # Under a (distributed) attack on the login, each source gets less benefit of the doubt; a
         # fresh anonymous one (no normal request before, no key) the least. A user who mistypes
         # three times, or tries two spellings of their name, stays under the lowered limits.
         bf_limit = _lowered(sc.brute_force.threshold, hot, floor=3.0 if fresh else 4.0)
         st_limit = _lowered(sc.stuffing.threshold, hot, floor=2.0 if fresh else 3.0)
+        bf = sc.brute_force
+        st = sc.stuffing
+        if success and account and subjects:
+            self._shared_by_logins(ex, subjects[0][0], account, now)
         for subj, weak in subjects:
             t = tr["brute_force"].get(subj, now)
-            attempts = t.total.add(now, sc.brute_force.window)
+            attempts = t.total.add(now, bf.window)
+            slow_share = self._slow_share(t, now, bf.slow_window, failed) if not weak and bf.slow_threshold else 0.0
             if failed:
-                fails = t.bad.add(now, sc.brute_force.window)
+                fails = t.bad.add(now, bf.window)
                 share = fails / max(attempts, 1.0)
                 need = 0.7 if weak else 0.0
-                bf = sc.brute_force
+                self._failed_login(t, account, now, sc.ato_success.window)
                 if bf.enabled and fails >= bf_limit and share >= need:
                     self._fire(ex, "brute_force", bf, t, subj, now, f"{fails:.0f} failed logins",
                                f"{fails:.1f} failures, failure share {share:.2f}")
                 elif bf.enabled and bf.slow_threshold and not weak:
                     if t.slow is None:
                         t.slow = Distinct()
-                    # low and slow: failures kept one by one over hours (member: the time)
+                    # low and slow: failures kept one by one over hours (member: the time); only
+                    # while most logins of the subject fail (a busy shared address that mostly logs
+                    # in fine is not guessing passwords)
                     m = t.slow.add(f"{now:.3f}", now, bf.slow_window, int(bf.slow_threshold) + 1)
-                    if m >= bf.slow_threshold:
+                    if m >= bf.slow_threshold and slow_share >= SLOW_FAILURE_SHARE:
                         self._fire(ex, "brute_force", bf, t, subj, now, f"{m} failed logins in {bf.slow_window:g}s",
-                                   f"{m} failures (low and slow)", slow=True)
-                st = sc.stuffing
+                                   f"{m} failures, failure share {slow_share:.2f} (low and slow)", slow=True)
                 if st.enabled and account:
                     u = tr["stuffing"].get(subj, now)
                     n = u.fast.add(account, now, st.window, int(st.threshold) + 1)
@@ -922,16 +1043,23 @@ class BehaviourDetector:
                         if u.slow is None:
                             u.slow = Distinct()
                         m = u.slow.add(account, now, st.slow_window, int(st.slow_threshold) + 1)
-                        if m >= st.slow_threshold:
+                        if m >= st.slow_threshold and slow_share >= SLOW_FAILURE_SHARE:
                             self._fire(ex, "stuffing", st, u, subj, now,
                                        f"failed logins on {m} accounts in {st.slow_window:g}s",
-                                       f"{m} accounts (low and slow)", slow=True)
-            elif success and not weak:
+                                       f"{m} accounts, failure share {slow_share:.2f} (low and slow)", slow=True)
+            elif success:
                 ato = sc.ato_success
-                fails = t.bad.value(now, sc.brute_force.window)
-                if ato.enabled and fails >= ato.threshold:
-                    self._fire(ex, "ato_success", ato, t, subj, now, f"login succeeded after {fails:.0f} failures",
-                               f"{fails:.1f} recent failures")
+                # failures since the last success, not decayed: five guesses spread over minutes
+                # are as many guesses as five in a row
+                x = t.x
+                streak = x.streak if x is not None and now - x.streak_t <= ato.window else 0
+                if ato.enabled and not weak and streak >= ato.threshold:
+                    self._fire(ex, "ato_success", ato, t, subj, now, f"login succeeded after {streak} failures",
+                               f"{streak} failures since the last success")
+                if x is not None:
+                    x.streak = 0
+                if account:
+                    self._forgive(t, tr["stuffing"].peek(subj), account, now, bf.window, bf.slow_window)
         aa = sc.account_attack
         if failed and account and aa.enabled and not established:
             a = tr["account_attack"].get("acct:" + account, now)
@@ -944,6 +1072,75 @@ class BehaviourDetector:
                 self._fire(ex, "account_attack", aa, a, subjects[0][0], now,
                            f"account failing from {sources} addresses", f"{fails:.0f} failures on one account")
                 a.fired = saved
+
+    @staticmethod
+    def _slow_share(t: Track, now: float, window: float, failed: bool) -> float:
+        """Count one login attempt over the slow window and return the decayed share that failed."""
+        x = t.extra()
+        total = x.slow_total.add(now, window)
+        return x.slow_bad.add(now, window, 1.0 if failed else 0.0) / max(total, 1.0)
+
+    @staticmethod
+    def _failed_login(t: Track, account: str, now: float, streak_window: float) -> None:
+        """Remember a failure: the streak since the last success, and its account (for _forgive)."""
+        x = t.extra()
+        x.streak = x.streak + 1 if now - x.streak_t <= streak_window else 1
+        x.streak_t = now
+        if not account:
+            return
+        typos = x.typos
+        times = typos.get(account)
+        if times is None:
+            if len(typos) >= 64:  # bounded: the oldest account is forgotten (its failures stay counted)
+                del typos[next(iter(typos))]
+            times = typos[account] = []
+        if len(times) <= TYPOS:  # one more than forgivable is enough to know it is not a typo
+            times.append(now)
+
+    @staticmethod
+    def _forgive(t: Track, u: Track | None, account: str, now: float, window: float, slow_window: float) -> None:
+        """A login that succeeds after a few failures on the same account from the same subject: those
+        failures were typos (a mistyped password, caps lock), not guesses. They leave the brute-force
+        and stuffing counts, fast and slow, so that the everyday typos of many users behind one address
+        (an office NAT) do not add up to an attack over a day. More than TYPOS failures stay counted."""
+        x = t.x
+        times = x.typos.pop(account, None) if x is not None else None
+        if not times or len(times) > TYPOS:
+            return
+        assert x is not None
+        bad = t.bad
+        v = bad.value(now, window) - sum(0.5 ** ((now - ft) / window) for ft in times)
+        bad.v, bad.t = max(0.0, v), now
+        sb = x.slow_bad
+        v = sb.value(now, slow_window) - sum(0.5 ** ((now - ft) / slow_window) for ft in times)
+        sb.v, sb.t = max(0.0, v), now
+        if t.slow is not None:
+            for ft in times:
+                t.slow.discard(f"{ft:.3f}")
+        if u is not None:
+            u.fast.discard(account)
+            if u.slow is not None:
+                u.slow.discard(account)
+
+    def _shared_by_logins(self, ex: Exchange, ip_key: str, account: str, now: float) -> None:
+        """Count distinct accounts logging in successfully from an address: an address where many
+        people log in is shared (an office NAT), even when its users carry no identity the entity
+        graph knows (an unknown session cookie, unverified bearer tokens)."""
+        node = self.core.graph.nodes.get(ip_key)
+        if node is None or not ip_key.startswith("ip:"):
+            return
+        d = self._logins_by_ip.get(ip_key)
+        if d is None:
+            if len(self._logins_by_ip) >= 100_000:
+                self._logins_by_ip.clear()
+            d = self._logins_by_ip[ip_key] = Distinct()
+        if account in d.seen:
+            d.add(account, now, 86400.0, 64)
+            return
+        d.add(account, now, 86400.0, 64)
+        if len(d.seen) >= 2 and node.shared < 1_000_000:
+            # a second (third...) account: one more identity seen at the address (as _saw_identity)
+            node.shared += 2 if len(d.seen) == 2 else 1
 
     def _sequence(self, ex: Exchange, subj: str, weak: bool, act: Activity, now: float) -> None:
         s = self.sc.sequence
@@ -997,34 +1194,52 @@ class BehaviourDetector:
         if len(body) < 200:
             low = body.lower()
             # or a GraphQL answer whose one field is null: {"data": {"userByEmail": null}}
-            return any(m in low for m in _NEGATIVE) or _GRAPHQL_NULL.match(body) is not None
+            return (any(m in low for m in _NEGATIVE) or _GRAPHQL_NULL.match(body) is not None
+                    # {"user": null}, {"results": []}: the one thing asked for is empty. (Not a search's
+                    # `"total": 0`: a support agent's searches miss as often as they find)
+                    or _EMPTY_ONE.match(body) is not None)
         return False
 
     def _enumeration(self, ex: Exchange, subj: str, weak: bool, template: str, digests: list[str], miss: bool,
-                     hot: bool, now: float, fresh: bool = False) -> None:
-        """`digests`: hash_key() of each identifier looked up."""
+                     hot: bool, now: float, fresh: bool = False,
+                     near: Sequence[tuple[str, ...]] = ()) -> None:
+        """`digests`: hash_key() of each identifier looked up; `near`: those of its neighbours (see
+        _neighbours), for each identifier."""
         s = self.sc.enumeration
         if not s.enabled:
             return
         t = self.tracks["enumeration"].get(f"{subj}|{template}", now)
         share = _refused_share(t, now, s.window, miss)
         n = 0
-        for d in digests:
+        seen = t.fast.seen
+        for i, d in enumerate(digests):
+            if d not in seen and i < len(near):
+                # a new identifier, and whether it is the neighbour of one looked up already
+                # (a walked range of phone numbers or account numbers)
+                self._walk(t, int(any(x in seen for x in near[i])), True, now, s.window)
             n = t.fast.add(d, now, s.window, int(s.threshold * 3) + 1)
         need = max(s.min_share, 0.6) if weak else s.min_share
         limit = 2.0 if fresh and not weak else _lowered(s.threshold, hot, factor=4.0, floor=3.0)
-        if (n >= limit and share >= need) or (n >= 3 * s.threshold and not weak):
+        if (n >= limit and share >= need) or (
+                # volume: many identifiers with some misses, or walked in order; an integration
+                # resolving its own records (a CRM looking up callers) mostly finds them
+                n >= 3 * s.threshold and not weak
+                and (share >= VOLUME_MISS_SHARE or (t.new is not None and self._walked_share(t, now, s.window)
+                                                    >= 0.5))):
             self._fire(ex, "enumeration", s, t, subj, now, f"{n} distinct identifiers looked up on {template}"[:200],
                        f"{n} identifiers, miss share {share:.2f}")
-        elif s.slow_threshold and not weak and miss:
+        elif s.slow_threshold and not weak:
+            slow_share = self._slow_share(t, now, s.slow_window, miss)
+            if not miss:
+                return
             if t.slow is None:
                 t.slow = Distinct()
             m = 0
             for d in digests:  # low and slow: distinct identifiers that missed, over hours
                 m = t.slow.add(d, now, s.slow_window, int(s.slow_threshold) + 1)
-            if m >= s.slow_threshold:
+            if m >= s.slow_threshold and slow_share >= s.min_share:
                 self._fire(ex, "enumeration", s, t, subj, now, f"{m} distinct identifiers in {s.slow_window:g}s",
-                           f"{m} identifiers (low and slow)", slow=True)
+                           f"{m} identifiers, miss share {slow_share:.2f} (low and slow)", slow=True)
 
     def _bola(self, ex: Exchange, subj: str, template: str, obj_id: str, denied: bool, now: float) -> None:
         s = self.sc.bola
@@ -1059,7 +1274,10 @@ class BehaviourDetector:
         if pop is None or obj_id not in pop.seen:
             self._population_ids(template, obj_id, now)
         if fresh:
-            self._walk(t, _walked(obj_id, fast.seen), fresh, now, window)
+            w = _walked(obj_id, fast.seen)
+            self._walk(t, w, fresh, now, window)
+            if w and self._bola_slow:
+                self._slow_walk(ex, t, subj, template, obj_id, now)
         if n >= s.threshold or (s.slow_threshold and denied):
             self._bola_judge(ex, s, t, subj, template, obj_id, n, share, denied, now)
 
@@ -1105,6 +1323,22 @@ class BehaviourDetector:
             return len(d.seen)
         return d.add(obj_id, now, 86400.0, 5000)
 
+    def _slow_walk(self, ex: Exchange, t: Track, subj: str, template: str, obj_id: str, now: float) -> None:
+        """Low-and-slow BOLA by walking: a new id that is the neighbour of one seen, counted over the
+        slow window; fires once `slow_threshold` of them are counted while most of the subject's
+        recent new ids are walked (the decayed share of _walk). A walk one id every few minutes never
+        fills the fast window, and an API that answers other people's objects with 200 (the flaw
+        itself) refuses none of them. Only walked ids come here: nothing is added for other fetches."""
+        s = self.sc.bola
+        x = t.extra()
+        if x.slow_walked is None:
+            x.slow_walked = Distinct()
+        m = x.slow_walked.add(obj_id, now, s.slow_window, int(s.slow_threshold) + 1)
+        if m >= s.slow_threshold and (seq := self._walked_share(t, now, s.window)) >= SLOW_WALK_SHARE:
+            self._fire(ex, "bola", s, t, subj, now,
+                       f"{m} objects of {template} walked in sequence in {s.slow_window:g}s"[:200],
+                       f"{m} ids, sequential share {seq:.2f} (low and slow)", slow=True)
+
     @staticmethod
     def _walk(t: Track, walked: int, fresh: bool, now: float, window: float) -> None:
         """Count a new id, and whether it was the neighbour (id +/- 1) of one already seen."""
@@ -1120,23 +1354,31 @@ class BehaviourDetector:
         assert t.new is not None and t.walked is not None
         return t.walked.value(now, window) / max(t.new.value(now, window), 1.0)
 
-    def _scraping(self, ex: Exchange, subj: str, act: Activity, target: str, now: float) -> None:
+    def _scraping(self, ex: Exchange, subj: str, act: Activity, target: str, now: float,
+                  ent: Entity | None = None) -> None:
         s = self.sc.scraping
         if not s.enabled:
             return
         n = act.paths.add(target, now, s.window, self._scraping_cap)
         baseline = self.baseline
-        if n & (n - 1) == 0:  # only a power of two counts (see Baseline.crossed)
-            baseline.crossed(n)
+        if n & (n - 1) == 0 and n > act.peak:  # only a power of two counts (see Baseline.crossed)
+            act.peak = n
+            self._cross(n, ent, now)
         if now - baseline._at >= 5.0:
             baseline.p99(now)  # (refreshed at most every 5 s)
         self._scraped(ex, subj, act, target, now, n)
 
+    def _cross(self, n: int, ent: Entity | None, now: float) -> None:
+        """Baseline.crossed(n), unless the subject's entity has a record (risk points ever, or risk
+        above watch now): attackers must not make the baseline they are judged against."""
+        if ent is not None and (ent.history or ent.risk > 0.0):
+            return
+        self.baseline.crossed(n)
+
     def _scraped(self, ex: Exchange, subj: str, act: Activity, target: str, now: float, n: int) -> None:
         """_scraping's verdict once the subject's distinct resources (n) are counted."""
         s = self.sc.scraping
-        limit = 4.0 * self.baseline._p99
-        if n >= s.threshold and n >= limit:  # n >= max(threshold, 4 x the population's p99)
+        if n >= self.baseline.limit:  # max(threshold, 4 x the population's p99), at most 2 x threshold
             t = self.tracks["scraping"].get(subj, now)
             self._fire(ex, "scraping", s, t, subj, now, f"{n} distinct resources in {s.window:g}s",
                        f"{n} resources, population p99 {self.baseline.p99(now):g}")

@@ -97,6 +97,11 @@ class EntitySettings(_Section):
         default_factory=lambda: ["session", "sessionid", "sid", "connect.sid", "phpsessid", "jsessionid",
                                  "_session", "session_id", "sessid", "laravel_session", "_session_id"],
     )
+    session_cookie_pattern: str = Field(
+        r"(^|[._-])(sess|session|sid)([._-]|$)",
+        description="regex searched in lower-cased cookie names: a match carries a session too (`_app_session`, "
+                    "`SESSION`, `.AspNetCore.Session`); '' only the names of `session_cookies`",
+    )
     api_key_headers: list[str] = Field(default_factory=lambda: ["x-api-key", "api-key", "x-apikey", "apikey"])
     key_salt: str = Field("", description="mixed into hashed API keys/sessions; the same on every instance")
     max_ips: int = Field(64, ge=1, description="addresses one entity may link")
@@ -104,6 +109,16 @@ class EntitySettings(_Section):
     idle_ttl: float = Field(24 * 3600.0, gt=0, description="seconds before an idle key is forgotten")
     max_keys: int = Field(2_000_000, ge=1000, description="tracked keys per process before eviction")
     popular: int = Field(5, ge=2, description="identities after which a weak key (NAT, browser) is shared")
+
+
+    @field_validator("session_cookie_pattern")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"bad regex {v!r}: {exc}") from None
+        return v
 
 
 class RiskSettings(_Section):
@@ -230,7 +245,8 @@ class ScenariosSettings(_Section):
     brute_force: ScenarioSettings = Field(default_factory=lambda: _s(threshold=8, window=600, slow_threshold=20))
     stuffing: ScenarioSettings = Field(default_factory=lambda: _s(threshold=5, window=900, slow_threshold=15))
     account_attack: ScenarioSettings = Field(default_factory=lambda: _s(threshold=10, window=900, risk=40))
-    ato_success: ScenarioSettings = Field(default_factory=lambda: _s(threshold=5, window=1800, risk=60))
+    # risk well above `challenge` (a takeover is worth a step-up at once) and slow to decay below it
+    ato_success: ScenarioSettings = Field(default_factory=lambda: _s(threshold=5, window=1800, risk=75))
     token_spread: ScenarioSettings = Field(default_factory=lambda: _s(threshold=4, window=600))
     enumeration: ScenarioSettings = Field(default_factory=lambda: _s(threshold=15, window=600, min_share=0.5,
                                                                      slow_threshold=30))
