@@ -604,67 +604,8 @@ class BehaviourDetector:
             pop = self.population.get(template)
             if pop is None or obj_id not in pop.seen:
                 self._population_ids(template, obj_id, now)
-            if not ip_weak:  # _bola_plain(ex, ip_key, act, template, obj_id, now), inlined
-                if act.bola_tpl == template:
-                    key = act.bola_key
-                else:
-                    key = ip_key + "|" + template
-                    act.bola_tpl = template
-                    act.bola_key = key
-                window = self._bola_window
-                tracks = self._bola_tracks
-                tr = tracks.by_subject.get(key)
-                if tr is None:
-                    tr = tracks.get(key, now)
-                    tr.new, tr.walked = Decayed(), Decayed()  # see _bola
-                else:
-                    tr.last = now  # Tracks.get, inlined
-                tot, bad = tr.total, tr.bad
-                last = tot.t
-                if last == bad.t:  # _refused_share(), inlined for its usual case (the same arithmetic)
-                    f = 0.5 ** ((now - last) / window) if now > last else 1.0
-                    total = tot.v * f + 1.0
-                    tot.v = total
-                    tot.t = now
-                    bad.t = now
-                    b = bad.v
-                    if b:  # (nothing refused yet, the usual case: 0.0 stays 0.0)
-                        b *= f
-                        bad.v = b
-                        share = b / total
-                    else:
-                        share = 0.0
-                else:
-                    share = _refused_share(tr, now, window, False)
-                fast = tr.fast
-                seen = fast.seen
-                cap = self._bola_cap
-                if obj_id in seen:  # Distinct.add, inlined for a member seen already
-                    if obj_id == fast.head:
-                        del seen[obj_id]
-                        seen[obj_id] = now
-                        for head in seen:  # noqa: B007 (the first member: cheaper than next(iter()))
-                            break
-                        h = seen[head]
-                        if h >= now - window and len(seen) <= cap:
-                            fast.head = head
-                            fast.head_t = h
-                        else:
-                            fast.trim(now, window, cap)
-                    else:
-                        del seen[obj_id]
-                        seen[obj_id] = now
-                        if fast.head_t < now - window or len(seen) > cap:
-                            fast.trim(now, window, cap)
-                    n = len(seen)
-                else:
-                    n = fast.add(obj_id, now, window, cap)
-                    w = _walked(obj_id, seen)
-                    self._walk(tr, w, True, now, window)
-                    if w and self._bola_slow:  # (a walked id: rare but for walkers)
-                        self._slow_walk(ex, tr, ip_key, template, obj_id, now)
-                if n >= self._bola_threshold:
-                    self._bola_judge(ex, self.sc.bola, tr, ip_key, template, obj_id, n, share, False, now)
+            if not ip_weak:
+                self._bola_plain(ex, ip_key, act, template, obj_id, now)
             if ent_act is not None:
                 self._bola_plain(ex, ent_key, ent_act, template, obj_id, now)
         if links.tokens and ("session" in keys or "api_key" in keys or "user" in keys):
@@ -823,42 +764,13 @@ class BehaviourDetector:
             t.new, t.walked = Decayed(), Decayed()  # new ids, and new ids next to a seen one (see _walk)
         else:
             t.last = now  # Tracks.get, inlined
-        tot, bad = t.total, t.bad
-        last = tot.t
-        if last == bad.t:  # _refused_share(), inlined for its usual case (the same arithmetic)
-            f = 0.5 ** ((now - last) / window) if now > last else 1.0
-            total = tot.v * f + 1.0
-            b = bad.v * f
-            tot.v = total
-            tot.t = now
-            bad.v = b
-            bad.t = now
-            share = b / total
-        else:
-            share = _refused_share(t, now, window, False)
+        share = _refused_share(t, now, window, False)
         fast = t.fast
         seen = fast.seen
         cap = self._bola_cap
-        if obj_id in seen:  # Distinct.add, inlined for a member seen already
-            if obj_id == fast.head:
-                del seen[obj_id]
-                seen[obj_id] = now
-                for head in seen:  # noqa: B007 (the first member: cheaper than next(iter()))
-                    break
-                h = seen[head]
-                if h >= now - window and len(seen) <= cap:
-                    fast.head = head
-                    fast.head_t = h
-                else:
-                    fast.trim(now, window, cap)
-            else:
-                del seen[obj_id]
-                seen[obj_id] = now
-                if fast.head_t < now - window or len(seen) > cap:
-                    fast.trim(now, window, cap)
-            n = len(seen)
-        else:
-            n = fast.add(obj_id, now, window, cap)
+        known = obj_id in seen
+        n = fast.add(obj_id, now, window, cap)
+        if not known:  # a new id: does it walk from one seen before?
             w = _walked(obj_id, seen)
             self._walk(t, w, True, now, window)
             if w and self._bola_slow:
