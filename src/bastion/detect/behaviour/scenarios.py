@@ -546,36 +546,8 @@ class BehaviourDetector:
                 v *= 0.5 ** ((now - tot.t) / 60.0)
             tot.v = v + 1.0
             tot.t = now
-            if self._scraping_on:  # _scraping(), inlined (see _scrape)
-                target = route.target
-                d = act.paths
-                seen = d.seen
-                window = self._scraping_window
-                if target == d.head:  # Distinct.add's two shortcuts, as written there
-                    del seen[target]
-                    seen[target] = now
-                    for head in seen:  # noqa: B007 (the first member: cheaper than next(iter()))
-                        break
-                    t = seen[head]
-                    if t >= now - window and len(seen) <= self._scraping_cap:
-                        d.head = head
-                        d.head_t = t
-                    else:
-                        d.trim(now, window, self._scraping_cap)
-                else:
-                    seen.pop(target, None)
-                    seen[target] = now
-                    if d.head_t < now - window or len(seen) > self._scraping_cap:
-                        d.trim(now, window, self._scraping_cap)
-                n = len(seen)
-                baseline = self.baseline
-                if n & (n - 1) == 0 and n > act.peak:  # only a power of two counts (see Baseline.crossed)
-                    act.peak = n
-                    self._cross(n, ent, now)
-                if now - baseline._at >= 5.0:
-                    baseline.p99(now)  # (refreshes the limit: _scraping reads it the same way)
-                if n >= baseline.limit or self._scraping_slow:
-                    self._scraped(ex, ip_key, act, target, now, n)
+            if self._scraping_on:
+                self._scrape(ex, ip_key, act, route.target, now, ent)
         if ent_act is not None:
             tot = ent_act.total
             v = tot.v
@@ -716,28 +688,8 @@ class BehaviourDetector:
                     self._token_spread(ex, f"{kind}:{token}", ip, keys.get("net", ip), now)
 
     def _scrape(self, ex: Exchange, subj: str, act: Activity, target: str, now: float, ent: Entity | None) -> None:
-        """_scraping() for the short path of complete() (scraping enabled), its Distinct.add inlined for
-        the usual cases."""
-        d = act.paths
-        seen = d.seen
-        window = self._scraping_window
-        if target == d.head:  # (Distinct.add's two shortcuts, as written there)
-            del seen[target]
-            seen[target] = now
-            for head in seen:  # noqa: B007 (the first member: cheaper than next(iter()))
-                break
-            t = seen[head]
-            if t >= now - window and len(seen) <= self._scraping_cap:
-                d.head = head
-                d.head_t = t
-            else:
-                d.trim(now, window, self._scraping_cap)
-        else:
-            seen.pop(target, None)
-            seen[target] = now
-            if d.head_t < now - window or len(seen) > self._scraping_cap:
-                d.trim(now, window, self._scraping_cap)
-        n = len(seen)
+        """_scraping() for the short path of complete() (scraping enabled)."""
+        n = act.paths.add(target, now, self._scraping_window, self._scraping_cap)
         baseline = self.baseline
         if n & (n - 1) == 0 and n > act.peak:  # only a power of two counts (see Baseline.crossed)
             act.peak = n
