@@ -238,3 +238,10 @@ def test_repeated_query_parameters_are_also_joined() -> None:
     got = labels(request_head_values(r, ZoneOptions()))
     assert ("args", "query:id", "1/**/union/*,*/select/*,*/1") in got
     assert not any(raw.count(",") for z, n, raw in got if n == "query:tag")
+
+
+def test_a_key_path_given_as_an_array_is_read_as_a_dotted_path() -> None:
+    body = json.dumps({"path": ["constructor", "prototype", "polluted"], "tags": ["design", "ux"]}).encode()
+    got = labels(request_body_values(req(headers=[("Content-Type", "application/json")], body=body), ZoneOptions()))
+    assert ("arg_names", "json:path", "constructor.prototype.polluted") in got
+    assert not any(z == "arg_names" and n == "json:tags" for z, n, _ in got)

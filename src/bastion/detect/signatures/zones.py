@@ -605,6 +605,10 @@ def _json(c: Collector, body: bytes) -> bool:
             if depth >= MAX_DEPTH:
                 c.add("args", "json", path or "$", _deep_text(node))
                 continue
+            if "prototype" in node and len(node) <= 64 and all(isinstance(v, str) for v in node):
+                # a key path given as an array (lodash set/merge, `["constructor", "prototype", "x"]`)
+                # is read as the dotted path it stands for
+                c.add("arg_names", "json", path or "$", ".".join(node))
             for v in reversed(node):
                 if isinstance(v, _JSON_INSPECTED):
                     stack.append((v, path, depth + 1, marked))
