@@ -41,6 +41,7 @@ import orjson
 
 from bastion.clock import ManualClock
 from bastion.config import parse_config
+from bastion.detect.behaviour.simulate import request_phases
 from bastion.engine import build_pipeline
 from bastion.engine.pipeline import Pipeline
 from bastion.exchange import Client, Headers, Response
@@ -1069,17 +1070,7 @@ async def drive(pipeline: Pipeline, api: Acme, actor: Actor, req: Req, now: floa
         headers.add("Content-Type", req.ctype)
         headers.add("Content-Length", str(len(req.body)))
     ex = pipeline.new_exchange(Client(peer_ip=req.ip or actor.ip), req.method, req.target, headers)
-    action = Action.ALLOW
-    v = None
-    for phase in (pipeline.connection, pipeline.request_headers, pipeline.request_body):
-        if phase == pipeline.request_body and req.body:
-            ex.request.body = req.body
-            ex.request.body_size = len(req.body)
-        v = await phase(ex)
-        if v is not None:
-            action = max(action, v.action)
-            if v.action >= Action.CHALLENGE:
-                break
+    action, v = await request_phases(pipeline, ex, req.body)
     if v is not None and v.action >= Action.CHALLENGE:
         ex.response = Response(v.status, Headers([("Content-Type", "application/problem+json")]), from_bastion=True)
         pipeline.complete(ex)

@@ -29,8 +29,8 @@ from bastion.config import BastionConfig
 from bastion.engine import build_pipeline
 from bastion.engine.pipeline import Pipeline
 from bastion.engine.registry import DETECTORS
-from bastion.exchange import Client, Headers, Response
-from bastion.verdict import Action
+from bastion.exchange import Client, Exchange, Headers, Response
+from bastion.verdict import Action, Verdict
 
 # --- client software profiles: header names in the order each one sends them ----------------------
 
@@ -460,6 +460,23 @@ class Report:
         return "\n".join(lines)
 
 
+async def request_phases(pipeline: Pipeline, ex: Exchange, body: bytes) -> tuple[Action, Verdict | None]:
+    """The request phases in the proxy's order (the body attached before its phase); stops at a
+    challenge or stronger. Returns the strongest action and the last phase's verdict."""
+    action = Action.ALLOW
+    v = None
+    for phase in (pipeline.connection, pipeline.request_headers, pipeline.request_body):
+        if phase == pipeline.request_body and body:
+            ex.request.body = body
+            ex.request.body_size = len(body)
+        v = await phase(ex)
+        if v is not None:
+            action = max(action, v.action)
+            if v.action >= Action.CHALLENGE:
+                break
+    return action, v
+
+
 async def drive(pipeline: Pipeline, shop: Shop, actor: Actor, req: Req) -> tuple[Action, int]:
     """One request through every phase; returns the strongest action taken and the status served."""
     headers = Headers(list(actor.profile) + list(actor.extra))
@@ -470,17 +487,7 @@ async def drive(pipeline: Pipeline, shop: Shop, actor: Actor, req: Req) -> tuple
         headers.add("Content-Length", str(len(req.body)))
     ip = req.ip or actor.ip
     ex = pipeline.new_exchange(Client(peer_ip=ip), req.method, req.target, headers)
-    action = Action.ALLOW
-    v = None
-    for phase in (pipeline.connection, pipeline.request_headers, pipeline.request_body):
-        if phase == pipeline.request_body and req.body:
-            ex.request.body = req.body
-            ex.request.body_size = len(req.body)
-        v = await phase(ex)
-        if v is not None:
-            action = max(action, v.action)
-            if v.action >= Action.CHALLENGE:
-                break
+    action, v = await request_phases(pipeline, ex, req.body)
     if v is not None and v.action >= Action.CHALLENGE:
         if not actor.why:
             actor.why = "; ".join(f"{f.rule_id}: {f.message} [{f.evidence}]" for f in ex.findings)[:400]
