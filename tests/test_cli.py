@@ -145,6 +145,24 @@ def _bastion() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-c", "from bastion.cli import main; main()"]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_rule_that_does_not_compile_stops_the_proxy_with_one_clear_line(tmp_path: Path, workers: int) -> None:
+    """Found only when the pipeline is built (in each worker): still a config error, no traceback,
+    and the workers are not restarted in a loop."""
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("upstream:\n  url: http://127.0.0.1:9\nrules:\n  - id: bad-regex\n"
+                   "    match: {path: {regex: \"([\"}}\n    threshold: 0\n    window: 60\n    actions: {block: 403}\n")
+    proc = subprocess.run(
+        [*_bastion(), "proxy", "--config", str(cfg), "--listen", f"127.0.0.1:{_free_port()}", "--no-admin",
+         "--data-dir", str(tmp_path / "d"), "--workers", str(workers)],
+        capture_output=True, timeout=60,
+    )
+    out = (proc.stdout + proc.stderr).decode()
+    assert proc.returncode == 1
+    assert "rule bad-regex: match.path: invalid regex" in out
+    assert "Traceback" not in out and "restarting" not in out
+
+
 @pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
 def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[int, str, Path]]:
     if importlib.util.find_spec("bastion.frontends.proxy.run") is None:

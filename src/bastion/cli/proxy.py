@@ -9,8 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
-from bastion.cli.common import check_upstream, fail, load_or_exit
+from bastion.cli.common import check_upstream, fail, fail_problems, load_or_exit
 from bastion.config import BastionConfig
+from bastion.errors import ConfigError
 
 
 class Mode(enum.StrEnum):
@@ -117,6 +118,8 @@ def proxy(
         run_proxy(config, config.server.workers)
     except KeyboardInterrupt:
         pass
+    except ConfigError as exc:  # found while building the pipeline: a rule that does not compile
+        fail_problems(exc.problems)
     except OSError as exc:
         fail(f"cannot serve on {config.server.listen}: {exc.strerror or exc}")
     finally:

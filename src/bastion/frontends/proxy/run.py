@@ -18,10 +18,12 @@ import time
 from collections.abc import Callable
 
 from bastion.config import BastionConfig, parse_hostport
+from bastion.errors import ConfigError
 
 log = logging.getLogger("bastion.proxy")
 
 GRACE_SECONDS = 10.0
+_EXIT_CONFIG = 78  # EX_CONFIG (sysexits.h): a worker refused the configuration
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
@@ -108,6 +110,7 @@ def run_proxy(config: BastionConfig, workers: int = 1, ready: Callable[[int], No
     listen = f"{host}:{port}"
     children: dict[int, int] = {}  # pid -> worker index
     stopping = False
+    refused = False  # a worker refused the configuration
 
     def spawn(index: int) -> None:
         pid = os.fork()
@@ -120,6 +123,9 @@ def run_proxy(config: BastionConfig, workers: int = 1, ready: Callable[[int], No
                 from bastion.admin.server import worker_config  # only worker 0 serves the admin API
 
                 _run_one(worker_config(config, index, workers), bind_socket(listen, reuse_port=True), None)
+            except ConfigError as exc:  # every worker would refuse it the same way: no restart loop
+                log.error("worker %d: %s", index, exc)
+                code = _EXIT_CONFIG
             except BaseException:
                 log.exception("worker %d failed", index)
                 code = 1
@@ -153,6 +159,10 @@ def run_proxy(config: BastionConfig, workers: int = 1, ready: Callable[[int], No
             index = children.pop(pid, None)
             if index is None or stopping:
                 continue
+            if os.waitstatus_to_exitcode(status) == _EXIT_CONFIG:
+                refused = True
+                on_signal(signal.SIGTERM, None)
+                continue
             now = time.monotonic()
             restarts = [t for t in restarts if now - t < 60] + [now]
             if len(restarts) > 5 * workers:
@@ -169,3 +179,5 @@ def run_proxy(config: BastionConfig, workers: int = 1, ready: Callable[[int], No
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     sys.stdout.flush()
+    if refused:
+        raise ConfigError(["the workers refused the configuration (the reason is logged above)"])
