@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
+import orjson
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bastion.events import MASK, MAX_PATH, Event, event_from_exchange, is_notable, mask_secrets
 from bastion.exchange import Client, Exchange, Headers, Request, Response
+from bastion.logs import JsonFormatter
 from bastion.verdict import Action, Finding, Verdict
 
 
@@ -146,3 +150,23 @@ def test_url_passwords_are_masked() -> None:
     # Paths, redirects and e-mail addresses are left alone.
     for text in ("GET /a?next=http://x.test/@y", "mailto:a@b.c", "http://user@host/", "https://a.test/p:q@r"):
         assert mask_secrets(text) == text
+
+
+_ANY_CHAR = st.text(st.characters(blacklist_categories=()), max_size=60)  # lone surrogates included
+
+
+@settings(max_examples=200, deadline=None)
+@given(target=_ANY_CHAR, evidence=_ANY_CHAR, name=_ANY_CHAR)
+def test_client_bytes_that_are_not_utf8_still_make_an_encodable_event(target: str, evidence: str, name: str) -> None:
+    """`%AD` in a query is kept by the decoders as a surrogate escape; orjson and the stores refuse
+    surrogates, and one such event once stopped every later store write."""
+    f = Finding(rule_id="r", detector="d", message="m \udcad", evidence="a\udcad" + evidence, name=name)
+    ev = event_from_exchange(exchange("/x\udcad" + target, findings=[f]))
+    doc = orjson.loads(orjson.dumps(ev.as_dict()))
+    assert doc["path"].startswith("/x\\xad") and doc["findings"][0]["evidence"].startswith("a\\xad")
+
+
+def test_json_log_lines_survive_undecodable_client_bytes() -> None:
+    record = logging.makeLogRecord({"msg": "path %s", "args": ("/x\udcad\ud800",), "levelname": "WARNING"})
+    line = orjson.loads(JsonFormatter().format(record))
+    assert line["msg"] == "path /x\\xad\ufffd"

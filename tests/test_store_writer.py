@@ -318,3 +318,26 @@ def test_unusable_data_dir_is_reported_at_start(tmp_path: Path, caplog: pytest.L
         w.close()  # the store never came: the event is counted as lost
     assert "cannot open the event store" in caplog.records[0].getMessage()
     assert w.stats.failed == 1
+
+
+def test_an_event_the_store_cannot_encode_is_dropped_alone(caplog: pytest.LogCaptureFixture) -> None:
+    """A content error is not an outage: retrying the batch forever would store nothing again."""
+
+    class PickyStore(FlakyStore):
+        def write_many(self, events: Sequence[Event]) -> int:
+            if any(ev.request_id == "req-3" for ev in events):
+                raise TypeError("str is not valid UTF-8: surrogates not allowed")
+            return super().write_many(events)
+
+    store = PickyStore()
+    w = EventWriter(lambda: store, flush_interval=0.05, batch_size=50, log_events=False)
+    with caplog.at_level(logging.ERROR, logger="bastion.store"):
+        for i in range(10):
+            w.exchange_done(flagged(i))
+        assert w.flush(5)
+        w.exchange_done(flagged(10))
+        assert w.flush(5)
+    assert sorted(ev.request_id for ev in store.events) == sorted(f"req-{i}" for i in range(11) if i != 3)
+    assert w.stats.failed == 1 and w.stats.pending == 0
+    assert "cannot encode" in caplog.text
+    w.close()

@@ -107,6 +107,35 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def printable(text: str) -> str:
+    """`text` as valid UTF-8 for JSON, logs and stores. A client's undecodable byte (`%AD`, kept by
+    the decoders as a surrogate escape) becomes `\\xad`; any other lone surrogate (`%uD800`) U+FFFD.
+    orjson and the stores refuse surrogates, and one such event once stopped every later write."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join(
+            c if not 0xD800 <= ord(c) <= 0xDFFF
+            else f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF
+            else "\ufffd"
+            for c in text
+        )
+    return text
+
+
+def printable_doc(value: Any) -> Any:
+    """`printable` applied to every string of a JSON-like document (keys included)."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable_doc(k): printable_doc(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [printable_doc(v) for v in value]
+    return value
+
+
 @dataclass(slots=True)
 class Event:
     """One flagged or blocked exchange, as stored and shown. `id` is set by the store on reading."""
@@ -209,7 +238,7 @@ def event_from_exchange(ex: Exchange, mode: str = "enforce") -> Event:
                 d["evidence"] = clip(mask_secrets(f.evidence), MAX_EVIDENCE)
         if f.reason:
             d["reason"] = f.reason
-        findings.append(d)
+        findings.append(printable_doc(d))
     # Every rule that fired (observe-mode ones included), so `--rule X` finds shadow hits too.
     rule_ids = tuple(dict.fromkeys(f.rule_id for f in ex.findings)) or (v.rule_ids if v is not None else ())
     return Event(
@@ -217,10 +246,10 @@ def event_from_exchange(ex: Exchange, mode: str = "enforce") -> Event:
         request_id=ex.id,
         client_ip=ex.client.ip,
         peer_ip=ex.client.peer_ip,
-        method=clip(ex.request.method, 16),
-        path=clip(mask_secrets(ex.request.path), MAX_PATH),
-        route=ex.route,
-        site=clip(ex.site, 253),
+        method=printable(clip(ex.request.method, 16)),
+        path=printable(clip(mask_secrets(ex.request.path), MAX_PATH)),
+        route=printable(ex.route),
+        site=printable(clip(ex.site, 253)),
         status=status,
         action=v.action.name.lower() if v is not None else ("log" if ex.findings else "allow"),
         score=v.score if v is not None and v.score else ex.score,
@@ -230,5 +259,5 @@ def event_from_exchange(ex: Exchange, mode: str = "enforce") -> Event:
         duration_ms=round((ex.duration or 0.0) * 1000.0, 3),
         mode=mode,
         would_block=bool(v is not None and v.would_block),
-        entity=ex.entity,
+        entity=printable(ex.entity),
     )

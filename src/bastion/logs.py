@@ -16,7 +16,7 @@ from typing import IO, Any
 import orjson
 
 from bastion.config import BastionConfig
-from bastion.events import Event, clip, mask_secrets
+from bastion.events import Event, clip, mask_secrets, printable_doc
 
 EVENTS_LOGGER = "bastion.events"
 _RESERVED = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
@@ -49,7 +49,10 @@ class JsonFormatter(logging.Formatter):
             exc = record.exc_info[1]
             doc["exc_type"] = type(exc).__name__
             doc["exc"] = clip(mask_secrets(self.formatException(record.exc_info)), 4000)
-        return orjson.dumps(doc, default=str).decode()
+        try:
+            return orjson.dumps(doc, default=str).decode()
+        except TypeError:  # a client's undecodable byte in the message or an extra: still one line
+            return orjson.dumps(printable_doc(doc), default=str).decode()
 
 
 class TextFormatter(logging.Formatter):

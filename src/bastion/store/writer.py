@@ -41,7 +41,7 @@ class WriterStats:
     queued: int = 0
     written: int = 0
     dropped: int = 0  # queue full: the gateway produced events faster than the store took them
-    failed: int = 0  # lost: the store stayed unreachable longer than the backlog could hold
+    failed: int = 0  # lost: the store stayed unreachable longer than the backlog could hold, or refused the event
     batches: int = 0
     pending: int = 0  # refused by the store, waiting in the backlog for a retry
 
@@ -251,6 +251,8 @@ class EventWriter(ExchangeSink):
             return False
         try:
             self.stats.written += store.write_many(batch)
+        except (TypeError, ValueError) as exc:  # the data, not the store: retrying cannot help
+            self._write_each(store, batch, exc)
         except Exception as exc:
             self._schedule_retry()
             self._error("write", f"event store write failed, {len(batch)} events kept for a retry: "
@@ -259,6 +261,18 @@ class EventWriter(ExchangeSink):
         self.stats.batches += 1
         self._retry_delay = 0.0
         return True
+
+    def _write_each(self, store: EventStore, batch: list[Event], exc: Exception) -> None:
+        """Write a batch the store refused for its content one event at a time, and drop (count and
+        report) only the events it still refuses, so that one bad event never blocks the rest."""
+        bad = 0
+        for ev in batch:
+            try:
+                self.stats.written += store.write_many([ev])
+            except Exception:  # its content, or the store failing in this very moment: counted, reported
+                bad += 1
+        self.stats.failed += bad
+        self._error("encode", f"{bad} event(s) the store cannot encode were dropped: {type(exc).__name__}: {exc}")
 
     def _keep(self, batch: list[Event]) -> None:
         """Backlog a refused batch; beyond `backlog_size` the oldest events are lost (counted)."""
