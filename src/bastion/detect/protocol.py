@@ -20,9 +20,11 @@ Evidence is a short description or a masked, truncated value, never a whole payl
 from __future__ import annotations
 
 import base64
+import bisect
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -43,6 +45,7 @@ from bastion.detect.httpsyntax import (
 from bastion.engine.registry import BuildContext
 from bastion.errors import PROBLEMS
 from bastion.exchange import Exchange
+from bastion.frontends.proxy.forwarding import TrustedProxies, parse_ip
 from bastion.verdict import Action, Finding, Severity
 
 
@@ -168,8 +171,49 @@ RANGE_ABUSE = Rule("protocol-range-abuse", "too many byte ranges", Severity.CRIT
 GET_BODY = Rule("protocol-get-body", "GET or HEAD request with a body", Severity.WARNING, tags=_S)
 GET_CHUNKED = Rule("protocol-get-chunked", "GET or HEAD request with a chunked body", Severity.CRITICAL, tags=_S)
 GET_FORM = Rule("protocol-get-form-body", "GET or HEAD request with a form body", Severity.CRITICAL, tags=_B)
-JWT_UNSIGNED = Rule("protocol-jwt-alg-none", "bearer JWT declaring no signature (alg: none)", Severity.CRITICAL,
-                   tags=("protocol", "auth"))
+_J = ("protocol", "auth", "jwt")
+JWT_UNSIGNED = Rule("protocol-jwt-alg-none", "JWT declaring no signature (alg: none)", Severity.CRITICAL, tags=_J)
+JWT_NO_SIGNATURE = Rule("protocol-jwt-signature-missing", "JWT with an empty or all-zero signature", Severity.CRITICAL,
+                        tags=_J)
+JWT_KID = Rule("protocol-jwt-kid-injection", "JWT key id (kid) holding a path, a quote or shell/SQL syntax",
+               Severity.CRITICAL, tags=_J)
+JWT_KEY_URL = Rule("protocol-jwt-key-url", "JWT telling the verifier to fetch its key (jku/x5u) from another host",
+                   Severity.CRITICAL, tags=_J)
+JWT_EMBEDDED_KEY = Rule("protocol-jwt-embedded-key", "JWT carrying its own verification key (jwk)",
+                        Severity.CRITICAL, tags=_J)
+_A = ("protocol", "access-bypass")
+PATH_OVERRIDE = Rule("protocol-path-override-header", "X-Original-URL / X-Rewrite-URL naming another path",
+                     Severity.CRITICAL, tags=_A)
+LOOPBACK_CLAIM = Rule("protocol-client-ip-loopback", "forwarding header claiming a loopback client or host",
+                      Severity.WARNING, tags=_A)
+LOOPBACK_ADMIN = Rule("protocol-loopback-admin", "loopback client or host claimed on an administrative path",
+                      Severity.CRITICAL, tags=_A)
+HOST_LOOPBACK_ADMIN = Rule("protocol-host-loopback-admin",
+                           "Host naming the loopback interface on an administrative path", Severity.WARNING, tags=_A)
+FORWARDED_HOST = Rule("protocol-forwarded-host-mismatch", "X-Forwarded-Host (or kin) naming another host than Host",
+                      Severity.WARNING, tags=("protocol", "host-header"))
+FORWARDED_HOST_LINK = Rule(
+    "protocol-forwarded-host-link", "X-Forwarded-Host naming another host on an endpoint that e-mails links",
+    Severity.CRITICAL, tags=("protocol", "host-header"),
+)
+METHOD_OVERRIDE_SAFE = Rule("protocol-method-override-get", "GET or HEAD overridden to another method",
+                            Severity.CRITICAL, tags=_A)
+IDENTITY_ARRAY = Rule("protocol-identity-array", "e-mail field given several addresses on an account endpoint",
+                      Severity.CRITICAL, tags=_A)
+IDENTITY_ARRAY_OTHER = Rule("protocol-identity-array-other", "e-mail field given several addresses", Severity.WARNING,
+                            tags=_A)
+NEGOTIATION_INVALID = Rule("protocol-negotiation-header-invalid",
+                           "negotiation header (Accept-Language, Accept-Encoding...) outside its grammar",
+                           Severity.CRITICAL, tags=_I)
+PERCENT_INVALID = Rule("protocol-percent-invalid", "several invalid percent-escapes (%S%E%L%E%C%T)", Severity.CRITICAL,
+                       tags=("protocol", "encoding"))
+PATH_ALIAS = Rule("protocol-path-alias-traversal", "path segment glued to '..' (/static../: alias traversal)",
+                  Severity.CRITICAL, tags=("protocol", "traversal"))
+SCANNER_HEADER = Rule("protocol-scanner-header", "header only a security scanner sends", Severity.CRITICAL,
+                      tags=("protocol", "scanner"))
+REDIRECT_ENCODED = Rule("protocol-redirect-encoded-slashes",
+                        "redirect parameter with a scheme and percent-encoded slashes (https:%2F%2F)",
+                        Severity.CRITICAL, tags=("protocol", "redirect"))
 BODY_NO_CT = Rule("protocol-body-no-content-type", "body without Content-Type", Severity.NOTICE, tags=_B)
 CT_MULTIPLE = Rule("protocol-ct-multiple", "more than one Content-Type header", Severity.CRITICAL, tags=_B)
 CT_INVALID = Rule("protocol-ct-invalid", "malformed Content-Type", Severity.ERROR, tags=_B)
@@ -317,11 +361,129 @@ _OVERRIDE_HEADERS = frozenset({"x-http-method-override", "x-http-method", "x-met
 _FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 _BCHARS = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 
+# --- JWT headers -----------------------------------------------------------------------------------
+# A JWS header is a JSON object, so its base64url starts with `eyJ`, `eyAi`, `ewo`, `ew0` or `ewk`
+# (`{"`, `{ "`, `{\n`, `{\r`, `{\t`): substring tests for them come before any regex runs.
+# (padding is not part of base64url, but some encoders add it and most decoders accept it)
+_JWT_PATTERN = (
+    r"(e(?:yJ|yAi|w[o0k])[A-Za-z0-9_-]{1,2048}={0,2})\.([A-Za-z0-9_-]{0,16384}={0,2})\.([A-Za-z0-9_-]{0,1024})"
+)
+_JWT = re.compile(_JWT_PATTERN)
+_JWT_B = re.compile(_JWT_PATTERN.encode())
+# the cheap test (one regex search costs less than three substring tests on a kilobyte)
+_JWT_START = re.compile(r"e(?:yJ|yAi|w[o0k])")
+_JWT_START_B = re.compile(rb"e(?:yJ|yAi|w[o0k])")
+_B64URL_CHAR = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+MAX_JWTS = 16  # tokens examined per request
+# A key id is an opaque name: a UUID, a thumbprint (base64/hex), a date, a URL or a cloud key name.
+# Quotes, shell and SQL punctuation, control characters, `..` climbs and absolute system paths are
+# what a verifier that puts the kid into a query, a command or a file path chokes on.
+_KID_BAD = re.compile(
+    r"['\"`|;$<>\\\x00-\x1f\x7f&]|(?:^|[/\\])\.\.(?:[/\\]|$)|^\s*(?:file:/*)?/(?:dev|proc|etc|sys|var|tmp|usr|bin|root|home|"
+    r"opt|run|boot|lib)(?:/|$)|^[A-Za-z]:[\\/]|\s(?:union|select|or|and)\s",
+    re.IGNORECASE,
+)
+# DER of ECDSA (r=0, s=0): the "psychic signature" Java 15-18 accepted for any message (CVE-2022-21449).
+_ZERO_ECDSA_DER = b"0\x06\x02\x01\x00\x02\x01\x00"
+
+# --- forwarding and access-control headers -------------------------------------------------------
+# Headers a client sets to claim where the request comes from: a loopback value is the classic
+# "the request is local, so it is trusted" bypass (FortiOS CVE-2022-40684, 403-bypass lists).
+_CLIENT_IP_HEADERS = frozenset({
+    "x-forwarded-for", "x-real-ip", "x-client-ip", "client-ip", "true-client-ip", "x-originating-ip", "x-remote-ip",
+    "x-remote-addr", "x-cluster-client-ip", "cf-connecting-ip", "fastly-client-ip", "x-custom-ip-authorization",
+    "x-forwarded", "forwarded-for", "x-true-ip", "forwarded",
+})
+# Headers that name the host the client asked for: an application that builds links from them
+# e-mails a password-reset link pointing at the attacker's host.
+_FORWARDED_HOST_HEADERS = frozenset({"x-forwarded-host", "x-host", "x-forwarded-server", "x-http-host-override"})
+# Path rewrites honoured by IIS/ASP.NET, Symfony and old Zend: the application routes on the header,
+# the filter and the access rules saw the request line.
+_PATH_OVERRIDE_HEADERS = frozenset({"x-original-url", "x-rewrite-url", "x-override-url"})
+_LOOPBACK_NAME = re.compile(r"localhost(?:\.localdomain)?|ip6-localhost|ip6-loopback|0|0\.0\.0\.0|\[?::1?\]?",
+                            re.IGNORECASE)
+_LOOPBACK_IP = re.compile(
+    r"127(?:\.\d{1,3}){0,3}|0177(?:\.0*\d{1,3}){0,3}|0x7f[0-9a-f.x]*|2130706433|::ffff:127\.[\d.]+", re.IGNORECASE
+)
+_LOOPBACK_FIRST = frozenset("lLiI0123456789[:")
+# Paths an administrator, not a client of the API, calls.
+_ADMIN_PATH = re.compile(
+    r"/(?:admin\w*|administrator|manage(?:r|ment)?|internal|private|console|actuator|cmdb|superuser|sysadmin|"
+    r"setup|install|debug|server-status|server-info|jmx-console|web-console|phpmyadmin|wp-admin|_admin|"
+    r"system|root|config|configuration|settings/(?:security|users?)|users?/(?:\d+/)?(?:roles?|permissions|delete))"
+    r"(?:[/.?;]|$)",
+    re.IGNORECASE,
+)
+# Endpoints that send a link or a code to an address: where a poisoned host name ends up in an e-mail.
+_LINK_PATH = re.compile(
+    r"pass(?:word|wd)|reset|forgot|recover|magic|invit|verif|confirm|activat|sign-?up|register|registration|"
+    r"unlock|(?:^|/)e-?mail(?:s)?(?:/|$)|one-time|otp|login-link|passwordless",
+    re.IGNORECASE,
+)
+# Account endpoints: where an identity field given twice is an account takeover (GitLab CVE-2023-7028).
+_ACCOUNT_PATH = re.compile(
+    r"pass(?:word|wd)|reset|forgot|recover|log-?in|sign-?in|sign-?up|register|registration|verif|unlock|magic|"
+    r"otp|mfa|2fa|/auth(?:/|$)|/sessions?(?:/|$)",
+    re.IGNORECASE,
+)
+# A singular e-mail field: `email`, `user[email]`, `user[email][]`, `email_address`, `user.mail`
+# (a list of recipients is named in the plural: `emails[]`, `to[]`, `recipients`).
+_EMAIL_FIELD = re.compile(r"(?:^|[\[._-])e-?mail(?:_?address)?\]?(?:\[\d*\])?$", re.IGNORECASE)
+_SCANNER_HEADERS = frozenset({
+    "acunetix-aspect", "acunetix-aspect-password", "acunetix-aspect-queries", "acunetix-product",
+    "acunetix-scanning-agreement", "acunetix-user-agreement", "x-scan-memo", "x-request-memo",
+    "x-requestmanager-memo", "x-wipp",
+})
+_REDIRECT_NAME = re.compile(
+    r"(?:^|[_.\[-])(?:next|redirect\w*|redir|return\w*|returnto|continue|dest(?:ination)?|goto|forward|"
+    r"target_?url|success_?url|failure_?url|cancel_?url|back_?url|login_?url|logout_?url|callback_?url)\]?$",
+    re.IGNORECASE,
+)
+# `https:%2F%2Fevil`: a scheme in clear and its slashes encoded; encoders encode both or neither.
+_SCHEME_ENCODED_SLASH = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,15}:(?:%2f|%5c|[/\\])*%(?:2f|5c)", re.IGNORECASE)
+_OVERRIDE_PARAM = re.compile(r"(?:^|&)_method=(?:put|patch|delete|post)(?:&|$)", re.IGNORECASE)
+
+# --- negotiation headers ----------------------------------------------------------------------------
+# The signature rules skip these (their values are short negotiation tokens); what an injection
+# needs is outside their grammar. Accept-Language and Accept-Encoding: tokens, `;q=`, commas.
+_LANGUAGE_LIKE = frozenset({"accept-language", "accept-encoding", "te", "content-language"})
+_LANGUAGE_GRAMMAR = re.compile(r"[\w\s,;=*.+-]*")
+# The other negotiation and cache headers the signature rules skip: no lookup, markup or
+# function definition belongs there.
+_NEGOTIATION = frozenset({
+    "accept", "connection", "cache-control", "pragma", "if-none-match", "if-modified-since", "if-match",
+    "if-unmodified-since", "dnt", "upgrade-insecure-requests", "keep-alive", "priority", "sec-fetch-site",
+    "sec-fetch-mode", "sec-fetch-dest", "sec-fetch-user", "sec-ch-ua", "sec-ch-ua-mobile", "sec-ch-ua-platform",
+    "content-encoding",
+})
+# One dictionary lookup per header line decides which of the checks above it needs.
+_K_NEGOTIATION, _K_LANGUAGE, _K_FORWARDING, _K_SCANNER = 1, 2, 3, 4
+_HEADER_KIND: dict[str, int] = {
+    **dict.fromkeys(_NEGOTIATION, _K_NEGOTIATION), **dict.fromkeys(_LANGUAGE_LIKE, _K_LANGUAGE),
+    **dict.fromkeys(_CLIENT_IP_HEADERS | _FORWARDED_HOST_HEADERS | _PATH_OVERRIDE_HEADERS, _K_FORWARDING),
+    **dict.fromkeys(_SCANNER_HEADERS, _K_SCANNER),
+}
+_CODE_SIGN = re.compile(r"\$\{|%\{|#\{|\{\{|<[A-Za-z!/?]|\(\s*\)\s*\{")
+
+# --- paths and encodings ------------------------------------------------------------------------------
+# `%S`, `%N`, `%E%`: a percent sign not followed by two hex digits (nor `%uXXXX`, scored apart). A
+# few come from careless clients (`50%` unencoded); sqlmap's `percentage` tamper puts one before
+# every letter, which IIS/ASP silently drops.
+_BAD_PERCENT = re.compile(r"%(?!u[0-9a-f]{4})(?:[g-z(]|[0-9a-f](?:[^0-9a-f]|$))", re.IGNORECASE)
+MIN_BAD_PERCENT = 3
+# `/static../app/settings.py`: nginx's `location /static { alias /app/static/; }` (no trailing
+# slash) maps it to /app/static/../app/settings.py. What is read that way is a file beside the
+# aliased directory (source, `.env`, `.git/config`): a name with an extension or a dotfile.
+_ALIAS_SEGMENT = re.compile(
+    r"/[^/.][^/]*?\.\.(?=[/\\](?:[^/\\?#]+[/\\])*(?:\.[\w.-]+|[^/\\?#]+\.[A-Za-z0-9]{1,8})/?(?:[?#]|$)"
+    r"|(?:[/\\][^/\\?#]*)*?[/\\]\.\w)"
+)
+
 
 class ProtocolDetector:
     name = "protocol"
 
-    def __init__(self, cfg: ProtocolConfig) -> None:
+    def __init__(self, cfg: ProtocolConfig, trusted_proxies: list[str] | None = None) -> None:
         self.allowed_methods = frozenset(cfg.allowed_methods)
         self.allow_header = ", ".join(cfg.allowed_methods)
         self.allowed_charsets = frozenset(c.lower() for c in cfg.allowed_charsets)
@@ -331,6 +493,8 @@ class ProtocolDetector:
         self.allowed_types = frozenset(t.strip().lower() for t in cfg.allowed_content_types)
         self.observe = False
         self._good_names: set[str] = set()
+        # forwarding headers from a configured proxy are facts, not a client's claims
+        self.trusted = TrustedProxies(trusted_proxies or ())
 
     def _hit(self, ex: Exchange, rule: Rule, evidence: str = "", name: str = "", zone: str = "headers") -> None:
         status: int | None = None
@@ -413,8 +577,49 @@ class ProtocolDetector:
                 self._hit(ex, PATH_NUL, mask(decoded[max(0, decoded.find("\x00") - 8):], 32), zone="path")
         if ("." in decoded or "~" in decoded) and (m := _SENSITIVE_FILE.search(decoded)):
             self._hit(ex, PATH_SENSITIVE_FILE, mask(m.group(0).strip("/"), 16), zone="path")
+        if ".." in decoded and (m := _ALIAS_SEGMENT.search(decoded)):
+            self._hit(ex, PATH_ALIAS, mask(m.group(0), 24), zone="path")
         if q >= 0:
-            self._args(ex, path[q + 1 :], "query")
+            query = path[q + 1 :]
+            self._args(ex, query, "query")
+            self._query(ex, query)
+
+    def _query(self, ex: Exchange, query: str) -> None:
+        """Query semantics a parser does not check: `_method` on a GET, redirect URLs written to slip
+        past a check, an identity field given twice."""
+        if "_method=" in query and ex.request.method in ("GET", "HEAD") and _OVERRIDE_PARAM.search(query):
+            # Laravel/Rails/Symfony take `_method` from POST bodies; on a GET it is a link that
+            # deletes (CSRF through an image tag) or an attempt to pass a method-based rule
+            self._hit(ex, METHOD_OVERRIDE_SAFE, "_method parameter", name="_method", zone="query")
+        lowered = query.lower()
+        if ":%2f" in lowered or ":%5c" in lowered:
+            for name, raw in _raw_pairs(query):
+                if _REDIRECT_NAME.search(name) and _SCHEME_ENCODED_SLASH.match(raw):
+                    self._hit(ex, REDIRECT_ENCODED, mask(raw, 32), name=mask(name, 32), zone="query")
+                    break
+        if "mail" in lowered and ("@" in query or "%40" in lowered):
+            self._identity_pairs(ex, _raw_pairs(query), "query")
+
+    def _identity_pairs(self, ex: Exchange, pairs: list[tuple[str, str]], zone: str) -> None:
+        """An e-mail field given several addresses (`user[email][]=victim&user[email][]=attacker`):
+        the account is matched on the first, the reset link mailed to all (GitLab CVE-2023-7028)."""
+        seen: dict[str, set[str]] = {}
+        for name, raw in pairs:
+            if "mail" not in name.lower() or not _EMAIL_FIELD.search(name):
+                continue
+            key = name
+            value = percent_decode(raw.replace("+", " "), 1).strip().lower()
+            if "@" in value:
+                base = key[:-2] if key.endswith("[]") else key
+                seen.setdefault(base, set()).add(value)
+        for key, values in seen.items():
+            if len(values) > 1:
+                self._identity_hit(ex, key, len(values), zone)
+                return
+
+    def _identity_hit(self, ex: Exchange, key: str, n: int, zone: str) -> None:
+        rule = IDENTITY_ARRAY if _ACCOUNT_PATH.search(ex.request.path) else IDENTITY_ARRAY_OTHER
+        self._hit(ex, rule, f"{n} addresses", name=mask(key, 32), zone=zone)
 
     def _encoding(self, ex: Exchange, raw: str, zone: str) -> None:
         """Percent-encodings no standard encoder produces (in a raw target or form body)."""
@@ -422,6 +627,9 @@ class ProtocolDetector:
             self._hit(ex, URL_OVERLONG, mask(raw[m.start():m.start() + 12], 12), zone=zone)
         if ("%u" in raw or "%U" in raw) and (m := _U_ENCODING.search(raw)):
             self._hit(ex, URL_U_ENCODING, mask(m.group(0), 8), zone=zone)
+        bad = _BAD_PERCENT.findall(raw)
+        if len(bad) >= MIN_BAD_PERCENT:
+            self._hit(ex, PERCENT_INVALID, f"{len(bad)} invalid escapes", zone=zone)
 
     def _args(self, ex: Exchange, raw: str, zone: str) -> None:
         """Argument checks over a query string or an urlencoded body (names and values, decoded)."""
@@ -477,8 +685,11 @@ class ProtocolDetector:
         tes: list[str] = []
         cts: list[str] = []
         hop: list[tuple[str, str]] = []  # Connection, Upgrade, Expect, Range, Request-Range: for _misc
+        forwarding: list[tuple[str, str]] = []  # client-IP, forwarded-host and path-override headers
         # One scan over all values (joined by a tab, which is legal in values) instead of one per header.
-        ctl = _CTL_RE.search("\t".join([v for _, v in headers.items])) is not None
+        joined = "\t".join([v for _, v in headers.items])
+        ctl = _CTL_RE.search(joined) is not None
+        override = False
         for k, v in headers.items:
             low = k.lower()
             if k not in self._good_names:
@@ -487,6 +698,20 @@ class ProtocolDetector:
                     continue
                 if len(self._good_names) < 4096:  # names repeat across requests; bounded memo
                     self._good_names.add(k)
+            kind = _HEADER_KIND.get(low)
+            if kind is None:
+                pass
+            elif kind == _K_NEGOTIATION:
+                if ("{" in v or "<" in v or "(" in v) and _CODE_SIGN.search(v):
+                    self._hit(ex, NEGOTIATION_INVALID, mask(v, 32), name=low)
+            elif kind == _K_LANGUAGE:
+                if _LANGUAGE_GRAMMAR.fullmatch(v) is None:
+                    # `${jndi:...}`, `en'||sleep(5)||'`: the application logs or stores the locale
+                    self._hit(ex, NEGOTIATION_INVALID, mask(v, 32), name=low)
+            elif kind == _K_FORWARDING:
+                forwarding.append((low, v))
+            else:
+                self._hit(ex, SCANNER_HEADER, name=low)
             if ctl and _CTL_RE.search(v):
                 if _CRLF_NUL.search(v):
                     self._hit(ex, HEADER_CRLF, mask(v), name=low)
@@ -539,20 +764,112 @@ class ProtocolDetector:
                         if cm.group(1).lower() not in _PART_CHARSETS:
                             self._hit(ex, ACCEPT_CHARSET, mask(cm.group(1), 24), name=low)
                             break
-            elif low == "authorization":
-                if v[:7].lower() == "bearer " and _unsigned_jwt(v[7:].strip()):
-                    # an unsigned token only works against a verifier that honours `alg` (CVE-2015-9235
-                    # and its kin); no real client sends one
-                    self._hit(ex, JWT_UNSIGNED, name=low)
             elif low == "x-middleware-subrequest":
                 self._hit(ex, MIDDLEWARE_SUBREQUEST, mask(v, 32), name=low)
-            elif low in _OVERRIDE_HEADERS and v.strip().upper() not in self.allowed_methods:
-                self._hit(ex, METHOD_OVERRIDE, mask(v, 16), name=low)
+            elif low in _OVERRIDE_HEADERS or low == "x-original-method":
+                method = v.strip().upper()
+                if low != "x-original-method" and method not in self.allowed_methods:
+                    self._hit(ex, METHOD_OVERRIDE, mask(v, 16), name=low)
+                elif req.method in ("GET", "HEAD") and method not in ("GET", "HEAD", "") and not override:
+                    # A GET turned into DELETE: past a rule that lets GETs through, or from a link
+                    # (CSRF). Clients that need an override (a proxy allowing only GET and POST)
+                    # send it on a POST.
+                    override = True
+                    self._hit(ex, METHOD_OVERRIDE_SAFE, mask(v, 16), name=low)
+        if m := _JWT_START.search(joined):
+            # one pass over the joined values (a token never holds the tab between them); the
+            # header a match lies in is found from the offsets
+            ends: list[int] = []
+            end = -1
+            for _, v in headers.items:
+                end += len(v) + 1
+                ends.append(end)
+            self._jwts(ex, joined, "", "headers", m.start(), ends)
+        target = req.target
+        if "%2e" in target or "%2E" in target:  # dots encoded: the application decodes them
+            target = percent_decode(target)
+        if m := _JWT_START.search(target):
+            self._jwts(ex, target, "", "query", m.start())
+        if forwarding:
+            self._forwarding(ex, forwarding, hosts)
         self._host(ex, hosts)
         has_body = self._framing(ex, cls, tes)
         self._content_type(ex, cts, has_body, bool(tes))
         if hop:
             self._misc(ex, hop)
+
+    def _forwarding(self, ex: Exchange, fields: list[tuple[str, str]], hosts: list[str]) -> None:
+        """Headers a proxy sets, sent by the client itself: a loopback client or host (the request
+        "is local", so trusted), another host for the links the application builds (password-reset
+        poisoning), another path for the router (X-Original-URL past the access rules)."""
+        if self.trusted and self.trusted.contains(ex.client.peer_ip):
+            return  # set by a configured proxy: facts, not claims
+        req = ex.request
+        path = req.path
+        if "%" in path:
+            path = percent_decode(path)
+        host = _host_only(hosts[0]) if hosts else ""
+        loopback = ""
+        for low, v in fields:
+            if low in _PATH_OVERRIDE_HEADERS:
+                claimed = v.strip().partition("?")[0]
+                if "%" in claimed:
+                    claimed = percent_decode(claimed)
+                if claimed and claimed.rstrip("/") != path.rstrip("/"):
+                    self._hit(ex, PATH_OVERRIDE, mask(v, 32), name=low)
+                continue
+            if low == "forwarded":
+                first = v.split(",", 1)[0]
+                for pair in first.split(";"):
+                    pk, _, pv = pair.strip().partition("=")
+                    pk = pk.strip().lower()
+                    if pk == "for" and _is_loopback(pv):
+                        loopback = low
+                    elif pk == "host":
+                        self._forwarded_host(ex, low, pv, host, path)
+                continue
+            if low in _FORWARDED_HOST_HEADERS:
+                claimed = v.split(",", 1)[0]
+                if _is_loopback(claimed):
+                    loopback = low
+                else:
+                    self._forwarded_host(ex, low, claimed, host, path)
+            elif _is_loopback(v.split(",", 1)[0]):
+                loopback = low
+        if loopback:
+            rule = LOOPBACK_ADMIN if _ADMIN_PATH.search(path) else LOOPBACK_CLAIM
+            self._hit(ex, rule, "loopback", name=loopback)
+
+    def _forwarded_host(self, ex: Exchange, low: str, claimed: str, host: str, path: str) -> None:
+        other = _host_only(claimed)
+        if not other or not host or other == host:
+            return
+        # Alone it only scores: a proxy in front that rewrites Host (and is not listed in
+        # server.trusted_proxies) sends it on every request. Where the application mails a link,
+        # a foreign host in it is the attack itself.
+        rule = FORWARDED_HOST_LINK if _LINK_PATH.search(path) else FORWARDED_HOST
+        self._hit(ex, rule, mask(other, 32), name=low)
+
+    def _jwts(self, ex: Exchange, text: str | bytes, name: str, zone: str, start: int = 0,
+              ends: list[int] | None = None) -> None:
+        """Every JWT-shaped value in a header, the target or the body, its header decoded. With
+        `ends` (where each header's value ends in the joined `text`), the header is the name."""
+        is_bytes = isinstance(text, bytes)
+        rx: Any = _JWT_B if is_bytes else _JWT
+        found: set[str] = set()
+        for n, m in enumerate(rx.finditer(text, start)):
+            if n >= MAX_JWTS:
+                break
+            pos = m.start()
+            if pos and (text[pos - 1] if is_bytes else ord(text[pos - 1])) in _B64URL_CHAR:
+                continue  # inside a longer base64 string
+            head, body, sig = (g.decode("latin-1") if is_bytes else g for g in m.groups())
+            if ends is not None:
+                name = ex.request.headers.items[bisect.bisect_left(ends, pos)][0].lower()
+            for rule, evidence in _jwt_issues(head, body, sig, name):
+                if rule.id not in found:
+                    found.add(rule.id)
+                    self._hit(ex, rule, evidence, name=name, zone=zone)
 
     def _host(self, ex: Exchange, hosts: list[str]) -> None:
         version = ex.request.http_version
@@ -566,6 +883,10 @@ class ProtocolDetector:
             self._hit(ex, HOST_MULTIPLE, f"{len(hosts)} Host headers", name="host")
             return
         host = hosts[0].strip(" \t")
+        if host[:1] in _LOOPBACK_FIRST and _is_loopback(host) and _ADMIN_PATH.search(percent_decode(ex.request.path)):
+            # `Host: localhost` picks the internal virtual host (or passes a "local requests only"
+            # check); also what `curl localhost:8080/admin` sends, so a warning only
+            self._hit(ex, HOST_LOOPBACK_ADMIN, mask(host, 24), name="host")
         if not host:
             self._hit(ex, HOST_EMPTY, name="host")
         elif _HOST_RE.fullmatch(host) is None:
@@ -690,6 +1011,8 @@ class ProtocolDetector:
             return  # a compressed body (gzip JSON from SDKs and exporters): its bytes say nothing
         if (b"TTP/" in body or b"ttp/" in body) and (_REQUEST_LINE.search(body) or _REQUEST_LINE_GLUED.search(body)):
             self._hit(ex, BODY_SMUGGLED, zone="body")
+        if m := _JWT_START_B.search(body):  # a token in a JSON field or a form (`refresh_token`)
+            self._jwts(ex, body, "body", "body", m.start())
         cts = req.headers.get_all("content-type")
         if not cts:
             return
@@ -706,8 +1029,11 @@ class ProtocolDetector:
                 doc = parse_json(body, charset)
                 if doc is NOT_JSON:
                     self._hit(ex, BODY_JSON, "unparsable", zone="body")
-                elif (b"\\" in body or b"%" in body) and _JSON_SUSPECT.search(body):
-                    self._json_values(ex, doc)
+                else:
+                    if (b"\\" in body or b"%" in body) and _JSON_SUSPECT.search(body):
+                        self._json_values(ex, doc)
+                    if b"mail" in body and body.count(b"@") > 1:
+                        self._identity_json(ex, doc)
         elif is_xml_type(mtype):
             if first_byte(body) != b"<" and not body.startswith((b"\xff\xfe", b"\xfe\xff")):
                 self._hit(ex, BODY_XML, "does not start with <", zone="body")
@@ -719,12 +1045,35 @@ class ProtocolDetector:
                 if "%" in text:
                     self._encoding(ex, text, "body")
                 self._args(ex, text, "body")
+                if "mail" in text and ("@" in text or "%40" in text):
+                    self._identity_pairs(ex, _raw_pairs(text), "body")
         elif mtype.startswith("multipart/"):
             boundary = mt.params.get("boundary", "")
             if boundary and b"--" + boundary.encode("latin-1", "replace") not in body[: 4096 + len(boundary)]:
                 self._hit(ex, BODY_MULTIPART, "boundary not found", zone="body")
             elif boundary:
                 self._multipart(ex, body, boundary)
+
+    def _identity_json(self, ex: Exchange, doc: Any) -> None:
+        """`{"user": {"email": ["victim@x", "attacker@y"]}}`: a singular e-mail field as a list."""
+        stack: list[Any] = [doc]
+        budget = 10_000
+        while stack and budget > 0:
+            budget -= 1
+            node = stack.pop()
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    if isinstance(v, list):
+                        if len(v) > 1 and isinstance(k, str) and _EMAIL_FIELD.search(k):
+                            addresses = {x.strip().lower() for x in v if isinstance(x, str) and "@" in x}
+                            if len(addresses) > 1:
+                                self._identity_hit(ex, k, len(addresses), "json")
+                                return
+                        stack.append(v)
+                    elif isinstance(v, dict):
+                        stack.append(v)
+            elif isinstance(node, list):
+                stack.extend(x for x in node if isinstance(x, dict | list))
 
     def _multipart(self, ex: Exchange, body: bytes, boundary: str) -> None:
         """Part headers: field and file names a parser can split differently (quotes, `;`, `=`,
@@ -797,17 +1146,151 @@ class ProtocolDetector:
 
 
 def make(config: BastionConfig, ctx: BuildContext) -> ProtocolDetector:
-    return ProtocolDetector(config.protocol)
+    return ProtocolDetector(config.protocol, config.server.trusted_proxies)
 
 
-def _unsigned_jwt(token: str) -> bool:
-    """A JWT (three dot-separated parts) whose header says `alg: none`, in any letter case."""
-    head, dot, rest = token.partition(".")
-    if not dot or "." not in rest or not 8 <= len(head) <= 512 or not head.startswith("eyJ"):
+def _raw_pairs(text: str) -> list[tuple[str, str]]:
+    """(name decoded once, value as sent) of a query string or an urlencoded body."""
+    out: list[tuple[str, str]] = []
+    for part in text.split("&"):
+        if part:
+            k, _, v = part.partition("=")
+            out.append((percent_decode(k.replace("+", " "), 1) if ("%" in k or "+" in k) else k, v))
+    return out
+
+
+def _host_only(value: str) -> str:
+    """The host name of a Host-like value, lower-cased, without port or brackets."""
+    v = value.strip().strip('"').lower()
+    if v.startswith("["):
+        return v[1:v.find("]")] if "]" in v else v
+    return v.rsplit(":", 1)[0] if v.count(":") == 1 else v
+
+
+def _is_loopback(value: str) -> bool:
+    v = value.strip().strip('"').strip()
+    if not v:
         return False
+    if _LOOPBACK_NAME.fullmatch(v) or _LOOPBACK_NAME.fullmatch(_host_only(v)):
+        return True
+    addr = parse_ip(v)
+    if addr is not None:
+        return addr.is_loopback or addr.is_unspecified
+    return _LOOPBACK_IP.fullmatch(_host_only(v)) is not None
+
+
+def _b64json(part: str) -> Any:
+    part = part.rstrip("=")
     try:
-        doc = orjson.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+        return orjson.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
     except (ValueError, orjson.JSONDecodeError):
-        return False
-    alg = doc.get("alg") if isinstance(doc, dict) else None
-    return isinstance(alg, str) and alg.strip().lower() == "none"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _JwsHeader:
+    """What a JWS/JWE header says, computed once per distinct header."""
+
+    issues: tuple[tuple[Rule, str], ...]  # alg none, kid injection: nothing else needed
+    ecdsa: bool  # ES* (the signature is checked for zeros)
+    jwe: bool  # the third part is an IV, not a signature
+    key_urls: tuple[tuple[str, str], ...]  # (jku|x5u, url): judged against the payload's `iss`
+    jwk: bool  # carries a key and is no DPoP proof
+
+
+# JWS headers recur (one issuer, a few keys): what each says is kept, bounded.
+_JWT_HEADERS: dict[str, _JwsHeader | None] = {}
+
+
+def _jws_header(head: str) -> _JwsHeader | None:
+    if head in _JWT_HEADERS:
+        return _JWT_HEADERS[head]
+    doc = _b64json(head)
+    info: _JwsHeader | None = None
+    if isinstance(doc, dict) and "alg" in doc:  # without `alg` it is base64 JSON, not a JWT
+        issues: list[tuple[Rule, str]] = []
+        alg = doc.get("alg")
+        alg_s = alg.strip().lower() if isinstance(alg, str) else ""
+        if alg is None or alg_s in ("", "none"):
+            # an unsigned token only works against a verifier that honours `alg` (CVE-2015-9235 and
+            # its kin); no real client sends one
+            issues.append((JWT_UNSIGNED, "alg none"))
+        kid = doc.get("kid")
+        if isinstance(kid, str) and _KID_BAD.search(kid):
+            issues.append((JWT_KID, mask(kid, 32)))
+        elif isinstance(kid, dict | list):  # `{"$ne": null}`: an operator for a document store's key lookup
+            issues.append((JWT_KID, "kid is an object"))
+        urls = tuple((k, doc[k]) for k in ("jku", "x5u") if isinstance(doc.get(k), str))
+        # DPoP proofs (RFC 9449) carry the client's public key by design; a bearer token that
+        # brings its own key is verified with the attacker's key (CVE-2018-0114)
+        jwk = "jwk" in doc and str(doc.get("typ", "")).lower() != "dpop+jwt"
+        info = _JwsHeader(tuple(issues), alg_s.startswith("es"), "enc" in doc, urls, jwk)
+    if len(_JWT_HEADERS) > 1024:
+        _JWT_HEADERS.clear()
+    _JWT_HEADERS[head] = info
+    return info
+
+
+def _jwt_issues(head: str, payload: str, sig: str, name: str) -> list[tuple[Rule, str]]:
+    """What is wrong with a JWT: no signature, an injectable kid, a key to fetch from elsewhere or
+    carried inline."""
+    info = _jws_header(head)
+    if info is None:
+        return []
+    out = list(info.issues)
+    if not info.jwe and not (out and out[0][0] is JWT_UNSIGNED):
+        if not sig:
+            out.append((JWT_NO_SIGNATURE, "empty signature"))
+        elif info.ecdsa and len(sig) <= 200:
+            raw = _b64bytes(sig)
+            if raw and (raw == _ZERO_ECDSA_DER or not raw.strip(b"\x00")):
+                out.append((JWT_NO_SIGNATURE, "zero ECDSA signature"))
+    for key, url in info.key_urls:
+        claims = _b64json(payload) if payload else None
+        iss = claims.get("iss") if isinstance(claims, dict) else None
+        if _foreign_key_url(url, iss if isinstance(iss, str) else ""):
+            out.append((JWT_KEY_URL, f"{key} {mask(_host_only(urlsplit_host(url)), 32)}"))
+            break
+    if info.jwk and name != "dpop":
+        out.append((JWT_EMBEDDED_KEY, "jwk"))
+    return out
+
+
+def _b64bytes(part: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    except ValueError:
+        return b""
+
+
+def urlsplit_host(url: str) -> str:
+    try:
+        return urlsplit(url.strip()).netloc.rsplit("@", 1)[-1]
+    except ValueError:
+        return ""
+
+
+def _site(host: str) -> str:
+    """The registrable part of a host name, approximately (`a.b.example.co.uk` -> `example.co.uk`)."""
+    labels = host.rstrip(".").split(".")
+    n = 3 if len(labels) >= 3 and len(labels[-1]) == 2 and len(labels[-2]) <= 3 else 2
+    return ".".join(labels[-n:])
+
+
+def _foreign_key_url(url: str, iss: str) -> bool:
+    """Whether a jku/x5u makes the verifier fetch a key somewhere the token's issuer does not live:
+    not https, credentials or an address in the URL, or a host of another site than `iss`."""
+    try:
+        parts = urlsplit(url.strip())
+        host = (parts.hostname or "").lower()
+    except ValueError:
+        return True
+    if parts.scheme.lower() != "https" or "@" in parts.netloc or not host:
+        return True
+    if parse_ip(host) is not None or _is_loopback(host) or host.endswith((".internal", ".local", ".localhost")):
+        return True
+    try:
+        iss_host = (urlsplit(iss.strip()).hostname or "").lower() if "://" in iss else ""
+    except ValueError:
+        iss_host = ""
+    return not iss_host or _site(iss_host) != _site(host)

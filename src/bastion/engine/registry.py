@@ -35,6 +35,8 @@ DETECTORS: list[tuple[str, str]] = [
     ("ratelimit", "bastion.detect.ratelimit:make"),
     ("limits", "bastion.detect.limits:make"),
     ("protocol", "bastion.detect.protocol:make"),
+    ("graphql", "bastion.detect.graphql:make"),
+    ("uploads", "bastion.detect.uploads:make"),
     ("signatures", "bastion.detect.signatures:make"),
     ("schema", "bastion.detect.schema:make"),
     ("behaviour", "bastion.detect.behaviour.scenarios:make"),
