@@ -73,6 +73,16 @@ LINGER_SECONDS = 2.0  # how long unread client bytes are drained before a refusa
 LINGER_BYTES = 1 << 20
 HOLD_SLACK = 64 * 1024
 
+# Method names as str without a decode per request (and with their hash cached).
+_METHODS: dict[bytes, str] = {
+    m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT")
+}
+# The end of a request line (after the target) -> its HTTP version.
+_LINE_ENDS: dict[bytes, str] = {b" HTTP/1.1\r\n": "1.1", b" HTTP/1.0\r\n": "1.0"}
+_new = object.__new__
+# (status, reason) -> the status line relayed to the client
+_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
+
 
 class _Refuse(Exception):
     """Raised inside parser callbacks to stop parsing with a recorded refusal."""
@@ -108,6 +118,9 @@ class RawHeaders(Headers):
         if raw is not None:
             self._raw = None
             _HEADER_ITEMS.__set__(self, [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw])
+        # Decoded for good: Headers' own slot from now on, not this property (detectors read the
+        # items several times per request).
+        self.__class__ = _DecodedHeaders
         items: list[tuple[str, str]] = _HEADER_ITEMS.__get__(self)
         return items
 
@@ -115,16 +128,26 @@ class RawHeaders(Headers):
     def items(self, value: list[tuple[str, str]]) -> None:
         self._raw = None
         _HEADER_ITEMS.__set__(self, value)
+        self.__class__ = _DecodedHeaders
 
     def get(self, name: str, default: str | None = None) -> str | None:
         raw = self._raw
         if raw is None:
             return super().get(name, default)
         key = name.lower().encode("latin-1", "replace")
+        n = len(key)
         for k, v in raw:  # one lookup (the Host, by new_exchange) does not need the whole index
-            if k.lower() == key:
+            if len(k) == n and k.lower() == key:
                 return v.decode("latin-1")
         return default
+
+
+class _DecodedHeaders(RawHeaders):
+    """RawHeaders once decoded: plain Headers again (the slot and lookups of Headers, no property)."""
+
+    __slots__ = ()
+    items = _HEADER_ITEMS
+    get = Headers.get
 
 
 class _Req:
@@ -151,6 +174,7 @@ class _Req:
         "resp_ended",
         "resp_head",
         "retried",
+        "rid_line",
         "rs",
         "st",
         "task",
@@ -182,6 +206,7 @@ class _Req:
         self.up_paused = 0
         self.replay = b""
         self.retried = False
+        self.rid_line = b""  # "X-Request-Id: ID\r\n", once the head is forwarded
         self.rs = R_NONE
         self.resp_head: list[bytes] = []
         self.resp_buf: list[bytes] = []
@@ -196,18 +221,17 @@ class _Req:
         return self.chunked or self.length > 0
 
 
-class _Soon:
-    """A phase's continuation waiting for the end of the read being parsed (ClientConnection._spawn)."""
+# A phase's continuation waiting for the end of the read being parsed (ClientConnection._spawn):
+# (request, then, verdict). A tuple, not a class: one per phase per request, and a tuple costs no
+# __init__ call. It is also the request's pending step (`_Req.task`), compared by identity.
+_Soon = tuple[_Req, Callable[[_Req, Verdict | None], None], Verdict | None]
 
-    __slots__ = ("req", "then", "verdict")
 
-    def __init__(self, req: _Req, then: Callable[[_Req, Verdict | None], None], verdict: Verdict | None) -> None:
-        self.req = req
-        self.then = then
-        self.verdict = verdict
-
-    def cancel(self) -> None:
-        """Nothing to undo: the run checks that it is still the request's pending step."""
+def _cancel(task: asyncio.Future[Any] | _Soon) -> None:
+    """Stop a request's pending step; a continuation (_Soon) has nothing to undo: the run checks
+    that it is still the request's pending step."""
+    if task.__class__ is not tuple:
+        task.cancel()  # type: ignore[union-attr]
 
 
 class ProxyServer:
@@ -271,6 +295,8 @@ class ProxyServer:
         # Complete-phase readers (catalog: response schemas, sensitive data) see the response body
         # prefix even when nothing holds the response back: it is copied as it streams past.
         self.copy_resp_prefix = p.wants(Phase.COMPLETE) and self.inspect_resp_bytes > 0
+        # How much of a held response is read before it is inspected (or checked for a debug page)
+        self.resp_hold_limit = self.inspect_resp_bytes if self.wants_resp_body else max(self.inspect_resp_bytes, 4096)
         self.connections: set[ClientConnection] = set()
         self.refused_connections = 0
         self._server: asyncio.Server | None = None
@@ -343,10 +369,12 @@ class ProxyServer:
 
     def next_request_id(self) -> str:
         """A unique request id: a random per-worker prefix and a counter (no syscall per request)."""
-        self._rid += 1
-        if self._rid > 0xFFFFFFFF:
-            self._rid_prefix, self._rid = secrets.token_hex(4), 1
-        return f"{self._rid_prefix}{self._rid:08x}"
+        rid = self._rid + 1
+        if rid > 0xFFFFFFFF:
+            self._rid_prefix, rid = secrets.token_hex(4), 1
+        self._rid = rid
+        # 8 hex digits: hex() of 2**32 + rid is "0x1" and those digits (cheaper than an 08x format spec)
+        return self._rid_prefix + hex(rid + 0x100000000)[3:]
 
     def _sweep(self) -> None:
         """Enforce every connection's deadlines: one timer per worker, not one per request."""
@@ -373,9 +401,10 @@ class ClientConnection(asyncio.Protocol):
         "conn_checked",
         "counted",
         "dead",
+        "fed",
+        "fed_idle",
         "fwd_block",
         "fwd_host",
-        "hdr_bytes",
         "hdrs",
         "head_bytes",
         "held",
@@ -383,6 +412,7 @@ class ClientConnection(asyncio.Protocol):
         "host_str",
         "in_head",
         "in_io",
+        "line_at0",
         "lingered",
         "loop",
         "other",
@@ -412,12 +442,14 @@ class ClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[_Req] = deque()
         self.reading: _Req | None = None
-        self.url: list[bytes] = []
+        self.url = b""
         self.hdrs: list[tuple[bytes, bytes]] = []
-        self.hdr_bytes = 0
         self.head_bytes = 0
         self.begun = False
         self.other = 0
+        self.fed = b""  # the bytes being parsed (during _feed)
+        self.fed_idle = True
+        self.line_at0 = False
         self.in_head = False
         self.paused = 0
         self.dead = False
@@ -481,7 +513,10 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.in_io += 1
         try:
-            self._receive(data)
+            if self.tunnel is None and not self.dead and not self.held and len(data) <= FEED_SLICE:
+                self._feed(data)  # the usual read: straight to the parser (the checks of _receive)
+            else:
+                self._receive(data)
         finally:
             self.in_io -= 1
         if not self.in_io and self.soon:
@@ -529,6 +564,8 @@ class ClientConnection(asyncio.Protocol):
     def _feed(self, data: bytes) -> None:
         self.begun = False
         self.other = 0
+        self.fed = data
+        self.fed_idle = self.reading is None and not self.in_head  # no message is half parsed
         try:
             self.parser.feed_data(data)
             if self.in_head:
@@ -554,6 +591,8 @@ class ClientConnection(asyncio.Protocol):
                     log.error("parser callback failed: %r", cause)
                 rule, message = h.classify_parse_error(exc)
                 self._refuse_parse(_Refuse(rule, 400, "bad-request", message))
+        finally:
+            self.fed = b""  # an idle connection keeps no read buffer alive
 
     def eof_received(self) -> bool | None:
         """The client half-closed: answer the complete requests it is owed, then close.
@@ -597,7 +636,7 @@ class ClientConnection(asyncio.Protocol):
         if self.queue:
             req = self.queue[0]
             if req.task is not None:
-                req.task.cancel()
+                _cancel(req.task)
                 req.task = None
             if req.up is not None:
                 req.up.abort()
@@ -636,16 +675,22 @@ class ClientConnection(asyncio.Protocol):
         if self.dead:
             raise _Stop
         self.in_head = True
+        # This message starts at the first byte fed (not after another message of the same read):
+        # on_headers_complete may read its request line there.
+        self.line_at0 = self.fed_idle and not self.begun
         self.begun = True
         self.head_bytes = 0
-        self.url = []
+        self.url = b""
         self.hdrs = []
-        self.hdr_bytes = 0
-        self._set_rd(RD_HEADER, self.s.t_header)
+        self.rd_kind = RD_HEADER  # _set_rd(RD_HEADER, t_header), inlined: once per request
+        self.rd = 0.0 if self.paused else self.loop.time() + self.s.t_header
 
     def on_url(self, url: bytes) -> None:
-        self.url.append(url)
-        if (len(self.url) > 1 and sum(map(len, self.url)) > self.s.max_uri) or len(url) > self.s.max_uri:
+        # llhttp hands the target in one piece unless it spans reads
+        if self.url:
+            url = self.url + url
+        self.url = url
+        if len(url) > self.s.max_uri:
             raise _Refuse("limits-uri-length", 414, "uri-too-long", "request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -662,25 +707,30 @@ class ClientConnection(asyncio.Protocol):
             raise _Refuse("limits-header-count", 431, "headers-too-large", "too many header fields")
         parser = self.parser
         method_b = parser.get_method()
-        method = method_b.decode("ascii")
-        version = parser.get_http_version()
-        url = self.url[0] if len(self.url) == 1 else b"".join(self.url)
+        method = _METHODS.get(method_b) or method_b.decode("ascii")
+        url = self.url
+        version = ""
+        if self.line_at0 and self.begun:  # begun: the head started in this read, not an earlier one
+            # The request line starts the bytes being parsed: read its version there, since
+            # httptools' get_http_version() formats it with str.format (~2k instructions, ~1 % of a
+            # pass-through request). Exact: the window below is the line's own " HTTP/x.y\r\n" when
+            # single spaces separate its parts; shifted by CR/LF that llhttp skipped before the line
+            # or by extra spaces it accepts, it starts in that prefix, the method, the target (no SP,
+            # CR or LF in it) or on a SP followed by another SP or by the target, which llhttp never
+            # accepts starting "HTTP/". Anything else still asks llhttp.
+            i = len(method_b) + len(url) + 1
+            version = _LINE_ENDS.get(self.fed[i:i + 11], "")
+        if not version:
+            version = parser.get_http_version()
         target = url.decode("latin-1")
         fwd: list[bytes] = [b""]  # [0]: the request line, set last
         host_count = 0
-        length = -1
-        chunked = False
-        expect = b""
-        upgrade = b""
-        conn_values: list[bytes] = []
-        xff: list[str] = []
-        fwded: list[str] = []
-        xfp: str | None = None
-        rid: str | None = None
-        rewritten = s.req_rewritten
         host = ""
         total = 0
+        special: list[tuple[bytes, bytes]] | None = None  # fields the proxy rewrites: (lower-case name, value)
+        rewritten = s.req_rewritten
         max_value = s.max_header_value
+        peer_trusted = self.peer_trusted
         for name, value in hdrs:
             n = len(value)
             if n > max_value:
@@ -693,44 +743,58 @@ class ClientConnection(asyncio.Protocol):
                     host = self.host_str if value == self.host_raw else self._host(value)
                 fwd.append(b"%b: %b\r\n" % (name, value))
                 continue
-            svalue = value.decode("latin-1")
-            if low == b"content-length":
-                length = int(value)  # llhttp validated it (digits only, no duplicates)
-            elif low == b"transfer-encoding":
-                chunked = True
-            elif low == b"connection":
-                conn_values.append(value)
-            elif low == b"expect":
-                expect = value
-            elif low == b"upgrade":
-                upgrade = value
-            elif low == b"x-forwarded-for":
-                xff.append(svalue)
-            elif low == b"forwarded":
-                fwded.append(svalue)
-            elif low == b"x-forwarded-proto":
-                xfp = svalue.strip()
-            elif low == b"x-request-id":
-                rid = svalue if valid_request_id(svalue) else None
-            elif low in h.FORWARDED_CLAIMS and self.peer_trusted:
+            if special is None:
+                special = []
+            special.append((low, value))
+            if low in h.FORWARDED_CLAIMS and peer_trusted:
                 fwd.append(b"%b: %b\r\n" % (name, value))
         if total > s.max_header_bytes:
             raise _Refuse("limits-header-bytes", 431, "headers-too-large", "request header fields too large")
-        self.hdr_bytes = total
         self.other += total + len(url) + 16
-        # Fields named by Connection are hop-by-hop too (RFC 9110 section 7.6.1).
-        if conn_values:
-            tokens = h.connection_tokens(conn_values) - {b"close", b"keep-alive", b"upgrade"}
-            if tokens:
-                fwd = [line for line in fwd if line.split(b":", 1)[0].lower() not in tokens]
+        length = -1
+        chunked = False
+        expect = b""
+        upgrade = b""
+        xff: list[str] = []
+        fwded: list[str] = []
+        xfp: str | None = None
+        rid: str | None = None
+        if special is not None:
+            conn_values: list[bytes] = []
+            for low, value in special:
+                if low == b"content-length":
+                    length = int(value)  # llhttp validated it (digits only, no duplicates)
+                elif low == b"transfer-encoding":
+                    chunked = True
+                elif low == b"connection":
+                    conn_values.append(value)
+                elif low == b"expect":
+                    expect = value
+                elif low == b"upgrade":
+                    upgrade = value
+                elif low == b"x-forwarded-for":
+                    xff.append(value.decode("latin-1"))
+                elif low == b"forwarded":
+                    fwded.append(value.decode("latin-1"))
+                elif low == b"x-forwarded-proto":
+                    xfp = value.decode("latin-1").strip()
+                elif low == b"x-request-id":
+                    svalue = value.decode("latin-1")
+                    rid = svalue if valid_request_id(svalue) else None
+            # Fields named by Connection are hop-by-hop too (RFC 9110 section 7.6.1).
+            if conn_values:
+                tokens = h.connection_tokens(conn_values) - {b"close", b"keep-alive", b"upgrade"}
+                if tokens:
+                    fwd = [line for line in fwd if line.split(b":", 1)[0].lower() not in tokens]
         client = self.client
-        peer_trusted = self.peer_trusted
         if peer_trusted and (xff or fwded):
             ip = resolve_client_ip(self.peer_ip, forwarded_for_chain(xff, fwded), s.trusted)
             if ip != client.ip:
                 client = Client(peer_ip=client.peer_ip, peer_port=client.peer_port, ip=ip, tls=client.tls,
                                 tls_version=client.tls_version, sni=client.sni, fingerprint=client.fingerprint)
-        headers = RawHeaders(hdrs)
+        headers = _new(RawHeaders)  # RawHeaders(hdrs) without the __init__ call
+        headers._raw = hdrs
+        headers._index = None
         ex = s.pipeline.new_exchange(client, method, target, headers, version, rid or s.next_request_id())
         req = _Req(ex, method)
         req.version = version
@@ -743,7 +807,7 @@ class ClientConnection(asyncio.Protocol):
         self.reading = req
         # Checks llhttp leaves to us; each refusal ends the connection.
         refusal: _Refuse | None = None
-        if version not in ("1.1", "1.0"):
+        if version != "1.1" and version != "1.0":
             refusal = _Refuse("protocol-version-invalid", 400, "bad-request", "unsupported HTTP version")
         elif host_count > 1:
             refusal = _Refuse("protocol-host-multiple", 400, "bad-request", "more than one Host header")
@@ -792,7 +856,9 @@ class ClientConnection(asyncio.Protocol):
                 self.fwd_host = host
                 self.fwd_block = self._forwarding_block(client.ip, host, False, xff, fwded, xfp)
             fwd.append(self.fwd_block)
-        fwd.append(b"X-Request-Id: %b\r\n\r\n" % ex.id.encode("latin-1"))
+        rid_line = req.rid_line = b"X-Request-Id: %b\r\n" % ex.id.encode("latin-1")  # the response's too
+        fwd.append(rid_line)
+        fwd.append(b"\r\n")
         fwd[0] = b"%b %b%b HTTP/1.1\r\n" % (method_b, s.target.prefix, url)
         req.head = b"".join(fwd)
         if chunked or length > 0:
@@ -933,7 +999,7 @@ class ClientConnection(asyncio.Protocol):
         had to wait. Inside a read that is right after it (no extra loop turn: ~7 % of a proxied
         request's instructions with signatures on); elsewhere (timers, tasks) on the next turn."""
         if result is None or isinstance(result, Verdict):
-            soon = _Soon(req, then, result)
+            soon = (req, then, result)
             req.task = soon
             self.soon.append(soon)
             if not self.in_io:
@@ -969,16 +1035,17 @@ class ClientConnection(asyncio.Protocol):
         """Run the continuations of phases that decided synchronously, in order (see `_spawn`)."""
         self.in_io += 1
         try:
-            while self.soon:
-                soon = self.soon.popleft()
-                req = soon.req
+            queue = self.soon
+            while queue:
+                soon = queue.popleft()
+                req, then, verdict = soon
                 if req.task is not soon:
                     continue  # cancelled: the client left or the request was refused meanwhile
                 req.task = None
                 if self.transport is None:
                     continue
                 try:
-                    soon.then(req, soon.verdict)
+                    then(req, verdict)
                 except Exception as err:
                     self._crashed(req, err)
         finally:
@@ -1002,7 +1069,7 @@ class ClientConnection(asyncio.Protocol):
                 self._crashed(req, err)
 
     def _want_body(self, req: _Req) -> None:
-        if req.has_body and self.s.wants_body:
+        if self.s.wants_body and (req.chunked or req.length > 0):  # req.has_body
             req.st = Q_WAIT_BODY
             if req.expect_continue and not req.ended and self.transport is not None:
                 req.expect_continue = False
@@ -1073,18 +1140,22 @@ class ClientConnection(asyncio.Protocol):
         req.st = Q_UPSTREAM
         req.up = conn
         if data is None:
-            parts = [req.head]
-            if req.body:
-                if req.chunked:
-                    parts.extend(h.chunk(b) for b in req.body if b)
-                else:
-                    parts.extend(req.body)
-                req.body = []
-                req.body_buffered = 0
-            if req.ended and req.chunked:
-                parts.append(h.CHUNKED_END)
-            data = parts[0] if len(parts) == 1 else b"".join(parts)
-            if (req.ended or not req.has_body) and not req.retried and len(data) <= REPLAY_MAX:
+            chunked = req.chunked
+            if req.body or (chunked and req.ended):
+                parts = [req.head]
+                if req.body:
+                    if chunked:
+                        parts.extend(h.chunk(b) for b in req.body if b)
+                    else:
+                        parts.extend(req.body)
+                    req.body = []
+                    req.body_buffered = 0
+                if req.ended and chunked:
+                    parts.append(h.CHUNKED_END)
+                data = b"".join(parts)
+            else:
+                data = req.head  # a request without a body (or whose body is still to come)
+            if (req.ended or not (chunked or req.length > 0)) and not req.retried and len(data) <= REPLAY_MAX:
                 req.replay = data
         self.up_deadline = self.loop.time() + self.s.t_upstream
         conn.send(self, data, req.method == "HEAD")
@@ -1103,14 +1174,23 @@ class ClientConnection(asyncio.Protocol):
         return None
 
     def up_head(self, conn: UpstreamConnection) -> None:
-        if not self.queue or self.queue[0].up is not conn:
+        queue = self.queue
+        if not queue:
             return
-        req = self.queue[0]
+        req = queue[0]
+        if req.up is not conn:
+            return
         s = self.s
         status = conn.status
+        reason = conn.reason
         self.up_deadline = self.loop.time() + s.t_upstream
         ex = req.ex
-        ex.response = Response(status=status, headers=RawHeaders(conn.headers), reason=conn.reason.decode("latin-1"))
+        headers = _new(RawHeaders)  # RawHeaders(conn.headers) without the __init__ call
+        headers._raw = conn.headers
+        headers._index = None
+        resp = Response(status, headers)  # no keyword arguments: no dict built per response
+        resp.reason = reason.decode("latin-1")
+        ex.response = resp
         if status == 101:
             if req.websocket:
                 self._switch_tunnel(req, conn)
@@ -1118,7 +1198,12 @@ class ClientConnection(asyncio.Protocol):
                 self._upstream_failed(req, 502, "unexpected 101 from upstream")
             return
         dropped = s.resp_dropped
-        lines = [b"HTTP/1.1 %d %b\r\n" % (status, conn.reason)]
+        line = _STATUS_LINES.get((status, reason))
+        if line is None:
+            if len(_STATUS_LINES) >= 1024:  # reasons are the upstream's to choose: keep the memo bounded
+                _STATUS_LINES.clear()
+            line = _STATUS_LINES[(status, reason)] = b"HTTP/1.1 %d %b\r\n" % (status, reason)
+        lines = [line]
         conn_values = None
         for name, value in conn.headers:
             low = name.lower()
@@ -1128,10 +1213,11 @@ class ClientConnection(asyncio.Protocol):
                 continue
             lines.append(b"%b: %b\r\n" % (name, value))
         if conn_values:
+            # Fields named by Connection are hop-by-hop too (RFC 9110 section 7.6.1).
             tokens = h.connection_tokens(conn_values) - {b"close", b"keep-alive"}
             if tokens:
                 lines = [lines[0]] + [x for x in lines[1:] if x.split(b":", 1)[0].lower() not in tokens]
-        no_body = req.method == "HEAD" or status in (204, 304)
+        no_body = req.method == "HEAD" or status == 204 or status == 304
         if no_body:
             req.framing = F_NONE
         elif conn.has_length and not conn.chunked:
@@ -1141,13 +1227,12 @@ class ClientConnection(asyncio.Protocol):
             lines.append(b"Transfer-Encoding: chunked\r\n")
         else:
             req.framing = F_CLOSE
-        lines.append(b"X-Request-Id: %b\r\n" % ex.id.encode("latin-1"))
+        lines.append(req.rid_line or b"X-Request-Id: %b\r\n" % ex.id.encode("latin-1"))
         if s.hsts:
             lines.append(s.hsts)
         req.resp_head = lines
-        hold = s.wants_resp_head or (not no_body and (s.wants_resp_body or (s.scrub and status >= 500)))
-        if not hold:
-            self._write_head(req)
+        if not (s.wants_resp_head or (not no_body and (s.wants_resp_body or (s.scrub and status >= 500)))):
+            self._write_head(req)  # nothing holds the response: it streams
             return
         req.rs = R_HOLD
         if s.wants_resp_head:
@@ -1168,10 +1253,10 @@ class ClientConnection(asyncio.Protocol):
             self._release_hold(req)
 
     def _maybe_inspect_response(self, req: _Req) -> None:
-        s = self.s
-        limit = s.inspect_resp_bytes if s.wants_resp_body else max(s.inspect_resp_bytes, 4096)
-        if not (req.resp_ended or req.resp_buffered >= limit):
+        limit = self.s.resp_hold_limit
+        if not req.resp_ended and req.resp_buffered < limit:
             return
+        s = self.s
         resp = req.ex.response
         assert resp is not None
         body = b"".join(req.resp_buf)
@@ -1199,7 +1284,8 @@ class ClientConnection(asyncio.Protocol):
         req.resp_buffered = 0
         for data in buf:
             self._write_body(req, data)
-        self._resume_up(req, 2)
+        if req.up_paused & 2:
+            self._resume_up(req, 2)
         if req.resp_ended and self.queue and self.queue[0] is req and req.st != Q_DONE:
             self._response_done(req)
         self._flush()
@@ -1217,7 +1303,12 @@ class ClientConnection(asyncio.Protocol):
             lines.append(b"Connection: keep-alive\r\n\r\n")
         else:
             lines.append(b"\r\n")
-        self.out.append(b"".join(lines))
+        req.resp_head = []
+        # Joined with the body by _flush: one join per write, not one for the head and one more.
+        if self.out:
+            self.out += lines
+        else:
+            self.out = lines
 
     def _write_body(self, req: _Req, data: bytes) -> None:
         if not data:
@@ -1239,7 +1330,12 @@ class ClientConnection(asyncio.Protocol):
                 room = self.s.inspect_resp_bytes - len(resp.body)
                 if room > 0:
                     resp.body += data[:room]
-            self._write_body(req, data)
+            if data:  # _write_body, inlined: once or more per response
+                framing = req.framing
+                if framing == F_CHUNKED:
+                    self.out.append(h.chunk(data))
+                elif framing != F_NONE:
+                    self.out.append(data)
             return
         req.resp_buf.append(data)
         req.resp_buffered += len(data)
@@ -1249,8 +1345,11 @@ class ClientConnection(asyncio.Protocol):
             self._maybe_inspect_response(req)
 
     def up_done(self, conn: UpstreamConnection) -> None:
-        req = self._active(conn)
-        if req is None:
+        queue = self.queue  # _active(conn), inlined
+        if not queue:
+            return
+        req = queue[0]
+        if req.up is not conn:
             return
         req.resp_ended = True
         self.up_deadline = 0.0
@@ -1298,7 +1397,11 @@ class ClientConnection(asyncio.Protocol):
         self.in_io -= 1
         if not self.in_io and self.soon:
             self._run_soon()
-        self._flush()
+        out = self.out  # _flush(), inlined: once per upstream read
+        if out:
+            self.out = []
+            if self.transport is not None:
+                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def _flush(self) -> None:
         """Write what the relayed response produced, as one write (one syscall) per upstream read."""
@@ -1331,8 +1434,11 @@ class ClientConnection(asyncio.Protocol):
             # A request body not fully sent leaves the connection's framing unknown: not reusable.
             # Nor is one that carried a body on a method that normally has none: an upstream that
             # ignores such a body (CL.0 desync) would read it as the next request on this connection.
-            self._give_back(req, conn, req.ended and not (req.method in NO_BODY_METHODS and
-                                                          (req.chunked or req.length > 0)))
+            reusable = req.ended and not ((req.chunked or req.length > 0) and req.method in NO_BODY_METHODS)
+            if reusable and not req.up_paused:
+                self.s.pool.release(conn)  # _give_back's usual case
+            else:
+                self._give_back(req, conn, reusable)
         self._finish(req, req.resp_close)
 
     def _give_back(self, req: _Req, conn: UpstreamConnection, reusable: bool) -> None:
@@ -1348,20 +1454,25 @@ class ClientConnection(asyncio.Protocol):
 
     def _finish(self, req: _Req, close: bool) -> None:
         req.st = Q_DONE
-        self._complete(req.ex)
-        if self.queue and self.queue[0] is req:
-            self.queue.popleft()
+        s = self.s
+        if not s.completed:  # _complete(req.ex), inlined: once per request
+            self.loop.call_soon(s.run_completed)
+        s.completed.append(req.ex)
+        queue = self.queue
+        if queue and queue[0] is req:
+            queue.popleft()
         if self.transport is None:
             return
-        if close or (self.closing and not self.queue):
+        if close or (self.closing and not queue):
             self.close(linger=not req.ended or self.dead)
             return
-        if self.paused & PAUSE_PIPELINE and len(self.queue) < self.s.max_pipelined:
+        if self.paused & PAUSE_PIPELINE and len(queue) < s.max_pipelined:
             self._resume(PAUSE_PIPELINE)
-        if self.queue:
-            self._start(self.queue[0])
+        if queue:
+            self._start(queue[0])
         elif not self.in_head and self.reading is None:
-            self._set_rd(RD_IDLE, self.s.t_idle)
+            self.rd_kind = RD_IDLE  # _set_rd(RD_IDLE, t_idle), inlined
+            self.rd = 0.0 if self.paused else self.loop.time() + s.t_idle
 
     def _last_owed(self) -> bool:
         """Whether the active response is the last this closing connection owes."""
@@ -1487,7 +1598,7 @@ class ClientConnection(asyncio.Protocol):
                 req.up.abort()
                 req.up = None
             if req.task is not None:
-                req.task.cancel()
+                _cancel(req.task)
                 req.task = None
             if req.rs == R_STREAM:
                 self._finish(req, True)
@@ -1502,7 +1613,7 @@ class ClientConnection(asyncio.Protocol):
             self.reading = None
         else:
             self.reading = None
-            target = b"".join(self.url).decode("latin-1")[: self.s.max_uri] or "*"
+            target = self.url.decode("latin-1")[: self.s.max_uri] or "*"
             try:
                 method = self.parser.get_method().decode("ascii")
             except Exception:

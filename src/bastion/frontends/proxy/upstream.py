@@ -27,6 +27,9 @@ class UpstreamHandler(Protocol):
     def up_lost(self, conn: UpstreamConnection, exc: BaseException | None) -> None: ...
     def up_tunnel(self, data: bytes) -> None: ...
     def up_flush(self) -> None: ...
+    # > 0 while a read is being parsed (an upstream read increments it directly: one call less per
+    # read), up_leave() decrements it and acts on what the read decided
+    in_io: int
     def up_enter(self) -> None: ...
     def up_leave(self) -> None: ...
     def up_pause(self) -> None: ...
@@ -80,6 +83,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.tunnel = False
         self.got_bytes = False
         self.in_head = False
+        self.head_seen = False  # a read of the current response head was seen
         self.head_bytes = 0  # bytes read while the response head is incomplete
         self.done = True  # no request in flight
         self.skip_message = False
@@ -87,7 +91,6 @@ class UpstreamConnection(asyncio.Protocol):
         # Response head, valid after `up_head`.
         self.status = 0
         self.reason = b""
-        self.version = "1.1"
         self.headers: list[tuple[bytes, bytes]] = []
         self.keep_alive = True
         self.chunked = False
@@ -110,11 +113,15 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.got_bytes = True
         if self.in_head:
-            self.head_bytes += len(data)
-            if self.head_bytes > MAX_HEAD_BYTES:
-                self._fail(UpstreamHeadTooLarge(f"response head over {MAX_HEAD_BYTES} bytes"))
-                return
-        handler.up_enter()
+            # Bytes of the reads after the one the response began in, while its head is incomplete.
+            if not self.head_seen:
+                self.head_seen = True
+            else:
+                self.head_bytes += len(data)
+                if self.head_bytes > MAX_HEAD_BYTES:
+                    self._fail(UpstreamHeadTooLarge(f"response head over {MAX_HEAD_BYTES} bytes"))
+                    return
+        handler.in_io += 1  # handler.up_enter()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -164,8 +171,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     # --- parser callbacks ------------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
+    # No on_message_begin: a response begins with the first bytes after `send` (one request at a
+    # time), or right after an interim 1xx response; both reset the head state themselves
+    # (`_begin`), which spares a parser callback per response.
+
+    def _begin(self) -> None:
         self.in_head = True
+        self.head_seen = False
         self.head_bytes = 0
         self.headers = []
         self.chunked = False
@@ -185,6 +197,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        parser = self.parser
+        status = parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # Interim responses (100 Continue, 103 Early Hints): Bastion answers 100 itself.
+            self.skip_message = True
+            self._begin()  # the final response follows
+            return
         for name, _ in self.headers:
             n = len(name)
             if n == 14 and name.lower() == b"content-length":
@@ -193,14 +212,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self.chunked = True
             elif n == 7 and name.lower() == b"upgrade":
                 self.upgrade = True
-        parser = self.parser
-        status = parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
-            # Interim responses (100 Continue, 103 Early Hints): Bastion answers 100 itself.
-            self.skip_message = True
-            return
         self.status = status
-        self.version = parser.get_http_version()
         self.keep_alive = parser.should_keep_alive()
         self.upgrade = status == 101 and self.upgrade
         handler = self.handler
@@ -242,6 +254,15 @@ class UpstreamConnection(asyncio.Protocol):
         self.got_bytes = False
         self.status = 0
         self.uses += 1
+        # A new response head (what on_message_begin would reset; `_begin`, inlined)
+        self.in_head = True
+        self.head_seen = False
+        self.head_bytes = 0
+        self.headers = []
+        self.chunked = False
+        self.has_length = False
+        self.upgrade = False
+        self.reason = b""
         assert self.transport is not None
         self.transport.write(data)
 
@@ -315,7 +336,9 @@ class UpstreamPool:
     def release(self, conn: UpstreamConnection) -> None:
         """Give a connection back after its response; keep it only if it can carry another."""
         conn.handler = None
-        if conn.reusable() and not self.closed and len(self.idle) < self.size:
+        # conn.reusable(), inlined: once per request
+        if (conn.done and conn.keep_alive and not conn.closed and not conn.tunnel and conn.transport is not None
+                and not self.closed and len(self.idle) < self.size):
             self.idle.append(conn)
         else:
             conn.close()
