@@ -320,3 +320,78 @@ def test_json_object_shortcut_cases() -> None:
     assert not _json_object_with_plain_key('{"topic":1}')  # read as TOP
     assert not _json_object_with_plain_key('{"a":"x\' or 1=1--"}')  # a single quote: full check
     assert sqli_check('{"a":"x\' or 1=1--"}') is not None
+
+
+# Passwords and tokens with symbols: a quote, then punctuation and a `#` glued to junk, is what a
+# random string holds; a break-out needs SQL after it (keywords, a complete comparison, a call).
+@pytest.mark.parametrize("value", [
+    "p@$$w0rd'\"<>#%^*()",
+    "xxfl$HO'#s?x",
+    "u\"#UDRFqd[K^-",
+    "Dk)#]slZVuD+WNF5H",
+    "Tr0ub4dor&3'--x9",
+])
+def test_symbol_passwords_are_not_sql(value: str) -> None:
+    assert sqli_check(value) is None
+
+
+@pytest.mark.parametrize("value", [
+    "p@ss' or '1'='1",
+    "admin'--",
+    "admin'-- -",
+    "x')#",
+    "1'--sp_password",
+    "aa'!=ascii(1)#(",
+    "z' or email notnull--",
+])
+def test_break_outs_with_sql_still_count(value: str) -> None:
+    assert sqli_check(value) is not None
+
+
+def test_a_comparison_cut_off_by_a_comment_is_incomplete() -> None:
+    # `"<>#` and `' or --` leave an operator without its operand: a syntax error, not an injection
+    assert sqli_check('x"<>#') is None
+    assert sqli_check("x' or -- y") is None
+    assert sqli_check("x' or 1=1 -- y") is not None
+
+
+@pytest.mark.parametrize("value", [
+    'user.country in ("DE","FR") && user.plan != "free" && !(user.id % 10 < 3)',
+    "account.age_days % 7 == 0 && account.tier != 'trial'",
+    "x or y * 2 > 10",
+])
+def test_a_comparison_with_a_column_in_its_arithmetic_is_not_constant(value: str) -> None:
+    # arithmetic binds tighter than a comparison: `user.id % 10 < 3` depends on the row
+    assert sqli_check(value) is None
+
+
+def test_constant_arithmetic_comparisons_stay_tautologies() -> None:
+    assert sqli_check("x or 2+2=4") is not None
+    assert sqli_check("1 or 1=1") is not None
+    assert sqli_check("1 and 5906=5906") is not None
+
+
+_SUPERSET = ("SELECT region, product_line, SUM(sales) AS total\nFROM sales_fact\nWHERE year = 2024\n"
+             "GROUP BY region, product_line\nUNION ALL\n"
+             "SELECT region, 'ALL', SUM(sales) FROM sales_fact WHERE year = 2024 GROUP BY region\n"
+             "ORDER BY 1, 3 DESC")
+_REDASH = ("-- churn\nSELECT c.id, max(o.created_at) AS last_order\n"
+           "FROM customers c LEFT JOIN orders o ON o.customer_id = c.id\nGROUP BY c.id\n"
+           "HAVING max(o.created_at) < now() - interval '90 days'\nLIMIT 500;")
+_GRAFANA = ("SELECT $__timeGroupAlias(created_at, 1h), count(*) AS \"orders\"\nFROM orders\n"
+            "WHERE $__timeFilter(created_at)\nGROUP BY 1\nORDER BY 1")
+
+
+@pytest.mark.parametrize("value", [_SUPERSET, _REDASH, _GRAFANA])
+def test_a_multi_line_select_document_is_query_text(value: str) -> None:
+    assert sqli_check(value) is None
+
+
+def test_a_one_line_statement_and_a_quoted_break_out_in_a_document_still_count() -> None:
+    assert sqli_check("select 1 union select password from users") is not None
+    assert sqli_check("SELECT' or '1'='1' --\nFROM x\nWHERE y") is not None
+
+
+def test_stacked_statement_after_prose_is_not_sql() -> None:
+    assert sqli_check("Backend dev. I <3 Postgres; SELECT * FROM life WHERE fun = true; ~/dotfiles") is None
+    assert sqli_check("1; select * from users") is not None

@@ -198,3 +198,27 @@ def test_benign_corpus_values_pass() -> None:
     assert len(values) > 10_000
     flagged = [v for v in values if xss_check(v) is not None]
     assert len(flagged) <= len(values) // 1000, flagged[:5]
+
+
+@pytest.mark.parametrize("value", [
+    '<figure class="media"><iframe width="560" height="315" src="https://www.youtube.com/embed/dQw4w9WgXcQ?si=Xy12" '
+    'title="YouTube video player" frameborder="0" allow="autoplay; encrypted-media" allowfullscreen></iframe></figure>',
+    '<iframe src="https://player.vimeo.com/video/76979871?h=8272103f6e" allowfullscreen></iframe>',
+    '<iframe src="https://www.google.com/maps/embed?pb=!1m18!1m12" width="600" height="450" loading="lazy"></iframe>',
+    '<iframe src="https://open.spotify.com/embed/track/4uLU6hMCjMI75M1A2tKUQC" height="152"></iframe>',
+    '<iframe src="https://www.loom.com/embed/0281766fa2d04bb788eaf19e65135184" allowfullscreen></iframe>',
+])
+def test_provider_embeds_in_rich_text_pass(value: str) -> None:
+    assert xss_check(value) is None
+
+
+@pytest.mark.parametrize("value", [
+    '<iframe src="https://www.youtube.com/embed/x" onload="alert(1)"></iframe>',
+    '<iframe src="https://evil.example/phish"></iframe>',
+    '<iframe src="http://www.youtube.com/embed/x"></iframe>',
+    '<iframe srcdoc="&lt;script&gt;alert(1)&lt;/script&gt;" src="https://www.youtube.com/embed/x"></iframe>',
+    '<iframe src=https://www.youtube.com/embed/x/../../redirect?q=javascript:alert(1)>',
+    '<iframe src="javascript:alert(1)"></iframe>',
+])
+def test_other_frames_still_count(value: str) -> None:
+    assert xss_check(value) is not None

@@ -331,7 +331,11 @@ def _can_follow(prev: Token, tok: Token) -> bool:
     if t == "X":
         return False
     if t == "C":
-        return p not in "fF"
+        # a comment may end what is complete (an operand, a statement, a keyword such as DESC); after
+        # an operator, a comparison, AND/OR or a comma the expression is cut short: a syntax error,
+        # not an injection (a password `p@$$w0rd'"<>#%^*()` breaks out into `<>` and a `#`)
+        return (p in _OPERAND or p in ";kCU" or (p == "o" and prev[1] == "*")
+                or (p == "c" and prev[1] in ("notnull", "isnull")))  # postfix: `email notnull--`
     if p in _OPERAND:
         if t in "oc&),;UBW":
             return True
@@ -454,7 +458,8 @@ def _judge(toks: list[Token], start: int, first: int = 0) -> _Judge:
             if after_logic and nxt is not None:  # a whole comparison, not one cut off by prose
                 j.logic_cmp = True
             if (prv is not None and nxt is not None and _literalish(prv) and _literalish(nxt)
-                    and (prv[0] != "n" or (nxt[0] == "n" and prv[1] == nxt[1]))):
+                    and (prv[0] != "n" or (nxt[0] == "n" and prv[1] == nxt[1]))
+                    and _constant_chain(toks, i - 1, -1, start, stop) and _constant_chain(toks, i + 1, 1, start, stop)):
                 j.const_cmp = True
                 if after_logic:
                     j.logic_const = True
@@ -483,6 +488,25 @@ def _judge(toks: list[Token], start: int, first: int = 0) -> _Judge:
 
 def _literalish(tok: Token) -> bool:
     return tok[0] in "1svn" and tok[1] not in ("*",)
+
+
+def _constant_chain(toks: list[Token], k: int, step: int, start: int, stop: int) -> bool:
+    """Whether the operand at `k` and the arithmetic chain it belongs to on that side of a comparison
+    are all literals. Arithmetic binds tighter than a comparison: in `user.id % 10 < 3` the left side is
+    `user.id % 10`, which depends on the row; `1+1=2` stays constant."""
+    while True:
+        op = k + step
+        nxt = op + step
+        if not (start <= op < stop and start <= nxt < stop):
+            return True
+        o = toks[op]
+        if o[0] != "o" or o[1] not in _ARITH or o[1] in ("&", "|"):
+            return True
+        if step < 0 and toks[nxt][0] not in _OPERAND:
+            return True  # a unary sign (`= -1`), not a binary operator
+        if toks[nxt][0] not in "1sv":
+            return False
+        k = nxt
 
 
 def _plausible_statement(toks: list[Token], i: int, stop: int) -> bool:
@@ -675,7 +699,9 @@ def _judge_quoted(s: str, q: str, ctx: str, end: int) -> SqliResult | None:
         # tail is short ("' or 'a'='a"); prose with a stray quote runs on ("allow '=' and other ...")
         short_tail = toks[-1][0] == "s" and len(toks[-1][1]) <= 12 and "\n" not in toks[-1][1]
         tail_ok = j.comment or short_tail or toks[-1][0] != "s"
-        if j.comment and _comment_ok(toks, head):
+        if j.comment and _comment_ok(toks, head) and (
+            _clean_comment(toks[-1][1]) or any(t[0] in "c&();BUESWfF1v" for t in toks[1:-1])
+        ):
             reason = "comment-truncation"
         elif j.logic and (j.logic_literal or j.logic_cmp) and tail_ok:
             reason = "boolean"
@@ -711,6 +737,16 @@ def _comment_ok(toks: list[Token], head: str) -> bool:
 _IDENT = re.compile(r"[\w.@$-]*")
 
 
+def _clean_comment(text: str) -> bool:
+    """A comment that cuts the query off, as injections write it: the marker alone or followed by a
+    blank (`admin'--`, `x')#`, `1) -- -`, `'/*`). Characters glued to a `#` or `--` (`p@ss'#s?x`,
+    `Dk)#]slZ`) are what random passwords and tokens hold; when nothing SQL (a comparison, a call, a
+    bracket, a keyword) stands between the break-out and the comment, such a comment is no evidence."""
+    rest = text[2:] if text.startswith("/*") else text.lstrip("-#")
+    # `--sp_password`: SQL Server leaves a statement holding that word out of its trace log
+    return not rest or rest[0] in " \t\r\n\x0b\x0c-+*/;" or rest[:11].lower() == "sp_password"
+
+
 def _strong_reason(j: _Judge, *, quoted: bool) -> str | None:
     if j.union:
         return "union-select"
@@ -728,6 +764,10 @@ def _check_none(s: str) -> SqliResult | None:
     if not toks:
         return None
     first = toks[0]
+    if first[0] == "E" and s.strip().count("\n") >= 2:
+        # a SELECT over three lines or more is a query document (a BI tool's saved question, a SQL
+        # console, a notebook): run as written by design, it escapes no literal in this context
+        return None
     if first[0] == "E" or first[0] == "S":
         return _check_statement(_collect(s, 0, []), s)
     toks = _collect(s, 0, [])
@@ -741,7 +781,7 @@ def _check_none(s: str) -> SqliResult | None:
     if reason is None and j.complete:
         if j.clause and (j.const_cmp or "f" in j.fp or "F" in j.fp):
             reason = "clause"
-        elif j.comment and len(toks) > 2 and (
+        elif j.comment and len(toks) > 2 and _clean_comment(toks[-1][1]) and (
             j.close_paren or j.clause or j.const_cmp or (j.logic and (j.logic_cmp or j.logic_literal))
         ):
             reason = "comment-truncation"

@@ -198,7 +198,8 @@ def _check_tag(s: str, name: str, pos: int) -> XssResult | None:
         if attrs or _script_runs(s, pos) or s[max(0, pos - len(name) - 3) : pos - len(name) - 1] in ('">', "'>"):
             return XssResult("html", "script-tag", "<" + name[:24])
         return None
-    if base in _ALWAYS_TAGS and attrs:
+    embed = base == "iframe" and _embed_frame(attrs)
+    if base in _ALWAYS_TAGS and attrs and not embed:
         return XssResult("html", "active-content", "<" + name[:24])
     for aname, aval in attrs:
         local = aname.rsplit(":", 1)[-1]
@@ -247,9 +248,40 @@ def _check_tag(s: str, name: str, pos: int) -> XssResult | None:
         body = s[pos : end if end >= 0 else len(s)]
         if _CSS_CODE.search(_css_clean(body)):
             return XssResult("html", "style-code", "<style>")
-    if base in _ACTIVE_TAGS and base not in ("xmp", "listing") and attrs:
+    if base in _ACTIVE_TAGS and base not in ("xmp", "listing") and attrs and not embed:
         return XssResult("html", "active-content", "<" + name[:24])
     return None
+
+
+# Players and widgets that rich-text editors embed (a YouTube or Vimeo video, a map, a form, a
+# slide deck): an https URL on the provider's embed path, or the generic shapes of one (an `/embed`
+# path segment, a `player.` or `embed.` host). Such a frame runs in the provider's origin, not the
+# page's; what can still make it run code here (a script URL, srcdoc, a handler) is judged as for
+# any element.
+_EMBED_URL = re.compile(
+    r"https://(?:[\w-]+\.)*(?:youtube(?:-nocookie)?\.com/embed/|vimeo\.com/video/|dailymotion\.com/embed/"
+    r"|spotify\.com/embed|soundcloud\.com/player/|google\.com/maps/embed|google\.com/maps\?[^#]*output=embed"
+    r"|docs\.google\.com/(?:document|spreadsheets|presentation|forms)/|loom\.com/embed/|codepen\.io/[\w-]+/embed/"
+    r"|player\.twitch\.tv/|wistia\.(?:net|com)/embed/|figma\.com/embed|ted\.com/talks/|streamable\.com/[eo]/"
+    r"|facebook\.com/plugins/|twitter\.com/embed/|instagram\.com/(?:p|reel)/[\w-]+/embed|airtable\.com/embed/"
+    r"|miro\.com/app/live-embed/|calendly\.com/|typeform\.com/to/|powerbi\.com/(?:view|reportEmbed)"
+    r"|lookerstudio\.google\.com/embed/|datastudio\.google\.com/embed/|slideshare\.net/slideshow/embed_code/"
+    r"|bandcamp\.com/EmbeddedPlayer/|mixcloud\.com/widget/|giphy\.com/embed/|tiktok\.com/embed/"
+    r"|music\.apple\.com/|canva\.com/design/|player\.bilibili\.com/)"
+    r"|https://(?:player|embed)\.[\w.-]+/|https://[\w.-]+(?::\d+)?/(?:[^\s?#]*/)?(?:embed|embed_code|EmbeddedPlayer)(?:[/?#]|$)",
+    re.IGNORECASE,
+)
+
+
+def _embed_frame(attrs: list[tuple[str, str | None]]) -> bool:
+    """An iframe showing a provider's player or widget: its src an embed URL, no srcdoc."""
+    src = None
+    for aname, aval in attrs:
+        if aname == "srcdoc":
+            return False
+        if aname == "src" and src is None:
+            src = aval
+    return src is not None and _EMBED_URL.match(_clean_url(src[:1024])) is not None
 
 
 def _script_runs(s: str, pos: int) -> bool:
