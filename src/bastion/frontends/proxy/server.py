@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import socket
 from collections import deque
@@ -66,6 +67,26 @@ R_NONE, R_HOLD, R_STREAM, R_WAIT_BODY = range(4)
 # Response framing towards the client.
 F_NONE, F_LENGTH, F_CHUNKED, F_CLOSE = range(4)
 
+# Where the parser is in a chunked request body (ClientConnection.cstate), followed at the end of
+# each read: before (or inside) a chunk-size line, right after a chunk-size line read in this read,
+# inside a chunk's data (or the trailer section) whose size line came in an earlier read.
+# C_NONE is False, not 0: it is tested after every read, and a bool takes the interpreter's fast path.
+C_NONE, C_LINE, C_NEW, C_DATA = False, 1, 2, 3
+# llhttp declares no chunk size to its callbacks: the size line is read back from the bytes (strict
+# llhttp has validated it: hex digits, optional extensions, CRLF).
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]+)(?:;[^\r\n]*)?\r\n")
+CHUNK_LINE_CARRY = 256  # the start of a chunk-size line split across reads is kept up to this
+# A request line whose method llhttp does not know (it stops at the method): an RFC 9110 token and
+# then, if the line is complete in this read, an origin/absolute/asterisk target and HTTP/1.x.
+_TOKEN_SP = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64} ")
+_REQUEST_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64} ([\x21-\x7e\x80-\xff]+) HTTP/1\.[01]\r\n")
+# How long a half-closed client with an unanswered request is trusted to still read (SHUT_WR) before
+# it is probed with an interim 100 response, and how long its reset may take to come back.
+PROBE_AFTER = 0.5
+PROBE_RTT = 0.25
+_TCP_CLOSE = 7  # tcp_states.h: the state a socket is in once the peer's reset came back
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)  # Linux; elsewhere SO_ERROR tells
+
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 REPLAY_MAX = 64 * 1024  # a request is kept for one retry on a stale keep-alive connection below this
@@ -87,12 +108,16 @@ _STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
 class _Refuse(Exception):
     """Raised inside parser callbacks to stop parsing with a recorded refusal."""
 
-    def __init__(self, rule_id: str, status: int, reason: str, message: str) -> None:
+    def __init__(self, rule_id: str, status: int, reason: str, message: str, method: str | None = None,
+                 target: str | None = None) -> None:
         super().__init__(rule_id)
         self.rule_id = rule_id
         self.status = status
         self.reason = reason
         self.message = message
+        # what the refused request's exchange records when the parser could not tell (None: ask it)
+        self.method = method
+        self.target = target
 
 
 class _Stop(Exception):
@@ -277,6 +302,8 @@ class ProxyServer:
         self.max_per_ip = cfg.server.max_connections_per_ip
         self.per_ip: dict[str, int] = {}  # open connections by (untrusted) peer address
         self.max_pipelined = cfg.server.max_pipelined
+        self.allowed_methods = frozenset(cfg.protocol.allowed_methods)
+        self.allow: tuple[tuple[str, str], ...] = (("Allow", ", ".join(cfg.protocol.allowed_methods)),)
         self.websocket = cfg.server.websocket
         self.scrub = cfg.errors.scrub_upstream_errors
         self.banners = BANNER_HEADERS_BYTES if cfg.errors.strip_banners else frozenset()
@@ -396,11 +423,15 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "begun",
         "body_due",
+        "chunk_rcv",
         "client",
+        "cline",
         "closing",
         "conn_checked",
         "counted",
+        "cstate",
         "dead",
+        "eof_watch",
         "fed",
         "fed_idle",
         "fwd_block",
@@ -429,6 +460,9 @@ class ClientConnection(asyncio.Protocol):
         "s",
         "soon",
         "transport",
+        "trl_bytes",
+        "trl_count",
+        "trl_raw",
         "tunnel",
         "up_deadline",
         "url",
@@ -475,6 +509,17 @@ class ClientConnection(asyncio.Protocol):
         self.client = Client(peer_ip="")
         self.in_io = 0  # > 0 while a read (ours or the upstream's) is being parsed
         self.soon: deque[_Soon] = deque()  # continuations to run once that read is parsed
+        # A chunked request body, followed between reads (see _chunked_read_end): the parser's place
+        # in it, the start of a chunk-size line split across reads (None: too long to keep), the
+        # body bytes received when the last chunk-size line was read, the trailer section's size.
+        self.cstate: int = C_NONE
+        self.cline: bytes | None = b""
+        self.chunk_rcv = 0
+        self.trl_count = 0
+        self.trl_bytes = 0
+        self.trl_raw = 0
+        # The client half-closed while owed a response: watch for the reset that says it is gone.
+        self.eof_watch = False
 
     # --- asyncio.Protocol ----------------------------------------------------------------
 
@@ -576,6 +621,10 @@ class ClientConnection(asyncio.Protocol):
                     self.head_bytes += len(data)
                 if self.head_bytes > self.s.max_head:
                     raise _Refuse("limits-header-bytes", 431, "headers-too-large", "request head too large")
+                if self.url and not self.hdrs and self._http09(data):
+                    raise _Refuse("protocol-version-invalid", 400, "bad-request", "HTTP/0.9 request line")
+            elif self.cstate:
+                self._chunked_read_end(data)
         except httptools.HttpParserUpgrade as exc:
             self._upgraded(data, int(exc.args[0]) if exc.args else len(data))
         except _Refuse as exc:
@@ -590,15 +639,127 @@ class ClientConnection(asyncio.Protocol):
                 if cause is not None:  # a bug of ours in a callback: still answer, but say so
                     log.error("parser callback failed: %r", cause)
                 rule, message = h.classify_parse_error(exc)
-                self._refuse_parse(_Refuse(rule, 400, "bad-request", message))
+                refusal = _Refuse(rule, 400, "bad-request", message)
+                if rule == "protocol-method-invalid":
+                    # llhttp knows a fixed list of methods; any other token is a method, just not one
+                    # the API accepts. The method it would report is stale: the exchange records none.
+                    refusal = self._unknown_method(data) or _Refuse(rule, 400, "bad-request", message, method="")
+                self._refuse_parse(refusal)
         finally:
             self.fed = b""  # an idle connection keeps no read buffer alive
 
+    def _http09(self, data: bytes) -> bool:
+        """Whether the unfinished head is an HTTP/0.9 request line (`GET /path` CRLF, no version).
+
+        llhttp takes it for one and waits for header fields that such a client never sends: it is
+        refused at once, not after timeouts.header. Asked only at the end of a read that leaves a
+        head unfinished, while no header field is complete (a 0.9 line with fields is refused with
+        its head). llhttp says 0.9 once a byte follows the line; a read that ends with the line is
+        read back: its last line is a method, the target llhttp read and CRLF (a header line of that
+        shape would have been a parse error). A line split right after its target: see on_url."""
+        if self.parser.get_http_version() == "0.9":
+            return True
+        if data[-2:] != b"\r\n":
+            return False
+        tail = b" " + self.url + b"\r\n"
+        end = len(data) - len(tail)
+        if end <= 0 or data[end:] != tail:
+            return False
+        start = data.rfind(b"\n", 0, end) + 1
+        return _TOKEN_SP.fullmatch(data, start, end + 1) is not None
+
+    def _chunked_read_end(self, data: bytes) -> None:
+        """The end of a read inside a chunked request body: what llhttp does not tell its callbacks.
+
+        A chunk-size line that declares more than the body may still grow is refused at once (413),
+        not after timeouts.body spent waiting for data that is never sent. The trailer section is
+        bounded like a head (431): llhttp would grow one endless trailer field for as long as it
+        comes. Called only while cstate is set, i.e. for chunked bodies.
+        """
+        state = self.cstate
+        if state == C_LINE:
+            # The read ended before the next chunk-size line was complete: keep what it has of it.
+            i = data.rfind(b"\n")
+            carry = data[i + 1:] if i >= 0 else (None if self.cline is None else self.cline + data)
+            self.cline = carry if carry is None or len(carry) <= CHUNK_LINE_CARRY else None
+            return
+        req = self.reading
+        if req is None:
+            return
+        if state == C_DATA:
+            if req.received != self.chunk_rcv:
+                self.chunk_rcv = req.received  # chunk data: the chunk goes on
+                return
+            # No chunk data in a whole read: the trailer section (or the CR after a chunk's data).
+            self.trl_raw += len(data)
+            if self.trl_raw > self.s.max_header_bytes + 1024:
+                raise _Refuse("limits-header-bytes", 431, "headers-too-large", "trailer section too large")
+            return
+        # C_NEW: a chunk-size line ended in this read, and what of its data came fills the rest of it.
+        self.cstate = C_DATA
+        before = self.chunk_rcv  # body bytes before this chunk
+        self.chunk_rcv = req.received
+        end = len(data) - (req.received - before)
+        i = data.rfind(b"\n", 0, end - 1)
+        if i >= 0:
+            line = data[i + 1:end]
+        elif self.cline is not None:
+            line = self.cline + data[:end]
+        else:
+            return  # a size line split across reads and longer than what was kept: the data bounds it
+        m = _CHUNK_SIZE.fullmatch(line)
+        # No size line there: the last chunk (size 0) with trailer fields after it in this read.
+        if m is not None and before + int(m.group(1), 16) > self.s.max_body:
+            raise _Refuse("limits-body-size", 413, "body-too-large", "chunk size over the body size limit")
+
+    def _trailer(self, name: bytes, value: bytes) -> None:
+        """A trailer field of a chunked request: not forwarded, but bounded by the header limits."""
+        s = self.s
+        self.trl_count += 1
+        self.trl_bytes += len(name) + len(value) + 4
+        if self.trl_count > s.max_header_count:
+            raise _Refuse("limits-header-count", 431, "headers-too-large", "too many trailer fields")
+        if len(value) > s.max_header_value:
+            raise _Refuse("limits-header-value", 431, "headers-too-large", "trailer field value too long")
+        if self.trl_bytes > s.max_header_bytes:
+            raise _Refuse("limits-header-bytes", 431, "headers-too-large", "trailer fields too large")
+
+    def _unknown_method(self, data: bytes) -> _Refuse | None:
+        """405 for a request line whose method is a token llhttp does not know (None: not one).
+
+        Read from the bytes fed, so only for a message that starts them (not one pipelined behind
+        another in the same read); a method the configuration allows but llhttp cannot parse stays
+        a 400."""
+        if not (self.line_at0 and self.begun):
+            return None
+        line = data.lstrip(b"\r\n")
+        m = _TOKEN_SP.match(line)
+        if m is None:
+            return None
+        method = m.group()[:-1].decode("ascii")
+        if method in self.s.allowed_methods:
+            return None
+        target = "*"
+        eol = line.find(b"\n")
+        if eol >= 0:  # a complete line must be a well-formed one
+            full = _REQUEST_LINE.fullmatch(line, 0, eol + 1)
+            if full is None:
+                return None
+            target = full.group(1)[: self.s.max_uri].decode("latin-1")
+        return _Refuse("protocol-method-not-allowed", 405, "unsupported-method", "method not allowed",
+                       method=method, target=target)
+
     def eof_received(self) -> bool | None:
-        """The client half-closed: answer the complete requests it is owed, then close.
+        """The client's FIN: answer the complete requests it is owed, then close.
 
         A request cut off mid-head is dropped; one cut off mid-body can never be answered (its
         body will not arrive), which ends the connection if it is the active one.
+
+        A FIN is the same from a client that half-closed (SHUT_WR) and still reads its answers as
+        from one that closed its socket and left: only a write tells them apart (the closed one's
+        kernel answers it with a reset). A client still owed an answer half a second later is
+        probed (`_probe`), so an abandoned request does not hold its upstream connection until
+        timeouts.upstream_response.
         """
         if self.tunnel is not None:
             return None
@@ -614,8 +775,43 @@ class ClientConnection(asyncio.Protocol):
         if self.queue:
             self.closing = True
             self.dead = True
+            self.loop.call_later(PROBE_AFTER, self._probe)
             return True
         return None
+
+    def _probe(self) -> None:
+        """A half-closed client is still owed an answer: find out whether it is still there.
+
+        A client that closed its socket answers any byte with a reset; one that only shut down its
+        sending side reads it. The byte sent is an interim `100 Continue`, which an HTTP/1.1 client
+        must accept before any final response (RFC 9110 section 15.2), and only where the final
+        response has not begun. Response bytes already on their way probe just as well: the socket
+        is then watched on every sweep (`check`) until the connection ends."""
+        if self.transport is None or not self.queue:
+            return
+        req = self.queue[0]
+        if req.rs != R_STREAM and req.version == "1.1":
+            self._write(h.CONTINUE_100)
+        self.eof_watch = True
+        self.loop.call_later(PROBE_RTT, self._check_peer)
+
+    def _check_peer(self) -> None:
+        """Abort the connection (and with it the upstream exchange) if the client's reset came back."""
+        t = self.transport
+        if t is None or not self.eof_watch:
+            return
+        sock = t.get_extra_info("socket")
+        try:
+            if _TCP_INFO is not None:
+                gone = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0] == _TCP_CLOSE
+            else:
+                gone = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0
+        except (OSError, AttributeError, IndexError):
+            gone = sock is not None  # a socket that cannot be asked is not a client to wait for
+        if gone:
+            # connection_lost aborts the upstream connection (it cannot be reused mid-response) and
+            # completes the exchange as client-aborted.
+            self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -688,6 +884,10 @@ class ClientConnection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         # llhttp hands the target in one piece unless it spans reads
         if self.url:
+            # This piece starts the read: what follows the target is known. A CR is an HTTP/0.9
+            # line split after its target, which _http09 cannot read back at the end of the read.
+            if self.fed[len(url):len(url) + 1] == b"\r":
+                raise _Refuse("protocol-version-invalid", 400, "bad-request", "HTTP/0.9 request line")
             url = self.url + url
         self.url = url
         if len(url) > self.s.max_uri:
@@ -698,6 +898,8 @@ class ClientConnection(asyncio.Protocol):
         # is read, in data_received); chunked trailers arrive after it and are not forwarded.
         if self.in_head:
             self.hdrs.append((name, value))
+        else:
+            self._trailer(name, value)
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -864,6 +1066,10 @@ class ClientConnection(asyncio.Protocol):
         if chunked or length > 0:
             self._set_rd(RD_BODY, s.t_body)
             self.body_due = self.loop.time() + s.t_body if s.body_byte_s else 0.0
+            if chunked:  # the first chunk-size line starts right after this head (in this read)
+                self.cstate = C_LINE
+                self.cline = b""
+                self.trl_count = self.trl_bytes = self.trl_raw = 0
         else:
             self.rd_kind = RD_NONE
             self.rd = 0.0
@@ -928,6 +1134,15 @@ class ClientConnection(asyncio.Protocol):
         if req.st == Q_WAIT_BODY:
             self._maybe_inspect_body(req)
 
+    def on_chunk_header(self) -> None:
+        # A chunk-size line was read: its size is checked at the end of the read (_chunked_read_end).
+        self.cstate = C_NEW
+        req = self.reading
+        self.chunk_rcv = req.received if req is not None else 0
+
+    def on_chunk_complete(self) -> None:
+        self.cstate = C_LINE
+
     def on_message_complete(self) -> None:
         req = self.reading
         self.reading = None
@@ -936,9 +1151,12 @@ class ClientConnection(asyncio.Protocol):
         req.ended = True
         if self.rd_kind == RD_BODY:
             self._set_rd(RD_NONE, 0.0)
-        if req.chunked and req.up is not None and req.st == Q_UPSTREAM:
-            req.up.write(h.CHUNKED_END)
-        elif req.st == Q_WAIT_BODY:
+        if req.chunked:
+            self.cstate = C_NONE
+            if req.up is not None and req.st == Q_UPSTREAM:
+                req.up.write(h.CHUNKED_END)
+                return
+        if req.st == Q_WAIT_BODY:
             self._maybe_inspect_body(req)
 
     # --- request flow ----------------------------------------------------------------------
@@ -1579,6 +1797,7 @@ class ClientConnection(asyncio.Protocol):
             status=r.status,
             reason=r.reason,
             tags=("protocol",) if r.rule_id.startswith("protocol-") else ("limits",),
+            headers=self.s.allow if r.status == 405 else (),  # RFC 9110 section 15.5.6: a 405 lists them
         )
 
     def _refuse_parse(self, r: _Refuse) -> None:
@@ -1587,6 +1806,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self.dead = True
         self.in_head = False
+        self.cstate = C_NONE
         self._set_rd(RD_NONE, 0.0)
         req = self.reading
         if req is not None and req.error is None and req.st != Q_QUEUED and self.queue and self.queue[0] is req:
@@ -1613,11 +1833,14 @@ class ClientConnection(asyncio.Protocol):
             self.reading = None
         else:
             self.reading = None
-            target = self.url.decode("latin-1")[: self.s.max_uri] or "*"
-            try:
-                method = self.parser.get_method().decode("ascii")
-            except Exception:
-                method = ""
+            target = r.target if r.target is not None else (self.url.decode("latin-1")[: self.s.max_uri] or "*")
+            if r.method is not None:
+                method = r.method
+            else:
+                try:
+                    method = self.parser.get_method().decode("ascii")
+                except Exception:
+                    method = ""
             hdrs = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.hdrs[:100]])
             ex = self.s.pipeline.new_exchange(self.client, method, target, hdrs)
             req = _Req(ex, method)
@@ -1768,6 +1991,8 @@ class ClientConnection(asyncio.Protocol):
                 self._upstream_failed(req, 504, "upstream response timeout")
         if self.wr and now >= self.wr:
             self.abort()  # the client stopped reading its response (slow-read attack)
+        elif self.eof_watch:
+            self._check_peer()  # a half-closed client owed an answer: a reset says it has gone
 
     # --- closing ----------------------------------------------------------------------------
 
