@@ -1,6 +1,7 @@
 """Inspection speed of the signatures detector: requests per second per core over ~1 KB requests.
 
     .venv/bin/python bench/signatures.py [--seconds 3] [--engine auto|python] [--corpus FILE.jsonl]
+    valgrind --tool=callgrind .venv/bin/python bench/signatures.py --loop 2   # then --loop 1: see below
 
 The mix (generated here, seeded): JSON API bodies with prose, names, URLs and markdown; form posts;
 GET requests with query strings; realistic browser headers and cookies; one request in ten carries
@@ -14,6 +15,11 @@ an attack. Each request is about 1 KB on the wire. Three figures, each the media
 Times are the process's CPU time (time.process_time), so a busy shared machine slows the run
 down but does not inflate the per-request cost much; the CPU reference line shows how fast this
 core runs plain Python at the moment (cache and frequency effects remain).
+
+Instructions, which a busy machine does not move: `--loop N` runs the hooks loop N times over the
+requests, untimed, and exits. Under `PYTHONHASHSEED=0 valgrind --tool=callgrind`, the total of
+`--loop 2` minus that of `--loop 1`, divided by the number of requests, is the cost of one warm pass
+per request ("two passes minus one"; start-up and first sightings cancel out).
 """
 
 from __future__ import annotations
@@ -142,12 +148,21 @@ async def main() -> int:
     ap.add_argument("--engine", default="auto", choices=["auto", "hyperscan", "python"])
     ap.add_argument("--corpus", type=Path, default=None, help="a JSONL request corpus instead of the generated mix")
     ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--loop", type=int, default=0, metavar="N",
+                    help="run the hooks loop N times, untimed, and exit (for callgrind, see above)")
     args = ap.parse_args()
     reqs = load_corpus(args.corpus) if args.corpus else make_requests(args.requests)
     sizes = [len(t) + sum(len(k) + len(v) + 4 for k, v in h) + len(b) for _, t, h, b in reqs]
     settings: dict[str, Any] = {"engine": args.engine}
     det = SignaturesDetector(SignaturesConfig(**settings))
     exs = exchanges(reqs)
+    if args.loop:
+        for _ in range(args.loop):
+            for ex in exs:
+                ex.findings.clear()
+                det.request_headers(ex)
+                det.request_body(ex)
+        return 0
     config = make_config({"signatures": settings})
     with_sig = Pipeline(config, [det])
     empty = Pipeline(config, [])

@@ -22,11 +22,12 @@ import bisect
 import hashlib
 import itertools
 import logging
+import operator
 import os
 import re
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bastion.detect.signatures.confirm import Confirm
@@ -55,8 +56,11 @@ MAX_EVENTS = 512
 # half-read. Ordinary API bodies stay far below it.
 CONFIRM_BUDGET = 1_000_000
 
-# Recurring values (header lines seen on earlier requests) whose scan results a Matcher keeps.
+# Recurring values (header lines and cookies seen on earlier requests) whose scan results a Matcher keeps.
 RECURRING_KEPT = 4096
+
+# Value names whose `names` check a rule keeps (parameter names recur from request to request).
+NAME_CHECKS_KEPT = 4096
 
 # Compiled databases by (expressions, flags). Scanning from one thread (the event loop) only.
 _DB_CACHE: dict[tuple[tuple[bytes, ...], tuple[int, ...]], object] = {}
@@ -133,13 +137,29 @@ class CompiledRule:
     names: re.Pattern[str] | None = None  # the value's name must contain a match (rule.names)
     severity: Severity = Severity.CRITICAL  # of its findings: Severity(rule.score)
     finding_tags: tuple[str, ...] = ()  # of its findings: attack class, paranoia level, rule tags
+    name_checks: dict[str, bool] = field(default_factory=dict)  # value name -> what `names` said of it
 
     def wants(self, v: Value) -> bool:
-        if self.names is not None and self.names.search(v.name) is None:
+        """Whether the rule reads value `v`: its zone first (set lookups), then its name."""
+        zone = v.zone
+        if zone in self.zones:
+            if zone == "headers" and v.name in self.header_skip:
+                return False
+        elif zone != "headers" or v.name not in self.header_names:
             return False
-        if v.zone in self.zones:
-            return v.zone != "headers" or v.name not in self.header_skip
-        return v.zone == "headers" and v.name in self.header_names
+        return self.names is None or self._name_matches(v.name)
+
+    def _name_matches(self, name: str) -> bool:
+        """`names` searched in a value's name, kept per name: the regexes are written to be read in
+        any name (lookaheads, alternations of dozens of words), and names recur."""
+        ok = self.name_checks.get(name)
+        if ok is None:
+            assert self.names is not None
+            ok = self.names.search(name) is not None
+            if len(self.name_checks) >= NAME_CHECKS_KEPT:
+                self.name_checks.clear()
+            self.name_checks[name] = ok
+        return ok
 
     def check(self, v: Value) -> str | None:
         """The evidence when this rule matches value `v` (precise, per value), else None."""
@@ -271,7 +291,10 @@ class Matcher:
             self._zone_views[zone] = tuple(v for v in self._derived_views if v in wanted)
         self._pattern_rule: list[int] = []
         self._db: object | None = None
-        self._recurring_hits: dict[str, tuple[int, ...]] = {}  # text of a recurring value -> rules its scan set off
+        # (zone, text) of a recurring value -> the rules its scan set off. The zone too: a zone group's
+        # rules decide which views of a text are scanned (_zone_views), and a header and a cookie may
+        # hold the same text.
+        self._recurring_hits: dict[tuple[str, str], tuple[int, ...]] = {}
         self.engine = "python"
         if engine not in ("auto", "hyperscan", "python"):
             raise ConfigError([f"signatures.engine: unknown engine {engine!r}"])
@@ -342,8 +365,9 @@ class Matcher:
         None instead of a list means "any value": no hyperscan, or a value so hostile that it
         produced more than MAX_EVENTS match events (then every rule is checked on every value,
         which is slower but bounded by the `re` checks, never by the attacker's repetitions).
-        A recurring value (a header line seen before) is scanned once: what the scan found in it
-        is kept (by its text, which alone decides the scan) and reused on the next requests.
+        A recurring value (a header line or cookie seen before) is scanned once: what the scan found
+        in it is kept (by its zone and text, which alone decide the scan) and reused on the next
+        requests.
         """
         if self._db is None:
             return [(i, None) for i in range(len(self.rules))]
@@ -356,7 +380,7 @@ class Matcher:
         zone_views = self._zone_views
         for vi, v in enumerate(values):
             if v.recurring:
-                known = known_hits.get(v.raw)
+                known = known_hits.get((v.zone, v.raw))
                 if known is not None:
                     for ri in known:
                         seen_values = found.get(ri)
@@ -405,7 +429,8 @@ class Matcher:
         if events:
             # End offset (exclusive) of each text in `data`; a match belongs to the text it ends in.
             lengths = map(len, texts) if ascii_only else (len(_encode(t)) for t in texts)
-            ends = [e + i for i, e in enumerate(itertools.accumulate(lengths))]
+            # text k ends where the lengths up to it and the k newlines before it do (C-level loops)
+            ends = list(map(operator.add, itertools.accumulate(lengths), itertools.count()))
             last = len(owners) - 1
             pattern_rule = self._pattern_rule
             for pid, to in events:
@@ -432,7 +457,8 @@ class Matcher:
         if len(known_hits) + len(indices) > RECURRING_KEPT:
             known_hits.clear()
         for vi, rules in rules_of.items():
-            known_hits[values[vi].raw] = tuple(rules)
+            v = values[vi]
+            known_hits[(v.zone, v.raw)] = tuple(rules)
 
     def match(self, values: Sequence[Value], excluded: Excluded | None = None) -> list[Hit]:
         """At most one hit per rule: the first candidate value the rule confirms on."""
