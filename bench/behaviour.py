@@ -6,13 +6,19 @@ Prints, in one run:
 2. memory per tracked entity, with N entities of three keys each (address, fingerprint, session);
 3. the gateway's req/s with behaviour on vs off (`bastion proxy` driven by wrk, alternating A/B three
    times, medians and their ratio). Needs wrk (`apt-get install -y wrk`); skipped without it.
+
+`--flood many,one,stuffing,mixed` prints instead the memory of floods of fresh keys (API keys,
+sessions, users, accounts, addresses) through the default pipeline: bytes per fresh client, and the
+whole state once every table is at its cap (see docs/behaviour.md, "Memory").
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import gc
+import hashlib
 import os
 import random
 import shutil
@@ -21,7 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import orjson
 import yaml
@@ -29,7 +37,7 @@ import yaml
 from bastion.clock import ManualClock
 from bastion.config import BastionConfig
 from bastion.engine import build_pipeline
-from bastion.entity import EntityGraph
+from bastion.entity import EntityGraph, GraphLimits
 from bastion.exchange import Client, Headers, Response
 from bastion.verdict import Action
 from procs import stop_all
@@ -112,7 +120,7 @@ def rss() -> int:
 def memory(n: int) -> None:
     gc.collect()
     before = rss()
-    g = EntityGraph()
+    g = EntityGraph(GraphLimits(max_keys=4 * n))  # (the default cap would evict: this measures the entities)
     t0 = time.thread_time()
     for i in range(n):
         g.observe({"ip": f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", "fp": f"{i % 100:012x}",
@@ -171,13 +179,109 @@ def gateway(seconds: float) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def flood_request(shape: str, i: int) -> tuple[str, str, str, list[tuple[str, str]], bytes, int, bytes]:
+    """Request i of a flood of fresh keys: (method, target, address, headers, body, status, answer)."""
+    key = hashlib.blake2b(str(i).encode(), digest_size=12).hexdigest()
+    ip = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+    if shape == "many":  # own address, API key, session and User-Agent per client (a botnet, a proxy pool)
+        return ("GET", f"/api/items/{key[:8]}/detail?ref={key[8:]}", ip,
+                [("Host", "shop.test"), ("User-Agent", f"client-{i}/1.0"), ("X-API-Key", key),
+                 ("Cookie", f"session={key[::-1]}"), ("Accept", "application/json")], b"", 200, b'{"id": 1}')
+    if shape == "one":  # one address, a fresh API key, session and Basic user on every request
+        user = base64.b64encode(f"u{key[:10]}:pw".encode()).decode()
+        return ("GET", f"/api/items/{key[:8]}/detail?ref={key[8:]}", "203.0.113.7",
+                [("Host", "shop.test"), ("User-Agent", "tool/1.0"), ("X-API-Key", key),
+                 ("Authorization", f"Basic {user}"), ("Cookie", f"session={key[::-1]}")], b"", 200, b'{"id": 1}')
+    if shape == "stuffing":  # a fresh account per failed login, from a fresh address and network each
+        body = orjson.dumps({"username": f"user{key[:12]}@mail.test", "password": key[12:]})
+        return ("POST", "/api/login", f"10.{i % 250}.{i // 250 % 250}.{1 + i // 62500 % 250}",
+                [("Host", "shop.test"), ("User-Agent", f"agent-{i}"), ("Content-Type", "application/json")], body,
+                401, b'{"error": "invalid credentials"}')
+    # mixed: a different scenario per client (logins, lookups, probes, refused ids, checkouts, new routes),
+    # each with fresh keys: every scenario's table fills at once (the worst case of the caps)
+    hdr = [("Host", "shop.test"), ("User-Agent", f"c{i}"), ("X-API-Key", key), ("Cookie", f"sid={key[:10]}")]
+    k = i % 6
+    if k == 0:
+        return ("POST", "/api/login", ip, [*hdr, ("Content-Type", "application/json")],
+                orjson.dumps({"username": f"u{key}@x.test", "password": "p"}), 401, b'{"error": "invalid credentials"}')
+    if k == 1:
+        return ("GET", f"/api/users/lookup?email={key}%40x.test", ip, hdr, b"", 404, b"{}")
+    if k == 2:
+        return ("GET", f"/.{key}/config", ip, hdr, b"", 404, b"{}")
+    if k == 3:
+        return ("GET", f"/api/orders/{i}", ip, hdr, b"", 403, b"{}")
+    if k == 4:
+        return ("POST", "/api/checkout", ip, [*hdr, ("Content-Type", "application/json")], b'{"x": 1}', 201, b"{}")
+    return ("GET", f"/api/a{key[:6]}/items/{i}", ip, hdr, b"", 200, b'{"id": 1}')
+
+
+async def flood(shape: str, max_keys: int) -> None:
+    """Memory of a flood of fresh keys through the default pipeline (in process, a manual clock):
+    bytes per client while no table is full, then the whole state once every table is at its cap, at
+    `max_keys` and twice that (the difference, per key, is what max_keys costs: the rest is the other
+    detectors' bounded tables). Traced with tracemalloc, the memo tables of behaviour (keys by header
+    fields, routes, fingerprints: bounded) emptied before each reading."""
+    import bastion.entity as entity_mod
+    from bastion.testing import make_exchange, run_exchange, run_response
+
+    saturated: list[tuple[int, int, dict[str, int]]] = []
+    for cap, n in ((10_000_000, 5_000), (max_keys, 3 * max_keys), (2 * max_keys, 6 * max_keys)):
+        cfg = BastionConfig.model_validate({"behaviour": {"entity": {"max_keys": cap}, "decisions": {"persist": False}}})
+        clock = ManualClock()
+        p = build_pipeline(cfg, clock=clock)
+        await p.startup()
+        det: Any = next(d for d in p.detectors if d.name == "behaviour")
+
+        def state(det: Any = det) -> int:
+            det.core._memo.clear()
+            det.core._header_memo.clear()
+            det._routes.clear()
+            det.templates.cache.clear()
+            entity_mod._fp_cache.clear()
+            gc.collect()
+            return int(tracemalloc.get_traced_memory()[0])
+
+        tracemalloc.start()
+        first = 0
+        for i in range(n):
+            if i == n // 5:
+                first = state()
+            method, target, ip, headers, body, status, answer = flood_request(shape, i)
+            ex = make_exchange(method, target, pipeline=p, client_ip=ip, headers=headers, body=body)
+            await run_exchange(p, ex)
+            await run_response(p, ex, status, headers={"Content-Type": "application/json"}, body=answer)
+            clock.advance(0.001)
+        used = state()
+        tracemalloc.stop()
+        graph = det.core.graph
+        if cap == 10_000_000:
+            print(f"flood {shape}: {(used - first) / (n - n // 5):.0f} bytes per fresh client "
+                  f"({len(graph.nodes) / n:.1f} graph keys each)", flush=True)
+        else:
+            tables = {"graph": len(graph.nodes), "activity": len(det.activity)}
+            tables.update({k: len(v) for k, v in det.tracks.items() if len(v)})
+            saturated.append((cap, used, tables))
+        await p.shutdown()
+    (k1, u1, _), (k2, u2, tables) = saturated
+    per_key = (u2 - u1) / (k2 - k1)
+    print(f"flood {shape}: saturated {u1 / 2**20:.1f} MiB at max_keys {k1}, {u2 / 2**20:.1f} MiB at {k2}: "
+          f"{per_key:.0f} bytes per key of max_keys (the default 1,000,000: {per_key / 1e3:.2f} GB); tables at {k2}: "
+          f"{tables}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--exchanges", type=int, default=50_000)
     ap.add_argument("--entities", type=int, default=1_000_000)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--no-gateway", action="store_true")
+    ap.add_argument("--flood", default="", help="only the memory of floods of fresh keys: many,one,stuffing,mixed")
+    ap.add_argument("--max-keys", type=int, default=20_000, help="behaviour.entity.max_keys of the saturated --flood")
     args = ap.parse_args()
+    if args.flood:
+        for shape in args.flood.split(","):
+            asyncio.run(flood(shape, args.max_keys))
+        return
     asyncio.run(phase_costs(args.exchanges))
     memory(args.entities)
     if not args.no_gateway:

@@ -11,8 +11,8 @@ Linking is union-find with care (ThreatX's idea, without its blind spots):
   risk and decisions follow only for fresh anonymous requesters (see `follows_software`);
 - caps bound every entity (addresses, strong keys), so no merge chain can swallow a population.
 
-Memory is bounded: a node is a few slots, a singleton entity has no member list, idle keys expire
-(`sweep`) and the graph evicts the oldest idle keys beyond `max_keys`.
+Memory is bounded: a node is a few slots, idle keys expire (`sweep`) and beyond `max_keys` the
+graph evicts the least recently seen keys, clean ones before risky ones (`_evict`).
 """
 
 from __future__ import annotations
@@ -177,9 +177,10 @@ def _scan(ex: Exchange, found: dict[str, str] | None, s: KeySettings) -> tuple[s
         material = f"{','.join(names)}|{ua_family(values[0])}|{values[1]}|{values[2]}|{values[3]}|" \
                    f"{ex.client.fingerprint[:64]}"
         fp = hashlib.blake2b(material.encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()
-        if len(_fp_cache) > 50_000:
-            _fp_cache.clear()
-        _fp_cache[raw] = fp
+        if len(raw) <= 1024:  # (bounded: 50,000 raw materials of the 32 KiB of headers allowed are 1.6 GB)
+            if len(_fp_cache) > 50_000:
+                _fp_cache.clear()
+            _fp_cache[raw] = fp
     return fp, got
 
 
@@ -270,10 +271,10 @@ def extract_keys(ex: Exchange, s: KeySettings, query: bool = True) -> dict[str, 
 
 
 class Entity:
-    """A set of linked keys with one risk. Plain slots keep it small (about 200 bytes)."""
+    """A set of linked keys with one risk. Plain slots keep it small (about 190 bytes with one key)."""
 
-    __slots__ = ("blocked_until", "good", "history", "hostile", "id", "members", "n_ip", "n_strong", "offenses",
-                 "risk", "risk_t", "scope", "seen")
+    __slots__ = ("blocked_until", "good", "history", "hostile", "id", "last_get", "members", "n_ip", "n_strong",
+                 "offenses", "risk", "risk_t", "scope", "seen")
 
     def __init__(self, eid: str, now: float) -> None:
         self.id = eid  # the key it was first seen with: stable while that key lives
@@ -282,13 +283,20 @@ class Entity:
         self.offenses = 0  # blocks so far: each one lengthens the next (Fail2ban's bantime increment)
         self.n_ip = 0
         self.n_strong = 0
-        self.members: list[Node] = []
+        # its nodes: a tuple (48 bytes for one, where a list grown by one append takes 88); merges and
+        # drops, which change it, are rare next to the reads
+        self.members: tuple[Node, ...] = ()
         self.history: list[tuple[float, str, float]] | None = None  # (time, rule id, points), oldest first
         self.blocked_until = 0.0
         self.seen = now
         self.good = 0  # requests the API answered normally (2xx/3xx, not a login or a lookup)
         self.hostile = 0  # requests with exploit findings (signatures, protocol): see RiskModel.feed
         self.scope = ""  # what a software (fingerprint) entity's block covers: "", "login", "lookup"
+        # A fingerprint's or network's entity (their keys are never linked: one entity each): when a
+        # request with the key last made a GET. Behaviour's sequence scenario needs nothing else of
+        # them, so they have no activity record. (A 14th slot costs nothing: the allocator's size class
+        # of 13 slots holds 14.)
+        self.last_get = -1e18
 
     def keys(self) -> list[str]:
         return [m.key for m in self.members]
@@ -317,7 +325,7 @@ class GraphLimits:
     max_ips: int = 64  # addresses one entity may hold (a rotating attacker beyond this is a new entity)
     max_strong: int = 16  # API keys/users/sessions one entity may hold
     idle_ttl: float = 24 * 3600.0  # keys unseen this long are forgotten
-    max_keys: int = 2_000_000  # beyond this, the oldest idle keys are evicted early
+    max_keys: int = 1_000_000  # beyond this, the least recently seen keys are evicted early (clean ones first)
     popular: int = 5  # a weak key seen with this many identities is shared: it never carries a decision
     half_life: float = 600.0  # risk half-life, used when two entities' risks are merged
 
@@ -405,7 +413,7 @@ class EntityGraph:
         if n is None:
             ent = Entity(key, now)
             n = Node(key, ent, now)
-            ent.members.append(n)
+            ent.members = (n,)
             kind = key.partition(":")[0]
             if kind == "ip":
                 ent.n_ip = 1
@@ -566,8 +574,8 @@ class EntityGraph:
         big, small = (a, b) if len(a.members) >= len(b.members) else (b, a)
         for m in small.members:
             m.entity = big
-        big.members.extend(small.members)
-        small.members = []
+        big.members += small.members
+        small.members = ()
         big.n_ip += small.n_ip
         big.n_strong += small.n_strong
         t = max(big.risk_t, small.risk_t)
@@ -595,16 +603,25 @@ class EntityGraph:
         return len(dead)
 
     def _evict(self, now: float) -> None:
-        # Dict order is insertion order: the oldest keys come first. Drop the idle ones (and, when
-        # the table is full of active keys, the oldest) a tenth of the budget at a time.
-        budget = max(1, self.limits.max_keys // 10)
-        victims: list[str] = []
-        for k in self.nodes:
-            if len(victims) >= budget:
-                break
-            victims.append(k)
-        for k in victims:
-            self._drop(k)
+        """Make room, a hundredth of `max_keys` at a time: the least recently seen keys go first (see
+        counters.make_room), and keys whose entity is risky (risk of a point or more, a block now, or
+        a block before: its offences lengthen the next one) only after every clean key in view. An
+        attacker who floods fresh keys thus pushes out idle clean keys, not the record of his own
+        risk; a flood of risky keys (each earning risk) still evicts, the least recently seen first."""
+        from bastion.detect.behaviour.counters import make_room  # (no import cycle at module load)
+
+        lim = self.limits
+        half_life = lim.half_life
+        later = lim.idle_ttl  # a risky key ranks as if seen this much later: after every clean key
+
+        def score(n: Node) -> float:
+            e = n.entity
+            if e.offenses or e.blocked_until > now or (
+                    e.risk > 0.0 and decayed(e.risk, now - e.risk_t, half_life) >= 1.0):
+                return n.seen + later
+            return n.seen
+
+        make_room(self.nodes, max(1, lim.max_keys // 100), score, self._drop)
 
     def _drop(self, key: str) -> None:
         n = self.nodes.pop(key, None)
@@ -613,9 +630,9 @@ class EntityGraph:
         self.epoch += 1
         ent = n.entity
         if len(ent.members) > 1:
-            ent.members = [m for m in ent.members if m is not n]
+            ent.members = tuple([m for m in ent.members if m is not n])
         else:
-            ent.members = []
+            ent.members = ()
         kind = key.partition(":")[0]
         if kind == "ip":
             ent.n_ip -= 1

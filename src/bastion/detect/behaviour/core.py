@@ -6,6 +6,7 @@ decision store. Built once per pipeline (`BuildContext.services["behaviour"]`), 
 from __future__ import annotations
 
 import re
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, unquote_plus
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 SERVICE = "behaviour"
 _ADDRESS_KINDS = frozenset({"ip", "net"})  # the keys extract_keys reads from the address, not the headers
+MEMO_HEADER_BYTES = 8192  # header fields (names and values) above this are not memoised (see _keys)
 
 
 class BehaviourCore:
@@ -62,6 +64,8 @@ class BehaviourCore:
             url = ds.url or (getattr(state, "url", "") or "memory://")
             store = open_store(url, config.data_dir, ds.prefix, ds.persist, ds.poll_interval, now=clock.now)
         self.store = store
+        # automatic decisions this process keeps (see DecisionStore.max_automatic): a tenth of the keys
+        store.max_automatic = max(10_000, es.max_keys // 10)
         lg = self.settings.login
         self.login_re = re.compile("|".join(f"(?:{r})" for r in lg.routes)) if lg.routes else None
         self.login_methods = frozenset(m.upper() for m in lg.methods)
@@ -171,24 +175,31 @@ class BehaviourCore:
         if hit is not None and hit.recheck:
             hit = None  # a verified token expires: ask the verifier again (its own cache makes it cheap)
         if hit is None:
-            hit = KeyView(self._client_keys(ex, (client.fingerprint, fields)))
+            # A client whose header fields are unusually big is not memoised (its keys are read again on
+            # each request): 4096 clients of the 32 KiB of headers the proxy accepts would hold 128 MB.
+            small = sum(map(len, chain.from_iterable(fields))) <= MEMO_HEADER_BYTES
+            hit = KeyView(self._client_keys(ex, (client.fingerprint, fields), small))
             hit.recheck = self.key_settings.jwt is not None and ("user" in hit.keys or CLAIM in hit.keys)
-            if len(self._memo) >= 4096:
-                self._memo.clear()
-            self._memo[memo_key] = hit
+            if small:
+                if len(self._memo) >= 4096:
+                    self._memo.clear()
+                self._memo[memo_key] = hit
         if "?" in req.target and "api_key" not in hit.keys and self._query_key(req.query):
             return KeyView(extract_keys(ex, self.key_settings))  # an API key in the query (rare): not memoised
         return hit
 
-    def _client_keys(self, ex: Exchange, fields: tuple[str, tuple[tuple[str, str], ...]]) -> dict[str, str]:
+    def _client_keys(self, ex: Exchange, fields: tuple[str, tuple[tuple[str, str], ...]],
+                     memo: bool = True) -> dict[str, str]:
         """extract_keys(ex, query=False), the keys its header fields give memoised by those fields
-        (and the TLS fingerprint): only the address's own keys (ip, net) are made per client."""
-        part = self._header_memo.get(fields)
+        (and the TLS fingerprint) unless `memo` is False: only the address's own keys (ip, net) are
+        made per client."""
+        part = self._header_memo.get(fields) if memo else None
         if part is None or (self.key_settings.jwt is not None and ("user" in part or CLAIM in part)):
             keys = extract_keys(ex, self.key_settings, query=False)
-            if len(self._header_memo) >= 4096:
-                self._header_memo.clear()
-            self._header_memo[fields] = {k: v for k, v in keys.items() if k not in _ADDRESS_KINDS}
+            if memo:
+                if len(self._header_memo) >= 4096:
+                    self._header_memo.clear()
+                self._header_memo[fields] = {k: v for k, v in keys.items() if k not in _ADDRESS_KINDS}
             return keys
         ip = ex.client.ip
         keys = {"ip": ip}  # as extract_keys orders them: the address's keys first

@@ -26,15 +26,16 @@ Only answers of the API count: Bastion's own refusals (a ban's 403s) never feed 
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
 import orjson
 
-from bastion.detect.behaviour.counters import Decayed, Distinct, Sweeper, Track, Tracks
-from bastion.detect.behaviour.settings import ScenarioSettings, ScenariosSettings
-from bastion.entity import ESTABLISHED, Entity, Resolved, hash_key
+from bastion.detect.behaviour.counters import Decayed, Distinct, Fired, Spread, Sweeper, Track, Tracks, make_room
+from bastion.detect.behaviour.settings import ScenarioSettings, ScenariosSettings, activity_cap, subject_cap
+from bastion.entity import ESTABLISHED, Entity, Node, Resolved, hash_key
 from bastion.exchange import Exchange
 from bastion.verdict import Finding, Severity
 
@@ -82,6 +83,11 @@ VOLUME_MISS_SHARE = 0.35
 # neighbour of one it had fetched
 SLOW_WALK_SHARE = 0.8
 _EMPTY = frozenset({b"", b"[]", b"{}", b"null", b'""', b"false"})
+# Request targets (and paths) longer than this are not memoised: 20,000 targets of the 8 KiB the proxy
+# accepts would hold ~500 MB; a real API's targets are shorter, an attacker's long ones are worked out each time
+MEMO_TARGET = 1024
+# The BOLA coverage rule: one subject fetched this share of every id anyone fetched on a template
+COVERAGE = 0.6
 
 
 # A GraphQL mutation that logs in: its operation name or first field (`mutation { tokenAuth(...) }`)
@@ -158,10 +164,12 @@ class _Templates:
                 last = s
             elif looks_identifier(s):
                 segs[i] = "{ident}"
-        out = ("/".join(segs), last)
-        if len(self.cache) >= self.size:
-            self.cache.clear()
-        self.cache[path] = out
+        # one string for a template, however many paths have it (routes, tracks and tables keep it)
+        out = (sys.intern("/".join(segs)), last)
+        if len(path) <= MEMO_TARGET:  # (a long path is rare: recomputed rather than kept, see MEMO_TARGET)
+            if len(self.cache) >= self.size:
+                self.cache.clear()
+            self.cache[path] = out
         return out
 
 
@@ -173,11 +181,18 @@ class Route:
     __slots__ = ("ident", "idents", "login", "obj_id", "path", "plain", "sequence", "target", "template")
 
     def __init__(self, raw: str, templates: _Templates) -> None:
-        q = raw.find("?")
-        path = (raw if q < 0 else raw[:q]).lower()
+        if raw.isascii():  # (lower-casing keeps the length: the path is a prefix of the target, one string)
+            low = raw.lower()
+            q = low.find("?")
+            path = low if q < 0 else low[:q]
+            target = low[:256]
+        else:
+            q = raw.find("?")
+            path = (raw if q < 0 else raw[:q]).lower()
+            target = raw.lower()[:256]
         self.path = path
         self.template, self.obj_id = templates(path)
-        self.target = raw.lower()[:256]  # distinct resources (scraping)
+        self.target = target  # distinct resources (scraping)
         self.ident = "{ident}" in self.template
         # identifiers in the path and the query (a body may carry more: see BehaviourDetector._identifiers)
         self.idents = target_identifiers(raw, self.ident)[:4]
@@ -215,19 +230,28 @@ def target_identifiers(raw: str, ident: bool) -> tuple[str, ...]:
 
 
 class Activity:
-    """What every request of a subject updates: distinct resources, request rate, when it last made a GET."""
+    """What every request of an address or identity updates: distinct resources, request rate, when
+    it last made a GET. (A client software or network subject keeps only the last GET, on its own
+    entity in the graph: `Entity.last_get`.)"""
 
-    __slots__ = ("bola_key", "bola_tpl", "clean", "failed", "last", "last_get", "paths", "peak", "slow_paths",
-                 "total")
+    __slots__ = ("bola_id", "bola_key", "bola_t", "bola_tpl", "clean", "failed", "last", "last_get", "paths", "peak",
+                 "slow_paths", "total_t", "total_v")
 
     def __init__(self) -> None:
-        # the BOLA track key (subject|template) of the template this subject last fetched ids of
-        # (see BehaviourDetector._bola_plain): one string built per subject and template, not per exchange
+        # the template this subject last fetched ids of, and its BOLA track key (subject|template) once
+        # it has a track (see BehaviourDetector._bola_plain): one string built per subject and template,
+        # not per exchange. The first id fetched there waits here (`bola_id` at `bola_t`) until a second
+        # request makes the track: most subjects fetch one id once (a client seen once), and a track
+        # costs several hundred bytes.
         self.bola_tpl = ""
         self.bola_key = ""
-        self.paths = Distinct()
+        self.bola_id = ""
+        self.bola_t = 0.0
+        self.paths: Distinct | None = None  # made by the first scraping count
         self.slow_paths: Distinct | None = None
-        self.total = Decayed()
+        # requests per minute, decayed (a Decayed's two floats, kept here: one object less per subject)
+        self.total_v = 0.0
+        self.total_t = 0.0
         self.last_get = -1e18
         self.clean = False
         self.failed = False
@@ -364,10 +388,14 @@ def _refused_share(t: Track, now: float, window: float, refused: bool) -> float:
     return float(b / max(total, 1.0))
 
 
-def _walked(obj_id: str, seen: dict[str, float]) -> int:
-    """1 when a new numeric id is the neighbour (id +/- 1) of one already seen (`seen`), else 0."""
+def _walked(obj_id: str, ids: Distinct) -> int:
+    """1 when a new numeric id is the neighbour (id +/- 1) of one already seen (`ids`), else 0."""
     if obj_id.isascii() and obj_id.isdigit() and len(obj_id) < 18:
         i = int(obj_id)
+        seen = ids.seen
+        if seen is None:  # (a set of one: its member is `head`)
+            head = ids.head
+            return 1 if head is not None and (head == str(i - 1) or head == str(i + 1)) else 0
         if str(i - 1) in seen or str(i + 1) in seen:
             return 1
     return 0
@@ -386,6 +414,13 @@ def _neighbours(ident: str) -> tuple[str, ...]:
     i = int(num)
     out = tuple(hash_key(head + str(j).zfill(len(num))) for j in (i - 1, i + 1) if j >= 0 and len(str(j)) <= len(num))
     return out
+
+
+def _decayed_value(v: float, t: float, now: float, half_life: float) -> float:
+    """Decayed.value() of a count kept as two floats (v at time t)."""
+    if v <= 0.0 or now <= t:
+        return v
+    return float(v * 0.5 ** ((now - t) / half_life))
 
 
 def _lowered(threshold: float, pressure: bool, factor: float = 3.0, floor: float = 2.0) -> float:
@@ -415,17 +450,26 @@ class BehaviourDetector:
         self._route_methods = self.login_methods | {"POST"}  # methods for which login or sequence routes matter
         self.baseline = Baseline(self.sc.scraping.threshold)
         longest = max(x.slow_window for x in self._all()) + 600.0
+        # Every per-subject table is capped (an attacker inventing addresses, keys or accounts must not
+        # grow it forever): at a share of the entity graph's keys, so that one setting bounds the memory
+        # of behaviour (see subject_cap, docs/behaviour.md "Memory")
         self.activity: dict[str, Activity] = {}
         self._activity_sweeper = Sweeper()
         self._activity_idle = longest
-        self._activity_max = 500_000  # subjects; an attacker inventing addresses/keys must not grow it forever
-        self.tracks: dict[str, Tracks] = {}
+        self._activity_max = activity_cap(s.entity.max_keys)
+        cap = subject_cap(s.entity.max_keys)
+        self.tracks: dict[str, Tracks[Any]] = {}
         for name in ScenariosNames:
-            self.tracks[name] = Tracks(idle=longest)
-        self._bola_tracks = self.tracks["bola"]
+            # scraping and sequence count nothing per subject (only their firing); token spread has its own record
+            factory = Spread if name == "token_spread" else Fired if name in ("scraping", "sequence") else Track
+            self.tracks[name] = Tracks(idle=longest, max_subjects=cap, factory=factory)
+        self._bola_tracks: Tracks[Track] = self.tracks["bola"]
+        self._spread: Tracks[Spread] = self.tracks["token_spread"]
         # the caps of the distinct sets counted on every exchange (see _bola, _scraping)
         self._bola_cap = int(self.sc.bola.threshold * 5) + 1
-        self._scraping_cap = int(self.sc.scraping.threshold * 8) + 1
+        # Scraping fires at the baseline's limit, never above twice the threshold: counting on to four times
+        # it keeps the baseline's power-of-two buckets up to 512 (its p99, hence the limit, the same)
+        self._scraping_cap = int(self.sc.scraping.threshold * 4) + 1
         # and the settings the short path of complete() reads on every exchange (see _scrape, _bola_plain)
         self._bola_window = self.sc.bola.window
         self._bola_threshold = self.sc.bola.threshold
@@ -438,7 +482,13 @@ class BehaviourDetector:
         self.fired: dict[str, int] = {}
         self.pressure: dict[str, EndpointPressure] = {}
         self.population: dict[str, Distinct] = {}  # template -> ids fetched by anyone (coverage)
+        # The coverage rule (_bola_judge) needs a subject's ids, at most _bola_cap, to be COVERAGE of the
+        # population's: a population above _bola_cap / COVERAGE never passes it, so its count is capped just
+        # above that (the same decisions as an exact count, ~100 ids a template instead of thousands)
+        self._population_cap = int(self._bola_cap / COVERAGE) + 2
         self._logins_by_ip: dict[str, Distinct] = {}  # ip:... -> accounts that logged in from it (a day)
+        # an address is shared once `popular` accounts logged in from it: counting further changes nothing
+        self._logins_cap = s.entity.popular + 1
 
     def _all(self) -> Iterable[Scenario]:
         return (getattr(self.sc, n) for n in ScenariosNames)
@@ -526,35 +576,26 @@ class BehaviourDetector:
             else:
                 ent_act.last = now
         weak_nodes = links.soft
-        for node in weak_nodes:  # fingerprint and network: only their last GET matters (sequence)
-            shared = node.shared
-            if shared >= popular and node.bad < 3 * shared:
-                continue  # popular: not a subject
-            a = activity.get(node.key)
-            if a is None:
-                a = self._activity(node.key, now)
-            else:
-                a.last = now
-            if is_get:
-                a.last_get = now
         if is_get:
+            for node in weak_nodes:  # fingerprint and network: only their last GET matters (sequence)
+                shared = node.shared
+                if shared < popular or node.bad >= 3 * shared:  # (a popular one is not a subject)
+                    node.entity.last_get = now
             act.last_get = now
         if not ip_weak:
-            tot = act.total  # Decayed.add(now, 60.0), inlined (the same arithmetic)
-            v = tot.v
-            if v > 0.0 and now > tot.t:
-                v *= 0.5 ** ((now - tot.t) / 60.0)
-            tot.v = v + 1.0
-            tot.t = now
+            v = act.total_v  # Decayed.add(now, 60.0), inlined (the same arithmetic)
+            if v > 0.0 and now > act.total_t:
+                v *= 0.5 ** ((now - act.total_t) / 60.0)
+            act.total_v = v + 1.0
+            act.total_t = now
             if self._scraping_on:
                 self._scrape(ex, ip_key, act, route.target, now, ent)
         if ent_act is not None:
-            tot = ent_act.total
-            v = tot.v
-            if v > 0.0 and now > tot.t:
-                v *= 0.5 ** ((now - tot.t) / 60.0)
-            tot.v = v + 1.0
-            tot.t = now
+            v = ent_act.total_v
+            if v > 0.0 and now > ent_act.total_t:
+                v *= 0.5 ** ((now - ent_act.total_t) / 60.0)
+            ent_act.total_v = v + 1.0
+            ent_act.total_t = now
             if is_get:
                 ent_act.last_get = now
             if self._scraping_on:
@@ -574,17 +615,22 @@ class BehaviourDetector:
             template = route.template
             # the population's ids (_bola asks for each subject; after the first, the id is known)
             pop = self.population.get(template)
-            if pop is None or obj_id not in pop.seen:
+            if pop is None or (obj_id not in pop.seen if pop.seen is not None else obj_id != pop.head):
                 self._population_ids(template, obj_id, now)
             if not ip_weak:
                 self._bola_plain(ex, ip_key, act, template, obj_id, now)
             if ent_act is not None:
                 self._bola_plain(ex, ent_key, ent_act, template, obj_id, now)
         if links.tokens and ("session" in keys or "api_key" in keys or "user" in keys):
+            nodes = links.nodes
             for kind in ("session", "api_key", "user"):
                 token = keys.get(kind)
                 if token:
-                    self._token_spread(ex, f"{kind}:{token}", ip, keys.get("net", ip), now)
+                    # the token's node name is its subject (f"{kind}:{token}": one string, not one per exchange);
+                    # an unverified user has no node
+                    n = nodes.get(kind)
+                    self._token_spread(ex, n.key if n is not None else f"{kind}:{token}", ip, keys.get("net", ip),
+                                       now)
 
     def _general(self, ex: Exchange, now: float, route: Route, method: str, is_login: bool, seq_post: bool,
                  status: int, links: Resolved | None, keys: dict[str, str], ip: str, live: bool) -> None:
@@ -594,10 +640,12 @@ class BehaviourDetector:
         req = ex.request
         if live:
             # No key left the graph since request time: the nodes linked then are the live ones.
-            ip_node = links.nodes["ip"]
+            assert links is not None  # (live: linked)
+            ip_node: Node | None = links.nodes["ip"]
+            assert ip_node is not None
             ip_key = ip_node.key
             strong = links.strong
-            ent = strong.entity if strong is not None else graph.anonymous_at(ip_node)
+            ent: Entity | None = strong.entity if strong is not None else graph.anonymous_at(ip_node)
             weak_nodes = links.soft
         else:
             ip_link = links.nodes.get("ip") if links is not None else None
@@ -611,28 +659,38 @@ class BehaviourDetector:
         subjects: list[tuple[str, bool]] = [(ip_key, ip_node is not None and graph.popular(ip_node))]
         if ent is not None and ent.id != ip_key and not ent.id.startswith(("ip:", "nat:")):
             subjects.append((ent.id, False))
-        for node in weak_nodes:
-            if not graph.popular(node):
-                subjects.append((node.key, True))
+        own = subjects[:]  # the address and the identity: the subjects with an activity record
+        soft = [node for node in weak_nodes if not graph.popular(node)]  # client software, network
+        for node in soft:
+            subjects.append((node.key, True))
         template = route.template
 
-        # activity: every answered request
-        acts = [self._activity(subj, now) for subj, _ in subjects]
+        # activity: every answered request (of the address and the identity: `own`)
+        acts = [self._activity(subj, now) for subj, _ in own]
         is_get = method == "GET"
         scraping = self.sc.scraping.enabled
         if seq_post and not subjects[0][1] and now - acts[0].last_get <= self.sc.sequence.window:
             # the address (not a shared one) made a GET before: so did the client, even when its
             # identity is new (a session cookie the sign-in page just set)
             seq_post = False
-        for (subj, weak), act in zip(subjects, acts, strict=True):
+        for (subj, weak), act in zip(own, acts, strict=True):
             if not weak:
-                act.total.add(now, 60.0)
+                v = act.total_v  # Decayed.add(now, 60.0) (the same arithmetic)
+                if v > 0.0 and now > act.total_t:
+                    v *= 0.5 ** ((now - act.total_t) / 60.0)
+                act.total_v = v + 1.0
+                act.total_t = now
             if seq_post:
-                self._sequence(ex, subj, weak, act, now)
+                self._sequence(ex, subj, act.last_get, now)
             if is_get:
                 act.last_get = now
             if not weak and scraping:
                 self._scraping(ex, subj, act, route.target, now, ent)
+        for node in soft:  # the client software and network keep only their last GET (on their entity)
+            if seq_post:
+                self._sequence(ex, node.key, node.entity.last_get, now)
+            if is_get:
+                node.entity.last_get = now
         if weak_nodes:
             # Popularity of the client software (and network), counted in addresses: those browsing
             # normally with it (shared) and those that only ever failed with it (bad). A browser used
@@ -651,7 +709,7 @@ class BehaviourDetector:
                     node.bad += 1
 
         if status in SCAN_STATUSES or (status == 401 and not is_login):
-            for (subj, weak), act in zip(subjects, acts, strict=True):
+            for (subj, weak), act in zip(own, acts, strict=True):
                 if not weak:  # a fingerprint is never blamed for scanning: scanners are per source
                     self._scanning(ex, subj, weak, act, route.path, now)
 
@@ -677,9 +735,9 @@ class BehaviourDetector:
                     self._enumeration(ex, subj, weak, template, digests, miss, hot, now, fresh, near)
             obj_id = route.obj_id
             if obj_id and method in ("GET", "PUT", "PATCH", "DELETE"):
-                for subj, weak in subjects:
+                for (subj, weak), act in zip(own, acts, strict=True):
                     if not weak:
-                        self._bola(ex, subj, template, obj_id, status in DENY_STATUSES, now)
+                        self._bola(ex, subj, template, obj_id, status in DENY_STATUSES, now, act)
 
         if "session" in keys or "api_key" in keys or "user" in keys:
             for kind in ("session", "api_key", "user"):
@@ -689,7 +747,10 @@ class BehaviourDetector:
 
     def _scrape(self, ex: Exchange, subj: str, act: Activity, target: str, now: float, ent: Entity | None) -> None:
         """_scraping() for the short path of complete() (scraping enabled)."""
-        n = act.paths.add(target, now, self._scraping_window, self._scraping_cap)
+        paths = act.paths
+        if paths is None:
+            paths = act.paths = Distinct()
+        n = paths.add(target, now, self._scraping_window, self._scraping_cap)
         baseline = self.baseline
         if n & (n - 1) == 0 and n > act.peak:  # only a power of two counts (see Baseline.crossed)
             act.peak = n
@@ -702,28 +763,36 @@ class BehaviourDetector:
     def _bola_plain(self, ex: Exchange, subj: str, act: Activity, template: str, obj_id: str, now: float) -> None:
         """_bola(..., denied=False) for the short path of complete() (bola enabled, the population counted already): the
         subject's track key is kept on its activity record (no string built per exchange)."""
-        if act.bola_tpl == template:
-            key = act.bola_key
-        else:
-            key = subj + "|" + template
+        key = act.bola_key
+        if act.bola_tpl == template and key:
+            t = self._bola_tracks.by_subject.get(key)
+        elif act.bola_id:
+            t = None  # an id waits on the activity record: _bola_track below
+        else:  # _bola_track's usual cases, inlined: a template the subject has a track on, or its first id there
             act.bola_tpl = template
-            act.bola_key = key
-        window = self._bola_window
-        tracks = self._bola_tracks
-        t = tracks.by_subject.get(key)
+            key = subj + "|" + template
+            t = self._bola_tracks.by_subject.get(key)
+            if t is None and self._bola_threshold > 1:
+                act.bola_key = ""
+                act.bola_id = obj_id
+                act.bola_t = now
+                return
+            act.bola_key = key if t is not None else ""
         if t is None:
-            t = tracks.get(key, now)
-            t.new, t.walked = Decayed(), Decayed()  # new ids, and new ids next to a seen one (see _walk)
+            t = self._bola_track(subj, act, template, obj_id, now, self._bola_threshold > 1)
+            if t is None:
+                return  # the subject's first id there: kept on its activity record until a second request
         else:
             t.last = now  # Tracks.get, inlined
+        window = self._bola_window
         share = _refused_share(t, now, window, False)
         fast = t.fast
         seen = fast.seen
         cap = self._bola_cap
-        known = obj_id in seen
+        known = obj_id in seen if seen is not None else obj_id == fast.head  # (obj_id in fast, inlined)
         n = fast.add(obj_id, now, window, cap)
         if not known:  # a new id: does it walk from one seen before?
-            w = _walked(obj_id, seen)
+            w = _walked(obj_id, fast)
             self._walk(t, w, True, now, window)
             if w and self._bola_slow:
                 self._slow_walk(ex, t, subj, template, obj_id, now)
@@ -732,14 +801,15 @@ class BehaviourDetector:
 
     def _route(self, raw: str) -> Route:
         route = Route(raw, self.templates)
-        if len(self._routes) >= 20_000:
-            self._routes.clear()
-        self._routes[raw] = route
+        if len(raw) <= MEMO_TARGET:
+            if len(self._routes) >= 20_000:
+                self._routes.clear()
+            self._routes[raw] = route
         return route
 
     # --- scenarios ---------------------------------------------------------------------------------
 
-    def _fire(self, ex: Exchange, scenario: str, s: Scenario, track: Track, subject: str, now: float,
+    def _fire(self, ex: Exchange, scenario: str, s: Scenario, track: Fired, subject: str, now: float,
               message: str, evidence: str, slow: bool = False, risk: float | None = None) -> None:
         if now - track.fired < s.cooldown:
             return
@@ -760,11 +830,21 @@ class BehaviourDetector:
         a = self.activity.get(subject)
         if a is None:
             cutoff = now - self._activity_idle
-            self._activity_sweeper.step(self.activity, now, lambda v: v.last < cutoff)
+            stale = now - self._scraping_window
+
+            def idle(rec: Activity) -> bool:
+                if rec.last < cutoff:
+                    return True
+                if rec.last < stale:
+                    # every resource counted was seen a scraping window ago or more: the next count
+                    # would drop them all (Distinct.add's trim), so they go now (up to 601 per subject)
+                    rec.paths = None
+                return False
+
+            self._activity_sweeper.step(self.activity, now, idle)
             if len(self.activity) >= self._activity_max:
-                # Full of active subjects (the idle sweep keeps them a day): drop the oldest tenth.
-                for k in list(self.activity)[: max(1, self._activity_max // 10)]:
-                    del self.activity[k]
+                # Full (the idle sweep keeps subjects a day): drop the least recently used, a hundredth
+                make_room(self.activity, max(1, self._activity_max // 100))
             a = self.activity[subject] = Activity()
         a.last = now
         return a
@@ -776,7 +856,7 @@ class BehaviourDetector:
         t = self.tracks["scanning"].get(subj, now)
         bad = t.bad.add(now, 60.0)
         n = t.fast.add(path, now, s.window, int(s.threshold) + 1)
-        share = bad / max(act.total.value(now, 60.0), 1.0)
+        share = bad / max(_decayed_value(act.total_v, act.total_t, now, 60.0), 1.0)
         need = max(s.min_share, 0.7) if weak else s.min_share
         if n >= s.threshold and share >= need:
             self._fire(ex, "scanning", s, t, subj, now, f"{n} distinct paths refused (4xx) within {s.window:g}s",
@@ -998,17 +1078,19 @@ class BehaviourDetector:
             if len(self._logins_by_ip) >= 100_000:
                 self._logins_by_ip.clear()
             d = self._logins_by_ip[ip_key] = Distinct()
-        if account in d.seen:
-            d.add(account, now, 86400.0, 64)
+        cap = self._logins_cap
+        if account in d:
+            d.add(account, now, 86400.0, cap)
             return
-        d.add(account, now, 86400.0, 64)
-        if len(d.seen) >= 2 and node.shared < 1_000_000:
+        n = d.add(account, now, 86400.0, cap)
+        if n >= 2 and node.shared < 1_000_000:
             # a second (third...) account: one more identity seen at the address (as _saw_identity)
-            node.shared += 2 if len(d.seen) == 2 else 1
+            node.shared += 2 if n == 2 else 1
 
-    def _sequence(self, ex: Exchange, subj: str, weak: bool, act: Activity, now: float) -> None:
+    def _sequence(self, ex: Exchange, subj: str, last_get: float, now: float) -> None:
+        """`last_get`: when the subject last made a GET."""
         s = self.sc.sequence
-        if not s.enabled or now - act.last_get <= s.window:
+        if not s.enabled or now - last_get <= s.window:
             return
         t = self.tracks["sequence"].get(subj, now)
         self._fire(ex, "sequence", s, t, subj, now, "POST to a login/checkout route with no request before it",
@@ -1075,13 +1157,13 @@ class BehaviourDetector:
         t = self.tracks["enumeration"].get(f"{subj}|{template}", now)
         share = _refused_share(t, now, s.window, miss)
         n = 0
-        seen = t.fast.seen
+        fast = t.fast
         for i, d in enumerate(digests):
-            if d not in seen and i < len(near):
+            if d not in fast and i < len(near):
                 # a new identifier, and whether it is the neighbour of one looked up already
                 # (a walked range of phone numbers or account numbers)
-                self._walk(t, int(any(x in seen for x in near[i])), True, now, s.window)
-            n = t.fast.add(d, now, s.window, int(s.threshold * 3) + 1)
+                self._walk(t, int(any(x in fast for x in near[i])), True, now, s.window)
+            n = fast.add(d, now, s.window, int(s.threshold * 3) + 1)
         need = max(s.min_share, 0.6) if weak else s.min_share
         limit = 2.0 if fresh and not weak else _lowered(s.threshold, hot, factor=4.0, floor=3.0)
         if (n >= limit and share >= need) or (
@@ -1105,19 +1187,68 @@ class BehaviourDetector:
                 self._fire(ex, "enumeration", s, t, subj, now, f"{m} distinct identifiers in {s.slow_window:g}s",
                            f"{m} identifiers, miss share {slow_share:.2f} (low and slow)", slow=True)
 
-    def _bola(self, ex: Exchange, subj: str, template: str, obj_id: str, denied: bool, now: float) -> None:
+    def _bola_track(self, subj: str, act: Activity, template: str, obj_id: str, now: float,
+                    defer: bool) -> Track | None:
+        """The BOLA track of a subject (whose activity record is `act`) on a template, found or made.
+        The first id a subject fetches on a template, when it cannot fire (`defer`: not refused, a
+        threshold above 1), waits on the activity record (bola_id, bola_t) and None is returned: the
+        track is made by the subject's next request there, or when it moves to another template, and
+        that first fetch is counted into it as it would have been (_bola_replay)."""
+        if act.bola_tpl != template:
+            if act.bola_id:
+                self._bola_flush(subj, act)  # the waiting id of the previous template gets its track
+            act.bola_tpl = template
+            act.bola_key = ""
+        key = act.bola_key or subj + "|" + template
+        tracks = self._bola_tracks
+        t = tracks.by_subject.get(key)
+        if t is not None:
+            act.bola_key = key
+            t.last = now
+            return t
+        if defer and not act.bola_id:
+            act.bola_id = obj_id
+            act.bola_t = now
+            return None
+        t = tracks.add(key, now)
+        t.new, t.walked = Decayed(), Decayed()  # new ids, and new ids next to a seen one (see _walk)
+        act.bola_key = key
+        if act.bola_id:
+            self._bola_replay(t, act)
+        return t
+
+    def _bola_flush(self, subj: str, act: Activity) -> None:
+        """Make the track of the id waiting on an activity record (see _bola_track)."""
+        key = act.bola_key or subj + "|" + act.bola_tpl
+        tracks = self._bola_tracks
+        t = tracks.by_subject.get(key)
+        if t is None:
+            t = tracks.add(key, act.bola_t)
+            t.new, t.walked = Decayed(), Decayed()
+        self._bola_replay(t, act)
+
+    def _bola_replay(self, t: Track, act: Activity) -> None:
+        """Count the id waiting on an activity record into its (new) track, as _bola_plain counted a
+        first fetch: one request not refused, one distinct id, a new id that walks from none."""
+        t0 = act.bola_t
+        window = self._bola_window
+        _refused_share(t, t0, window, False)
+        t.fast.add(act.bola_id, t0, window, self._bola_cap)
+        self._walk(t, 0, True, t0, window)
+        act.bola_id = ""
+
+    def _bola(self, ex: Exchange, subj: str, template: str, obj_id: str, denied: bool, now: float,
+              act: Activity) -> None:
         s = self.sc.bola
         if not s.enabled:
             return
         window = s.window
-        tracks = self._bola_tracks
-        key = subj + "|" + template
-        t = tracks.by_subject.get(key)
-        if t is None:
-            t = tracks.get(key, now)
-            t.new, t.walked = Decayed(), Decayed()  # new ids, and new ids next to a seen one (see _walk)
-        else:
-            t.last = now  # Tracks.get, inlined (this runs for every id fetched)
+        t = self._bola_track(subj, act, template, obj_id, now, not denied and s.threshold > 1)
+        if t is None:  # a first id, waiting on the activity record: only the population counts it now
+            pop = self.population.get(template)
+            if pop is None or (obj_id not in pop.seen if pop.seen is not None else obj_id != pop.head):
+                self._population_ids(template, obj_id, now)
+            return
         tot, bad = t.total, t.bad
         last = tot.t
         if last == bad.t:  # _refused_share(), inlined for its usual case (the same arithmetic)
@@ -1132,13 +1263,14 @@ class BehaviourDetector:
         else:
             share = _refused_share(t, now, window, denied)
         fast = t.fast
-        fresh = obj_id not in fast.seen
+        seen = fast.seen
+        fresh = obj_id not in seen if seen is not None else obj_id != fast.head  # (obj_id not in fast)
         n = fast.add(obj_id, now, window, self._bola_cap)
         pop = self.population.get(template)
-        if pop is None or obj_id not in pop.seen:
+        if pop is None or (obj_id not in pop.seen if pop.seen is not None else obj_id != pop.head):
             self._population_ids(template, obj_id, now)
         if fresh:
-            w = _walked(obj_id, fast.seen)
+            w = _walked(obj_id, fast)
             self._walk(t, w, fresh, now, window)
             if w and self._bola_slow:
                 self._slow_walk(ex, t, subj, template, obj_id, now)
@@ -1158,8 +1290,8 @@ class BehaviourDetector:
             self._fire(ex, "bola", s, t, subj, now, f"{n} objects of {template} walked in sequence"[:200],
                        f"{n} ids, sequential share {seq:.2f}")
             return
-        elif (n >= 4 * s.threshold and (known := len(self.population[template].seen)) >= 5 * s.threshold
-              and n >= 0.6 * known):
+        elif (n >= 4 * s.threshold and (known := len(self.population[template])) >= 5 * s.threshold
+              and n >= COVERAGE * known):
             # harvesting a small collection: one subject fetched most of the ids anyone ever fetched
             # (`known`: the template's population after this id, see _population_ids)
             sc = self.sc.scraping
@@ -1177,15 +1309,15 @@ class BehaviourDetector:
                            f"{m} ids (low and slow)", slow=True)
 
     def _population_ids(self, template: str, obj_id: str, now: float) -> int:
-        """Distinct ids the whole population fetched on a template over a day (capped at 5000)."""
+        """Distinct ids the whole population fetched on a template over a day (capped: see _population_cap)."""
         d = self.population.get(template)
         if d is None:
             if len(self.population) > 5000:
                 self.population.clear()
             d = self.population[template] = Distinct()
-        if obj_id in d.seen:
-            return len(d.seen)
-        return d.add(obj_id, now, 86400.0, 5000)
+        if obj_id in d:
+            return len(d)
+        return d.add(obj_id, now, 86400.0, self._population_cap)
 
     def _slow_walk(self, ex: Exchange, t: Track, subj: str, template: str, obj_id: str, now: float) -> None:
         """Low-and-slow BOLA by walking: a new id that is the neighbour of one seen, counted over the
@@ -1223,7 +1355,10 @@ class BehaviourDetector:
         s = self.sc.scraping
         if not s.enabled:
             return
-        n = act.paths.add(target, now, s.window, self._scraping_cap)
+        paths = act.paths
+        if paths is None:
+            paths = act.paths = Distinct()
+        n = paths.add(target, now, s.window, self._scraping_cap)
         baseline = self.baseline
         if n & (n - 1) == 0 and n > act.peak:  # only a power of two counts (see Baseline.crossed)
             act.peak = n
@@ -1259,11 +1394,15 @@ class BehaviourDetector:
         s = self.sc.token_spread
         if not s.enabled:
             return
-        t = self.tracks["token_spread"].get(token, now)
-        ips = t.fast.add(ip, now, s.window, int(s.threshold * 2) + 1)
-        if t.slow is None:
-            t.slow = Distinct()
-        nets = t.slow.add(net, now, s.window, int(s.threshold) + 1)
+        tracks = self._spread
+        t = tracks.by_subject.get(token)
+        if t is None:
+            t = tracks.add(token, now)
+            prev = now
+        else:
+            prev = t.last  # the token's previous use: the last sight of its one address and network
+            t.last = now
+        ips, nets = t.count(ip, net, prev, now, s.window, int(s.threshold * 2) + 1, int(s.threshold) + 1)
         if nets >= s.threshold or ips >= 2 * s.threshold:
             self._fire(ex, "token_spread", s, t, token, now,
                        f"one {token.partition(':')[0]} used from {ips} addresses / {nets} networks",

@@ -107,7 +107,14 @@ class EntitySettings(_Section):
     max_ips: int = Field(64, ge=1, description="addresses one entity may link")
     max_strong: int = Field(16, ge=1, description="API keys, users and sessions one entity may link")
     idle_ttl: float = Field(24 * 3600.0, gt=0, description="seconds before an idle key is forgotten")
-    max_keys: int = Field(2_000_000, ge=1000, description="tracked keys per process before eviction")
+    max_keys: int = Field(
+        1_000_000, ge=1000,
+        description="keys (addresses, API keys, sessions, users, fingerprints) the entity graph of one process tracks; "
+                    "beyond it the least recently seen are evicted, keys with risk last. It sizes behaviour's other "
+                    "tables too (activity records: a quarter of it; each scenario's records: a sixteenth): the default "
+                    "holds a flood of fresh keys under about 1 GB per process (docs/behaviour.md, Memory); lower it on "
+                    "a small container (under 1 KB of RSS per key at worst)",
+    )
     popular: int = Field(5, ge=2, description="identities after which a weak key (NAT, browser) is shared")
 
 
@@ -119,6 +126,19 @@ class EntitySettings(_Section):
         except re.error as exc:
             raise ValueError(f"bad regex {v!r}: {exc}") from None
         return v
+
+
+def activity_cap(max_keys: int) -> int:
+    """Activity records (addresses and identities: request rate, last GET, resources) the behaviour
+    scenarios keep: a quarter of the entity graph's `max_keys` (see docs/behaviour.md, "Memory")."""
+    return max(1000, max_keys // 4)
+
+
+def subject_cap(max_keys: int) -> int:
+    """Records each behaviour scenario keeps (its subjects' counters, ten tables): a sixteenth of
+    `max_keys`. The least recently used go first: a table holds the subjects of the last minutes of
+    a busy API, and a low-and-slow subject touches its record every few minutes."""
+    return max(1000, max_keys // 16)
 
 
 class RiskSettings(_Section):

@@ -13,9 +13,12 @@ background tasks. A failing backend is logged and retried; enforcement goes on w
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import fcntl
+import heapq
 import logging
+import math
 import os
 import secrets
 import time
@@ -25,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from bastion.decision import Decision, DecisionIndex, Origin
+from bastion.decision import MANUAL_ORIGINS, Decision, DecisionIndex, Origin
 from bastion.events import mask_secrets
 
 log = logging.getLogger("bastion.decisions")
@@ -42,10 +45,39 @@ class DecisionStore:
         self.on_revoke: list[Callable[[Decision], None]] = []
         # called with each risk delta another instance shared: (entity keys, points, rule id, time)
         self.on_risk: Callable[[list[str], float, str, float], None] | None = None
+        # Automatic decisions (risk, scenarios, rules) added here, as a heap of (expiry, id): at most
+        # `max_automatic` are kept in this process. An attack from ever fresh keys earns a block per
+        # key, each a few decisions (~800 bytes each) living for block_ttl: unbounded, thousands a
+        # second would fill memory. Beyond the cap, those that expire first are forgotten here only
+        # (not revoked: a revocation would lift the entity's block in every process); the blocked
+        # entity keeps its block in the entity graph, which keeps risky entities longest.
+        self.max_automatic = 100_000
+        self._automatic: list[tuple[float, str]] = []
+        self.shed = 0  # automatic decisions forgotten early (the cap)
 
     def add(self, d: Decision) -> None:
         self.index.add(d)
         self._changed("add", d)
+        if d.origin not in MANUAL_ORIGINS:
+            heapq.heappush(self._automatic, (math.inf if d.until is None else d.until, d.id))
+            if len(self._automatic) > self.max_automatic:
+                self._shed()
+
+    def _shed(self) -> None:
+        """Forget the automatic decisions that expire first, down to `max_automatic` (entries of
+        decisions gone already, expired or revoked, just leave the heap)."""
+        heap = self._automatic
+        by_id = self.index.by_id
+        while len(heap) > self.max_automatic:
+            _, did = heapq.heappop(heap)
+            d = by_id.get(did)
+            if d is not None and d.origin not in MANUAL_ORIGINS:
+                self.index.remove(did)
+                self._forget(d)
+                self.shed += 1
+
+    def _forget(self, d: Decision) -> None:
+        """A decision shed by the cap (see _shed): a backend drops what it has not sent yet."""
 
     def delete(self, decision_id: str) -> Decision | None:
         d = self._revoke(decision_id)
@@ -63,14 +95,14 @@ class DecisionStore:
                     log.warning("revoke listener failed: %r", exc)
         return d
 
-    def list(self, now: float) -> list[Decision]:
+    def list(self, now: float) -> builtins.list[Decision]:
         self.index.purge(now)
         return sorted(self.index, key=lambda d: d.created)
 
     def _changed(self, op: str, d: Decision) -> None:
         """A backend persists or publishes the change (never blocking the caller)."""
 
-    def share_risk(self, keys: list[str], points: float, rule_id: str, t: float) -> None:
+    def share_risk(self, keys: builtins.list[str], points: float, rule_id: str, t: float) -> None:
         """Tell the other instances that these keys' entity gained risk (a shared backend only)."""
 
     def _spawn(self, coro: Any) -> None:
@@ -155,6 +187,9 @@ class MemoryStore(DecisionStore):
         self._pending_del: set[str] = set()
         self._mtime = 0.0
         self._poller: asyncio.Task[None] | None = None
+
+    def _forget(self, d: Decision) -> None:
+        self._pending_add.pop(d.id, None)  # not written yet: it never will be
 
     def _changed(self, op: str, d: Decision) -> None:
         if self.path is None or d.origin == Origin.CONFIG:
