@@ -30,7 +30,7 @@ import orjson
 
 from bastion.config import BastionConfig
 from bastion.detect.graphql_settings import GraphQLConfig
-from bastion.detect.httpsyntax import is_json_type, parse_media_type
+from bastion.detect.httpsyntax import content_coded, is_json_type, parse_media_type
 from bastion.engine.registry import BuildContext
 from bastion.exchange import Exchange
 from bastion.verdict import Finding, Severity
@@ -291,8 +291,7 @@ class GraphQLDetector:
         body = req.body
         if not body:
             return
-        coding = req.headers.get("content-encoding")
-        if coding is not None and coding.strip(" \t").lower() not in ("", "identity"):
+        if content_coded(req.headers):
             return
         ct = req.headers.get("content-type") or ""
         mtype = parse_media_type(ct).type if ct else ""

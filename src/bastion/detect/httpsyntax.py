@@ -185,3 +185,9 @@ def first_byte(body: bytes) -> bytes:
         body = body[3:]
     stripped = body.lstrip(b" \t\r\n")
     return stripped[:1]
+
+
+def content_coded(headers: Any) -> bool:
+    """Whether a body is sent content-coded (gzip, br...): its bytes are not the text to read."""
+    coding = headers.get("content-encoding")
+    return coding is not None and coding.strip(" \t").lower() not in ("", "identity")

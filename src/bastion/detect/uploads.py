@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Iterator
 
 from bastion.config import BastionConfig
-from bastion.detect.httpsyntax import mask, parse_media_type
+from bastion.detect.httpsyntax import content_coded, mask, parse_media_type
 from bastion.engine.registry import BuildContext
 from bastion.exchange import Exchange
 from bastion.verdict import Finding, Severity
@@ -86,8 +86,7 @@ class UploadsDetector:
         body = req.body
         if not body:
             return
-        coding = req.headers.get("content-encoding")
-        if coding is not None and coding.strip(" \t").lower() not in ("", "identity"):
+        if content_coded(req.headers):
             return
         ct = req.headers.get("content-type") or ""
         mt = parse_media_type(ct) if ct else None
