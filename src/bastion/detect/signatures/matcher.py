@@ -428,7 +428,8 @@ class Matcher:
             return False
         if events:
             # End offset (exclusive) of each text in `data`; a match belongs to the text it ends in.
-            lengths = map(len, texts) if ascii_only else (len(_encode(t)) for t in texts)
+            # (bytes: only the non-ASCII texts of a non-ASCII buffer need encoding to be measured)
+            lengths = map(len, texts) if ascii_only else [len(t) if t.isascii() else len(_encode(t)) for t in texts]
             # text k ends where the lengths up to it and the k newlines before it do (C-level loops)
             ends = list(map(operator.add, itertools.accumulate(lengths), itertools.count()))
             last = len(owners) - 1
