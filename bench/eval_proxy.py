@@ -18,6 +18,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -277,6 +278,22 @@ def interleave(attacks: list[Req], benign: list[Req], attacks_first: bool = Fals
         if i < len(attacks):
             mixed.append(attacks[i])
     return mixed
+
+
+# What http.client refuses to send (it would raise and the harness would count a "block")
+_BAD_TARGET = re.compile(r"[\x00-\x20\x7f-\U0010ffff]")
+
+
+def check(reqs: list[Req]) -> list[Req]:
+    """Every request must be sendable as written, so that a refusal is the gateway's, not the client's."""
+    for r in reqs:
+        if _BAD_TARGET.search(r.target):
+            raise ValueError(f"unsendable target: {r.target!r}")
+        for k, v in r.headers.items():
+            v.encode("latin-1")
+            if "\r" in v or "\n" in v or k.lower() == "content-length":
+                raise ValueError(f"unsendable header {k}: {v!r}")
+    return reqs
 
 
 def run(port: int, mixed: list[Req], one_client: bool = False) -> tuple[dict[str, list[int]], list[Req]]:

@@ -31,12 +31,11 @@ import base64
 import io
 import json
 import random
-import re
 import tarfile
 import zipfile
 from typing import Any
 
-from eval_proxy import Req, evaluate
+from eval_proxy import Req, check, evaluate
 from eval_variants import b64, form, get, gql, hdr, js, multipart, nest, q, raw_json, xml
 
 OOB = "c7f3k9.oast.example"  # the attacker's out-of-band collector (DNS/HTTP/LDAP)
@@ -1608,22 +1607,6 @@ def plain_http() -> list[Req]:
 
 
 # --------------------------------------------------------------------------------------------------
-
-# What http.client refuses to send (it would raise and the harness would count a "block")
-_BAD_TARGET = re.compile(r"[\x00-\x20\x7f-\U0010ffff]")
-
-
-def check(reqs: list[Req]) -> list[Req]:
-    """Every request must be sendable as written, so that a refusal is the gateway's, not the client's."""
-    for r in reqs:
-        if _BAD_TARGET.search(r.target):
-            raise ValueError(f"unsendable target: {r.target!r}")
-        for k, v in r.headers.items():
-            v.encode("latin-1")
-            if "\r" in v or "\n" in v or k.lower() == "content-length":
-                raise ValueError(f"unsendable header {k}: {v!r}")
-    return reqs
-
 
 def attack_requests() -> list[Req]:
     return check(java_cves() + traversal_cves() + php_cves() + appliance_cves() + log4shell() + shellshock() + sqlmap() + xss()

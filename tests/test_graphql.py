@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bastion.detect import graphql as G
-from bastion.testing import make_exchange, make_pipeline, run_exchange
+from bastion.testing import make_pipeline, rule_ids
 
 JSON = {"Content-Type": "application/json"}
 WORDS = ["123456", "password", "qwerty", "letmein", "admin", "welcome", "monkey", "dragon", "111111", "abc123"]
@@ -123,20 +123,14 @@ def pipeline() -> Any:
     return make_pipeline(only={"graphql"})
 
 
-async def _rule_ids(pipeline: Any, kw: dict[str, Any]) -> set[str]:
-    ex = make_exchange(pipeline=pipeline, **kw)
-    await run_exchange(pipeline, ex)
-    return {f.rule_id for f in ex.findings}
-
-
 @pytest.mark.parametrize(("rule", "kw"), MUST_MATCH, ids=_ids(MUST_MATCH))
 async def test_must_match(pipeline: Any, rule: str, kw: dict[str, Any]) -> None:
-    assert rule in await _rule_ids(pipeline, kw)
+    assert rule in await rule_ids(pipeline, **kw)
 
 
 @pytest.mark.parametrize("kw", MUST_NOT_MATCH, ids=_ids(MUST_NOT_MATCH))
 async def test_must_not_match(pipeline: Any, kw: dict[str, Any]) -> None:
-    assert await _rule_ids(pipeline, kw) == set()
+    assert await rule_ids(pipeline, **kw) == set()
 
 
 def test_every_rule_has_a_must_match_case() -> None:
@@ -149,16 +143,16 @@ async def test_limits_and_introspection_are_settings() -> None:
                             only={"graphql"})
     for rule, kw in MUST_MATCH:
         if rule in (G.INTROSPECTION, G.DEPTH, G.BATCH):
-            assert rule not in await _rule_ids(relaxed, kw)
+            assert rule not in await rule_ids(relaxed, **kw)
 
 
 async def test_exclusion_per_endpoint() -> None:
     pipeline = make_pipeline({"graphql": {"exclusions": [{"path": "/internal/*", "check": "introspection"}]}},
                              only={"graphql"})
-    assert await _rule_ids(pipeline, gql(INTROSPECTION, path="/internal/graphql")) == set()
-    assert G.INTROSPECTION in await _rule_ids(pipeline, gql(INTROSPECTION))
+    assert await rule_ids(pipeline, **gql(INTROSPECTION, path="/internal/graphql")) == set()
+    assert G.INTROSPECTION in await rule_ids(pipeline, **gql(INTROSPECTION))
     deep = "query { __schema { types { name } } a " + "{ b " * 20 + "}" * 20 + " }"
-    assert await _rule_ids(pipeline, gql(deep, path="/internal/graphql")) == {G.DEPTH}
+    assert await rule_ids(pipeline, **gql(deep, path="/internal/graphql")) == {G.DEPTH}
 
 
 def test_analyse_counts() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bastion.detect import uploads as U
-from bastion.testing import make_exchange, make_pipeline, run_exchange
+from bastion.testing import make_pipeline, rule_ids
 
 BOUNDARY = "----WebKitFormBoundary7MA4YWxkTrZu0gW"
 
@@ -117,20 +117,14 @@ def pipeline() -> Any:
     return make_pipeline(only={"uploads"})
 
 
-async def _rule_ids(pipeline: Any, kw: dict[str, Any]) -> set[str]:
-    ex = make_exchange(pipeline=pipeline, **kw)
-    await run_exchange(pipeline, ex)
-    return {f.rule_id for f in ex.findings}
-
-
 @pytest.mark.parametrize(("rule", "kw"), MUST_MATCH, ids=_ids(MUST_MATCH))
 async def test_must_match(pipeline: Any, rule: str, kw: dict[str, Any]) -> None:
-    assert rule in await _rule_ids(pipeline, kw)
+    assert rule in await rule_ids(pipeline, **kw)
 
 
 @pytest.mark.parametrize("kw", MUST_NOT_MATCH, ids=_ids(MUST_NOT_MATCH))
 async def test_must_not_match(pipeline: Any, kw: dict[str, Any]) -> None:
-    assert await _rule_ids(pipeline, kw) == set()
+    assert await rule_ids(pipeline, **kw) == set()
 
 
 def test_every_rule_has_a_must_match_case() -> None:
@@ -143,5 +137,5 @@ async def test_a_compression_bomb_is_cheap(pipeline: Any) -> None:
 
     bomb = zip_with({f"word/part{i}.xml": "<a>" + " " * 5_000_000 + "</a>" for i in range(4)})
     t = time.process_time()
-    assert await _rule_ids(pipeline, multipart("bomb.docx", bomb)) == set()
+    assert await rule_ids(pipeline, **multipart("bomb.docx", bomb)) == set()
     assert time.process_time() - t < 1.0

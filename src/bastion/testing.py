@@ -31,6 +31,7 @@ __all__ = [
     "make_config",
     "make_exchange",
     "make_pipeline",
+    "rule_ids",
     "run_exchange",
     "run_request",
     "run_response",
@@ -139,6 +140,13 @@ async def run_exchange(pipeline: Pipeline, ex: Exchange) -> Verdict:
     if ex.findings:
         return pipeline.evaluator.final(ex)
     return ALLOW
+
+
+async def rule_ids(pipeline: Pipeline, **kwargs: Any) -> set[str]:
+    """The rule ids that the request phases find in `make_exchange(**kwargs)` (body not capped)."""
+    ex = make_exchange(pipeline=pipeline, **kwargs)
+    await run_exchange(pipeline, ex)
+    return {f.rule_id for f in ex.findings}
 
 
 async def run_request(

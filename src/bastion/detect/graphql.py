@@ -30,7 +30,7 @@ import orjson
 
 from bastion.config import BastionConfig
 from bastion.detect.graphql_settings import GraphQLConfig
-from bastion.detect.httpsyntax import content_coded, is_json_type, parse_media_type
+from bastion.detect.httpsyntax import is_json_type, readable_body
 from bastion.engine.registry import BuildContext
 from bastion.exchange import Exchange
 from bastion.verdict import Finding, Severity
@@ -288,13 +288,11 @@ class GraphQLDetector:
 
     def request_body(self, ex: Exchange) -> None:
         req = ex.request
+        mt = readable_body(req)
+        if mt is None:
+            return
         body = req.body
-        if not body:
-            return
-        if content_coded(req.headers):
-            return
-        ct = req.headers.get("content-type") or ""
-        mtype = parse_media_type(ct).type if ct else ""
+        mtype = mt.type
         if mtype == "application/graphql":
             text = body.decode("utf-8", "replace")
             self._check(ex, [text], batch=0, zone="body")

@@ -187,7 +187,12 @@ def first_byte(body: bytes) -> bytes:
     return stripped[:1]
 
 
-def content_coded(headers: Any) -> bool:
-    """Whether a body is sent content-coded (gzip, br...): its bytes are not the text to read."""
-    coding = headers.get("content-encoding")
-    return coding is not None and coding.strip(" \t").lower() not in ("", "identity")
+def readable_body(req: Any) -> MediaType | None:
+    """The media type of a request body that can be read as sent; None without a body, or when it
+    is content-coded (gzip, br...): then its bytes are not the text to read."""
+    if not req.body:
+        return None
+    coding = req.headers.get("content-encoding")
+    if coding is not None and coding.strip(" \t").lower() not in ("", "identity"):
+        return None
+    return parse_media_type(req.headers.get("content-type") or "")

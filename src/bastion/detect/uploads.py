@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Iterator
 
 from bastion.config import BastionConfig
-from bastion.detect.httpsyntax import content_coded, mask, parse_media_type
+from bastion.detect.httpsyntax import mask, readable_body
 from bastion.engine.registry import BuildContext
 from bastion.exchange import Exchange
 from bastion.verdict import Finding, Severity
@@ -83,17 +83,14 @@ class UploadsDetector:
 
     def request_body(self, ex: Exchange) -> None:
         req = ex.request
+        mt = readable_body(req)
+        if mt is None:
+            return
         body = req.body
-        if not body:
-            return
-        if content_coded(req.headers):
-            return
-        ct = req.headers.get("content-type") or ""
-        mt = parse_media_type(ct) if ct else None
-        mtype = mt.type if mt else ""
+        mtype = mt.type
         budget = [MAX_INFLATED]
         if mtype.startswith("multipart/"):
-            boundary = mt.params.get("boundary", "") if mt else ""
+            boundary = mt.params.get("boundary", "")
             if boundary:
                 for name, data in _files(body, boundary):
                     if self._file(ex, data, name, budget):

@@ -219,33 +219,22 @@ class Spread(Fired):
         """Count one use from address `ip` in network `net`, at `now`; `prev`: the token's previous use.
         Returns the distinct addresses and networks of the last `window` seconds, as two Distinct sets
         (caps `ip_cap`, `net_cap`) would count them."""
-        d = self.ips
-        if d is None:
-            one = self.ip
-            if not one or one == ip or prev < now - window or ip_cap < 2:
-                self.ip = ip  # (Distinct.add of a set of one: the same member, or the first one expired)
-                ips = 1
-            else:
-                d = self.ips = Distinct()
-                d.head, d.head_t = one, prev
-                self.ip = ""
-                ips = d.add(ip, now, window, ip_cap)
-        else:
-            ips = d.add(ip, now, window, ip_cap)
-        d = self.nets
-        if d is None:
-            one = self.net
-            if not one or one == net or prev < now - window or net_cap < 2:
-                self.net = net
-                nets = 1
-            else:
-                d = self.nets = Distinct()
-                d.head, d.head_t = one, prev
-                self.net = ""
-                nets = d.add(net, now, window, net_cap)
-        else:
-            nets = d.add(net, now, window, net_cap)
+        self.ip, self.ips, ips = _add_inline(self.ip, self.ips, ip, prev, now, window, ip_cap)
+        self.net, self.nets, nets = _add_inline(self.net, self.nets, net, prev, now, window, net_cap)
         return ips, nets
+
+
+def _add_inline(one: str, d: Distinct | None, member: str, prev: float, now: float, window: float,
+                cap: int) -> tuple[str, Distinct | None, int]:
+    """Distinct.add for a set kept as one inline member (`one`, last seen at `prev`) until a second
+    member arrives in the window: returns the new (one, set, count)."""
+    if d is not None:
+        return one, d, d.add(member, now, window, cap)
+    if not one or one == member or prev < now - window or cap < 2:
+        return member, None, 1  # the same member, or the first one expired
+    d = Distinct()
+    d.head, d.head_t = one, prev
+    return "", d, d.add(member, now, window, cap)
 
 
 def _last(entry: Any) -> float:

@@ -254,15 +254,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.got_bytes = False
         self.status = 0
         self.uses += 1
-        # A new response head (what on_message_begin would reset; `_begin`, inlined)
-        self.in_head = True
-        self.head_seen = False
-        self.head_bytes = 0
-        self.headers = []
-        self.chunked = False
-        self.has_length = False
-        self.upgrade = False
-        self.reason = b""
+        self._begin()  # a new response head (what on_message_begin would reset)
         assert self.transport is not None
         self.transport.write(data)
 
