@@ -68,6 +68,8 @@ class BehaviourCore:
         store.max_automatic = max(10_000, es.max_keys // 10)
         lg = self.settings.login
         self.login_re = re.compile("|".join(f"(?:{r})" for r in lg.routes)) if lg.routes else None
+        # paths that look like a login but name another account action (a password reset, a code check)
+        self.not_login_re = re.compile("|".join(f"(?:{r})" for r in lg.not_routes)) if lg.not_routes else None
         self.login_methods = frozenset(m.upper() for m in lg.methods)
         self.risk = RiskModel(self)
         self.step_up: StepUp | None = None  # behaviour.step_up: the challenge's one-time code
@@ -285,7 +287,8 @@ class BehaviourCore:
         """'login' (a POST to a login route), 'lookup' (carries an identifier) or ''."""
         req = ex.request
         path = req.path.lower()
-        if req.method.upper() in self.login_methods and self.login_re is not None and self.login_re.search(path):
+        if req.method.upper() in self.login_methods and self.login_re is not None and self.login_re.search(path) and (
+                self.not_login_re is None or self.not_login_re.search(path) is None):
             return "login"
         from bastion.detect.behaviour.scenarios import IDENT_PARAMS, id_segment, looks_identifier
 

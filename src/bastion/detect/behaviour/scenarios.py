@@ -13,6 +13,7 @@ threshold is crossed (CrowdSec's leaky buckets, with distinct counts and outcome
     bola            many distinct object ids on /x/{id}, many refused, or walked in sequence
     scraping        distinct resources far above the population's baseline
     sequence        a login or checkout POST from a subject that never made a GET first
+    guessing        distinct codes (one-time codes, gift cards, vouchers, PINs) refused on one endpoint
 
 Subjects are the client address, the linked identity (entity) and the client fingerprint; the
 fingerprint only while it is not popular (a common browser shared by many users is never a
@@ -27,6 +28,8 @@ from __future__ import annotations
 
 import re
 import sys
+import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
@@ -88,6 +91,25 @@ _EMPTY = frozenset({b"", b"[]", b"{}", b"null", b'""', b"false"})
 MEMO_TARGET = 1024
 # The BOLA coverage rule: one subject fetched this share of every id anyone fetched on a template
 COVERAGE = 0.6
+# Scraping: the share of a subject's distinct resources on its two most used route templates above which
+# they are a harvest (see _concentration); spread more thinly, only this many times the threshold are
+SPREAD_SCRAPING = 4.0
+CONCENTRATION = 0.6
+
+
+# Guessing: request fields that carry a code to be checked (one-time codes, PINs, gift cards, vouchers,
+# coupons, recovery and reset codes), by the end of their name: `code`, `otp`, `promo_code`, `card_pin`...
+_CODE_FIELD = re.compile(r"(?:^|[_.-])(?:code|otp|totp|pin|passcode|voucher|coupon|promo|gift_?card|cvv|cvc"
+                         r"|recovery_?key|reset_?token|invite_?token|verification_?token)$")
+# and not these: a form's anti-forgery token, a captcha, a country or postal code is no code to guess
+_NOT_CODE_FIELD = re.compile(r"csrf|xsrf|authenticity|captcha|country|postal|zip|post_code|postcode|lang|locale"
+                             r"|currency|status|error|response|oauth|redirect|state|challenge")
+# an answer of 200 that says the code was wrong
+_FAILED_CODE = re.compile(rb'"(?:ok|success|valid|verified|redeemed|applied)"\s*:\s*false'
+                          rb"|(?:invalid|incorrect|wrong|unknown|expired)[ _-]?"
+                          rb"(?:code|otp|pin|token|voucher|coupon|card)")
+# statuses that say nothing of the code (too many requests, a timeout, a body too large)
+_NOT_GUESS_STATUSES = frozenset({408, 413, 415, 429, 431})
 
 
 # A GraphQL mutation that logs in: its operation name or first field (`mutation { tokenAuth(...) }`)
@@ -180,7 +202,7 @@ class Route:
 
     __slots__ = ("ident", "idents", "login", "obj_id", "path", "plain", "sequence", "target", "template")
 
-    def __init__(self, raw: str, templates: _Templates) -> None:
+    def __init__(self, raw: str, templates: _Templates, now: float = 0.0) -> None:
         if raw.isascii():  # (lower-casing keeps the length: the path is a prefix of the target, one string)
             low = raw.lower()
             q = low.find("?")
@@ -192,7 +214,7 @@ class Route:
             target = raw.lower()[:256]
         self.path = path
         self.template, self.obj_id = templates(path)
-        self.target = target  # distinct resources (scraping)
+        self.target = stable_target(target, now) if q >= 0 else target  # distinct resources (scraping)
         self.ident = "{ident}" in self.template
         # identifiers in the path and the query (a body may carry more: see BehaviourDetector._identifiers)
         self.idents = target_identifiers(raw, self.ident)[:4]
@@ -200,10 +222,13 @@ class Route:
         self.login: bool | None = None  # see classify()
         self.sequence: bool | None = None
 
-    def classify(self, login_re: re.Pattern[str] | None, seq_re: re.Pattern[str] | None) -> None:
+    def classify(self, login_re: re.Pattern[str] | None, seq_re: re.Pattern[str] | None,
+                 not_login_re: re.Pattern[str] | None = None) -> None:
         """Whether the path is a login route and a sequence route (checkout, payment): asked only
-        by requests whose method can make them one (a GET never is a login)."""
-        self.login = login_re is not None and login_re.search(self.path) is not None
+        by requests whose method can make them one (a GET never is a login). A login-looking path
+        that names another account action (/auth/password-reset, /login/verify) is none."""
+        self.login = (login_re is not None and login_re.search(self.path) is not None
+                      and (not_login_re is None or not_login_re.search(self.path) is None))
         self.sequence = seq_re is not None and seq_re.search(self.path) is not None
 
 
@@ -229,13 +254,52 @@ def target_identifiers(raw: str, ident: bool) -> tuple[str, ...]:
     return tuple(out)
 
 
+# Query parameters whose value changes on every request without naming another resource (jQuery's `_=`,
+# cache-busters, nonces)
+CACHE_BUSTERS = frozenset({"_", "cb", "cachebuster", "cache_buster", "cachebust", "nocache", "no_cache", "rnd", "rand",
+                           "random", "nonce"})
+# A time this close to the clock is the client's own clock, not a resource's name
+NOW_LIKE = 2 * 86400.0
+
+
+def stable_target(target: str, now: float) -> str:
+    """A lower-cased request target as one resource: the values of cache-busters and of times near now
+    (`since=1796292701`, `_=1796292701234`, `updated_after=2026-12-03T10:00:00z`) become `*`. A client
+    polling "what is new since my last call" every second asks for one resource, not a new one each
+    time; a date range walked far from today still counts each of its dates."""
+    q = target.find("?")
+    if q < 0:
+        return target
+    parts = target[q + 1:].split("&")
+    changed = False
+    for i, part in enumerate(parts):
+        k, eq, v = part.partition("=")
+        if eq and v and v != "*" and (k in CACHE_BUSTERS or _now_like(v, now)):
+            parts[i] = k + "=*"
+            changed = True
+    return target[:q + 1] + "&".join(parts) if changed else target
+
+
+def _now_like(v: str, now: float) -> bool:
+    """A Unix time (seconds or milliseconds) or an ISO 8601 date within NOW_LIKE of `now`."""
+    if v.isdigit():
+        if len(v) == 10:
+            return abs(int(v) - now) <= NOW_LIKE
+        if len(v) == 13:
+            return abs(int(v) / 1000.0 - now) <= NOW_LIKE
+        return False
+    if len(v) >= 10 and v[4] == "-" and v[7] == "-" and v[:4].isdigit():
+        return v[:10] in {time.strftime("%Y-%m-%d", time.gmtime(now + d)) for d in (-NOW_LIKE, 0.0, NOW_LIKE)}
+    return False
+
+
 class Activity:
     """What every request of an address or identity updates: distinct resources, request rate, when
     it last made a GET. (A client software or network subject keeps only the last GET, on its own
     entity in the graph: `Entity.last_get`.)"""
 
     __slots__ = ("bola_id", "bola_key", "bola_t", "bola_tpl", "clean", "failed", "last", "last_get", "paths", "peak",
-                 "slow_paths", "total_t", "total_v")
+                 "slow_paths", "spread_n", "total_t", "total_v")
 
     def __init__(self) -> None:
         # the template this subject last fetched ids of, and its BOLA track key (subject|template) once
@@ -260,6 +324,8 @@ class Activity:
         # hovers at a power of two (an integration's steady sync) is one subject there, not one per
         # return to it
         self.peak = 0
+        # the distinct resources counted when they were last found spread over many kinds (see _concentrated)
+        self.spread_n = 0
 
 
 # Subjects the scraping baseline needs before its percentile is used (fewer: the threshold alone): a
@@ -353,13 +419,14 @@ class Scenario:
 class Scenarios:
     """Every scenario's settings (`behaviour.scenarios`), as plain attributes (see Scenario)."""
 
-    __slots__ = ("account_attack", "ato_success", "bola", "brute_force", "enumeration", "scanning", "scraping",
-                 "sequence", "stuffing", "token_spread")
+    __slots__ = ("account_attack", "ato_success", "bola", "brute_force", "enumeration", "guessing", "scanning",
+                 "scraping", "sequence", "stuffing", "token_spread")
     account_attack: Scenario
     ato_success: Scenario
     bola: Scenario
     brute_force: Scenario
     enumeration: Scenario
+    guessing: Scenario
     scanning: Scenario
     scraping: Scenario
     sequence: Scenario
@@ -369,6 +436,19 @@ class Scenarios:
     def __init__(self, s: ScenariosSettings) -> None:
         for name in self.__slots__:
             setattr(self, name, Scenario(getattr(s, name)))
+
+
+def integration(ex: Exchange) -> bool:
+    """Whether the request comes from a machine client with an API key in an API-key header or parameter
+    (`X-API-Key`, `?api_key=`: an ERP, a partner's sync job). Such a client walks the objects its key
+    owns, in order, and the API answers each one: the BOLA rules that need no refusal (a walk, the
+    coverage of a collection) do not judge it. Refused objects still count (the refused-share rule), as
+    do its address's other scenarios, and its searches and listings count for scraping (a trial key
+    dumping a directory). An opaque bearer token is a user's session as often as not: judged."""
+    if not ex.keys.get("api_key"):
+        return False
+    auth = ex.request.headers.get("authorization")
+    return not auth or auth.lstrip()[:7].lower() != "bearer "
 
 
 def _refused_share(t: Track, now: float, window: float, refused: bool) -> float:
@@ -437,7 +517,8 @@ class BehaviourDetector:
         self.clock = core.clock
         self.observe = False
         lg = s.login
-        self.login_re = re.compile("|".join(f"(?:{r})" for r in lg.routes)) if lg.routes else None
+        self.login_re = core.login_re
+        self.not_login_re = core.not_login_re
         seq = list(lg.sequence_routes)
         self.seq_re = re.compile("|".join(f"(?:{r})" for r in seq)) if seq else None
         self.login_methods = frozenset(m.upper() for m in lg.methods)
@@ -465,6 +546,7 @@ class BehaviourDetector:
             self.tracks[name] = Tracks(idle=longest, max_subjects=cap, factory=factory)
         self._bola_tracks: Tracks[Track] = self.tracks["bola"]
         self._spread: Tracks[Spread] = self.tracks["token_spread"]
+        self._guessing_tracks: Tracks[Track] = self.tracks["guessing"]
         # the caps of the distinct sets counted on every exchange (see _bola, _scraping)
         self._bola_cap = int(self.sc.bola.threshold * 5) + 1
         # Scraping fires at the baseline's limit, never above twice the threshold: counting on to four times
@@ -523,7 +605,7 @@ class BehaviourDetector:
             ip = keys.get("ip") or ex.client.ip
             if method in self._route_methods:  # a login or a POST: is the target a login or sequence route?
                 if route.login is None:
-                    route.classify(self.login_re, self.seq_re)
+                    route.classify(self.login_re, self.seq_re, self.not_login_re)
                 is_login = bool(route.login) and method in self.login_methods
                 if not is_login and method == "POST" and b"mutation" in req.body[:4096]:
                     is_login = graphql_login(req.body)  # a GraphQL login mutation (POST /graphql)
@@ -582,13 +664,15 @@ class BehaviourDetector:
                 if shared < popular or node.bad >= 3 * shared:  # (a popular one is not a subject)
                     node.entity.last_get = now
             act.last_get = now
+        # an integration's fetches of objects by id are BOLA's to judge, not scraping's (see integration)
+        scrape = self._scraping_on and not (route.obj_id and integration(ex))
         if not ip_weak:
             v = act.total_v  # Decayed.add(now, 60.0), inlined (the same arithmetic)
             if v > 0.0 and now > act.total_t:
                 v *= 0.5 ** ((now - act.total_t) / 60.0)
             act.total_v = v + 1.0
             act.total_t = now
-            if self._scraping_on:
+            if scrape:
                 self._scrape(ex, ip_key, act, route.target, now, ent)
         if ent_act is not None:
             v = ent_act.total_v
@@ -598,7 +682,7 @@ class BehaviourDetector:
             ent_act.total_t = now
             if is_get:
                 ent_act.last_get = now
-            if self._scraping_on:
+            if scrape:
                 self._scrape(ex, ent_key, ent_act, route.target, now, ent)
         if not act.clean and weak_nodes and is_get and status < 300 and not route.ident:
             # the address's first clean GET: the client software (and network) is used normally
@@ -668,7 +752,7 @@ class BehaviourDetector:
         # activity: every answered request (of the address and the identity: `own`)
         acts = [self._activity(subj, now) for subj, _ in own]
         is_get = method == "GET"
-        scraping = self.sc.scraping.enabled
+        scraping = self.sc.scraping.enabled and not (route.obj_id and integration(ex))  # (as in complete)
         if seq_post and not subjects[0][1] and now - acts[0].last_get <= self.sc.sequence.window:
             # the address (not a shared one) made a GET before: so did the client, even when its
             # identity is new (a session cookie the sign-in page just set)
@@ -723,12 +807,18 @@ class BehaviourDetector:
             if idents:
                 miss = self._missed(ex)
                 # misses on a lookup are rarer than mistyped passwords: a lower bar for pressure
-                hot = self._pressure("lookup:" + template, now, miss, min_bad=15.0)
-                # under pressure, a fresh anonymous requester (no normal history, no key) gets less
-                # benefit of the doubt: rotating enumerators spend only a few requests per address
-                # (a session cookie alone is no credential: the site mints one for every visitor)
-                fresh = hot and (ent is None or ent.good < ESTABLISHED) and not (
-                    keys.get("api_key") or keys.get("user"))
+                # Under pressure, each requester gets less benefit of the doubt (rotating enumerators
+                # spend only a few requests per address), a fresh anonymous one (no normal history, no
+                # key) the least. Not an address where an account signed in (a user looking up four
+                # friends while an enumeration runs on the same endpoint is no enumerator), nor a
+                # credential with a history: an attacker can invent a key or a token on each address,
+                # not an account's password. (A session cookie alone is no credential: the site mints
+                # one for every visitor.)
+                credential = keys.get("api_key") or keys.get("user")
+                established = ent is not None and ent.good >= ESTABLISHED
+                hot = self._pressure("lookup:" + template, now, miss, min_bad=15.0) and not (
+                    ip_key in self._logins_by_ip or (credential and established))
+                fresh = hot and not established and not credential
                 digests = [hash_key(v) for v in idents]  # once, not once per subject
                 near = [_neighbours(v) for v in idents]
                 for subj, weak in subjects:
@@ -738,6 +828,12 @@ class BehaviourDetector:
                 for (subj, weak), act in zip(own, acts, strict=True):
                     if not weak:
                         self._bola(ex, subj, template, obj_id, status in DENY_STATUSES, now, act)
+            if (req.body or req.query) and self.sc.guessing.enabled and status not in _NOT_GUESS_STATUSES and (
+                    400 <= status < 500 or self._guessing_tracks.peek(f"{ip_key}|{template}") is not None):
+                # a refused code, or any answer on an endpoint where this address was refused one
+                codes = self._codes(ex)
+                if codes:
+                    self._guessing(ex, subjects, template, codes, status, now)
 
         if "session" in keys or "api_key" in keys or "user" in keys:
             for kind in ("session", "api_key", "user"):
@@ -800,7 +896,7 @@ class BehaviourDetector:
             self._bola_judge(ex, self.sc.bola, t, subj, template, obj_id, n, share, False, now)
 
     def _route(self, raw: str) -> Route:
-        route = Route(raw, self.templates)
+        route = Route(raw, self.templates, self.clock.now())
         if len(raw) <= MEMO_TARGET:
             if len(self._routes) >= 20_000:
                 self._routes.clear()
@@ -1146,6 +1242,80 @@ class BehaviourDetector:
                     or _EMPTY_ONE.match(body) is not None)
         return False
 
+    def _codes(self, ex: Exchange) -> list[str]:
+        """The codes a request submits (`name=value`, at most four): the values of fields named like a code
+        (_CODE_FIELD) in its query and in a small JSON or form body (one level down too: `{"input":
+        {"code": ...}}`), 3 to 64 characters long."""
+        req = ex.request
+        pairs: list[tuple[str, Any]] = list(req.query_args()) if req.query else []
+        body = req.body
+        if body and len(body) < 8192:
+            if body[:1] == b"{":
+                try:
+                    data = orjson.loads(body)
+                except orjson.JSONDecodeError:
+                    data = None
+                if isinstance(data, dict) and len(data) <= 16:
+                    for k, v in data.items():
+                        if isinstance(v, dict) and len(v) <= 16:
+                            pairs.extend(v.items())
+                        else:
+                            pairs.append((k, v))
+            elif b"=" in body and (req.headers.get("content-type") or "").lower().startswith(
+                    "application/x-www-form-urlencoded"):
+                pairs.extend(parse_qsl(body.decode("latin-1")))
+        out: list[str] = []
+        for k, v in pairs:
+            if not isinstance(v, str | int) or isinstance(v, bool):
+                continue
+            name = str(k).lower().rsplit("[", 1)[-1].rstrip("]")
+            value = str(v).strip()
+            if 3 <= len(value) <= 64 and _CODE_FIELD.search(name) and not _NOT_CODE_FIELD.search(name):
+                out.append(f"{name}={value}")
+                if len(out) == 4:
+                    break
+        return out
+
+    def _guessing(self, ex: Exchange, subjects: list[tuple[str, bool]], template: str, codes: list[str],
+                  status: int, now: float) -> None:
+        """Codes refused on one endpoint: distinct codes per subject (address, identity, and the client
+        software with a refused share), like brute force is distinct passwords. A user mistypes a one-time
+        code or a gift card two or three times; a guesser sends hundreds, from one address or a few."""
+        s = self.sc.guessing
+        resp = ex.response
+        assert resp is not None
+        failed = 400 <= status < 500 or (
+            status == 200 and len(resp.body) < 1024 and _FAILED_CODE.search(resp.body.lower()) is not None)
+        hot = self._pressure("guess:" + template, now, failed)
+        limit = _lowered(s.threshold, hot, factor=2.0, floor=5.0)
+        digests = [hash_key(c) for c in codes]
+        tracks = self._guessing_tracks
+        for subj, weak in subjects:
+            key = f"{subj}|{template}"
+            t = tracks.get(key, now) if failed else tracks.peek(key)
+            if t is None:
+                continue  # (a success where this subject was never refused: nothing to count)
+            share = _refused_share(t, now, s.window, failed)
+            slow_share = self._slow_share(t, now, s.slow_window, failed) if s.slow_threshold and not weak else 0.0
+            if not failed:
+                continue
+            n = 0
+            for d in digests:
+                n = t.fast.add(d, now, s.window, int(s.threshold) + 1)
+            need = max(s.min_share, 0.8) if weak else s.min_share
+            if n >= limit and share >= need:
+                self._fire(ex, "guessing", s, t, subj, now, f"{n} distinct codes refused on {template}"[:200],
+                           f"{n} codes, refused share {share:.2f}")
+            elif s.slow_threshold and not weak:
+                if t.slow is None:
+                    t.slow = Distinct()
+                m = 0
+                for d in digests:
+                    m = t.slow.add(d, now, s.slow_window, int(s.slow_threshold) + 1)
+                if m >= s.slow_threshold and slow_share >= s.min_share:
+                    self._fire(ex, "guessing", s, t, subj, now, f"{m} distinct codes refused in {s.slow_window:g}s",
+                               f"{m} codes, refused share {slow_share:.2f} (low and slow)", slow=True)
+
     def _enumeration(self, ex: Exchange, subj: str, weak: bool, template: str, digests: list[str], miss: bool,
                      hot: bool, now: float, fresh: bool = False,
                      near: Sequence[tuple[str, ...]] = ()) -> None:
@@ -1286,6 +1456,8 @@ class BehaviourDetector:
             self._fire(ex, "bola", s, t, subj, now, f"{n} distinct objects of {template}, {share:.0%} refused"[:200],
                        f"{n} ids, refused share {share:.2f}")
             return
+        elif integration(ex):
+            pass  # a machine client syncing the objects its key owns walks them, and is answered (see integration)
         elif n >= 2.5 * s.threshold and (seq := self._walked_share(t, now, s.window)) >= 0.8:
             self._fire(ex, "bola", s, t, subj, now, f"{n} objects of {template} walked in sequence"[:200],
                        f"{n} ids, sequential share {seq:.2f}")
@@ -1326,6 +1498,8 @@ class BehaviourDetector:
         fills the fast window, and an API that answers other people's objects with 200 (the flaw
         itself) refuses none of them. Only walked ids come here: nothing is added for other fetches."""
         s = self.sc.bola
+        if integration(ex):
+            return
         x = t.extra()
         if x.slow_walked is None:
             x.slow_walked = Distinct()
@@ -1379,8 +1553,17 @@ class BehaviourDetector:
         s = self.sc.scraping
         if n >= self.baseline.limit:  # max(threshold, 4 x the population's p99), at most 2 x threshold
             t = self.tracks["scraping"].get(subj, now)
+            if now - t.fired < s.cooldown:
+                return  # (_fire would not fire: the concentration below is not worked out for nothing)
+            if n < SPREAD_SCRAPING * s.threshold:
+                top = self._concentration(act, n)
+                if top < CONCENTRATION:
+                    return
+                where = f"{top:.0%} on two routes"
+            else:
+                where = "many routes"
             self._fire(ex, "scraping", s, t, subj, now, f"{n} distinct resources in {s.window:g}s",
-                       f"{n} resources, population p99 {self.baseline.p99(now):g}")
+                       f"{n} resources, {where}, population p99 {self.baseline.p99(now):g}")
         elif s.slow_threshold:
             if act.slow_paths is None:
                 act.slow_paths = Distinct()
@@ -1389,6 +1572,22 @@ class BehaviourDetector:
                 t = self.tracks["scraping"].get(subj, now)
                 self._fire(ex, "scraping", s, t, subj, now, f"{m} distinct resources in {s.slow_window:g}s",
                            f"{m} resources (low and slow)", slow=True)
+
+    def _concentration(self, act: Activity, n: int) -> float:
+        """The share of a subject's distinct resources on its two most used route templates. A scraper
+        harvests one or two collections (`/products?page=N`, `/products/{id}`); a client using the API
+        (an app, a test harness, a busy office behind one address) spreads over many routes. Worked out
+        again only after 16 more resources once found spread (a few hundred template lookups)."""
+        if act.spread_n and n < act.spread_n + 16:
+            return 0.0
+        paths = act.paths
+        if paths is None or paths.seen is None:
+            return 1.0
+        templates = self.templates
+        counts = Counter(templates(target.partition("?")[0])[0] for target in paths.seen)
+        top = sum(c for _, c in counts.most_common(2)) / max(len(paths.seen), 1)
+        act.spread_n = n if top < CONCENTRATION else 0
+        return top
 
     def _token_spread(self, ex: Exchange, token: str, ip: str, net: str, now: float) -> None:
         s = self.sc.token_spread
@@ -1410,7 +1609,7 @@ class BehaviourDetector:
 
 
 ScenariosNames = ("scanning", "brute_force", "stuffing", "account_attack", "ato_success", "token_spread",
-                  "enumeration", "bola", "scraping", "sequence")
+                  "enumeration", "bola", "scraping", "sequence", "guessing")
 
 
 def make(config: BastionConfig, ctx: BuildContext) -> BehaviourDetector | None:

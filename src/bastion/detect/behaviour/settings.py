@@ -212,6 +212,14 @@ class LoginSettings(_Section):
                                  r"(/|$|\.)"],
         description="regexes searched in the lower-cased path of a POST",
     )
+    not_routes: list[str] = Field(
+        default_factory=lambda: [r"(^|/)(password[-_]?(reset|forgot|recovery|change)|forgot|reset|recover|recovery"
+                                 r"|register|registration|sign[-_]?up|log[-_]?out|sign[-_]?out|refresh|revoke|verify"
+                                 r"|verification|confirm|activate|callback|mfa|otp|2fa|totp)([-_][a-z]+)?(/|$|\.)"],
+        description="regexes that make a path matched by `routes` another account action, not a login: "
+                    "/auth/password-reset, /auth/token/refresh, /login/verify (a password reset is a lookup "
+                    "of an account, counted by enumeration; a code check is counted by guessing)",
+    )
     methods: list[str] = Field(default_factory=lambda: ["POST"])
     failure_statuses: list[int] = Field(default_factory=lambda: [401, 403])
     failure_body_markers: list[str] = Field(
@@ -231,7 +239,7 @@ class LoginSettings(_Section):
         description="POST routes a real client reaches only after other requests (with the login routes)",
     )
 
-    @field_validator("routes", "sequence_routes")
+    @field_validator("routes", "not_routes", "sequence_routes")
     @classmethod
     def _regexes(cls, v: list[str]) -> list[str]:
         for r in v:
@@ -274,6 +282,10 @@ class ScenariosSettings(_Section):
                                                               slow_threshold=25))
     scraping: ScenarioSettings = Field(default_factory=lambda: _s(threshold=150, window=600))
     sequence: ScenarioSettings = Field(default_factory=lambda: _s(threshold=1, window=1800, risk=25))
+    # distinct codes (one-time codes, gift cards, vouchers, PINs) refused on one endpoint: a user
+    # mistypes a code two or three times, a guesser sends hundreds
+    guessing: ScenarioSettings = Field(default_factory=lambda: _s(threshold=10, window=900, min_share=0.7,
+                                                                  slow_threshold=30))
 
 
 class DecisionsSettings(_Section):
