@@ -88,6 +88,29 @@ def ssrf_check(text: str) -> str | None:
     return None
 
 
+# Confirm steps that judge HTML-escaped text as sent (see html_escaped_text): the SQL checkers.
+AS_SENT_IF_HTML_ESCAPED = frozenset({"sqli", "sqlcall"})
+
+# An ampersand that is not one of the entities an HTML escaper writes for text.
+_NOT_ESCAPING = re.compile(r"&(?!(?:lt|gt|amp|quot|apos|nbsp|#0*39|#x0*27);)", re.IGNORECASE)
+
+
+def html_escaped_text(raw: str) -> bool:
+    """Whether `raw` is text escaped for HTML by an editor or a template (`5 &lt; 7 &amp;&amp; 7 &gt;
+    5`, `Fish &amp; chips`): the escaper's named entities for `<`, `>` and `&` and nothing else to
+    decode (no markup, no percent, backslash or numeric escapes but the apostrophe's). The decode
+    view unescapes it for the HTML rules, where entities are read by the browser; the SQL checkers
+    judge it as sent, since a query is built from the text the application received: `5 < 7 && 7 >
+    5` unescaped is a constant condition, escaped it is a remark about numbers. Entity-encoded
+    break-outs (`&#39; or 1=1`, `&#x27;`) stay decoded: they hold no `&lt;`/`&gt;`/`&amp;`."""
+    if "<" in raw or ">" in raw or "%" in raw or "\\" in raw:
+        return False
+    low = raw.lower()
+    if "&lt;" not in low and "&gt;" not in low and "&amp;" not in low:
+        return False
+    return _NOT_ESCAPING.search(raw) is None
+
+
 # Texts whose answer a confirm step keeps, and the longest text kept.
 ANSWERS_KEPT = 2048
 ANSWER_MAX_CHARS = 512  # so that a memo holds at most ~1 MB of text

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bastion.detect.signatures.confirm import Confirm
+from bastion.detect.signatures.confirm import AS_SENT_IF_HTML_ESCAPED, Confirm, html_escaped_text
 from bastion.detect.signatures.rules import Rule
 from bastion.detect.signatures.zones import DERIVED_VIEWS, ZONES, Value
 from bastion.errors import ConfigError
@@ -45,9 +45,16 @@ except ImportError:  # pragma: no cover
 
 HYPERSCAN_AVAILABLE = _hs is not None
 
-# Match events per scan before giving up on per-value attribution (a value repeating a keyword
-# thousands of times must cost thousands of C-level matches at most, not Python callbacks).
+# Match events of the first scan of a phase. Ordinary requests stay far below it; past it the
+# buffer is scanned again with EVENT_BUDGET (see Matcher.candidates).
 MAX_EVENTS = 512
+
+# Match events a phase may cost in all (each one a Python callback, ~0.4 us): a bulk import or a
+# JSON body cut at the inspection limit (inspected as text: every `",` starts a SQL trigger) sets
+# off thousands, and each is still attributed to its value, so the request is inspected like any
+# other. Only past this (a value built to set off patterns at every character) does the matcher
+# give up attribution and check every rule on every value within CONFIRM_BUDGET.
+EVENT_BUDGET = 65_536
 
 # Characters that Python `re` may read per request when hyperscan could not say which values a rule
 # may match (no hyperscan, or past MAX_EVENTS). Without a cap, a body of thousands of quotes costs
@@ -138,6 +145,7 @@ class CompiledRule:
     severity: Severity = Severity.CRITICAL  # of its findings: Severity(rule.score)
     finding_tags: tuple[str, ...] = ()  # of its findings: attack class, paranoia level, rule tags
     name_checks: dict[str, bool] = field(default_factory=dict)  # value name -> what `names` said of it
+    confirm_as_sent: bool = False  # the confirm step judges HTML-escaped text as sent (confirm.py)
 
     def wants(self, v: Value) -> bool:
         """Whether the rule reads value `v`: its zone first (set lookups), then its name."""
@@ -175,8 +183,11 @@ class CompiledRule:
                 if self.unless and any(u.search(text) for u in self.unless):
                     return None
                 if self.confirm is not None:
+                    judged = text
+                    if self.confirm_as_sent and text is not v.raw and "&" in v.raw and html_escaped_text(v.raw):
+                        judged = v.raw
                     try:
-                        confirmed = self.confirm(text)
+                        confirmed = self.confirm(judged)
                     except Exception as exc:  # one broken checker must not blind the other rules
                         log.warning("confirm step of rule %s failed: %r", self.rule.id, exc)
                         confirmed = None
@@ -263,6 +274,7 @@ def compile_rule(rule: Rule, index: int, confirm: Confirm | None, observe: bool 
         names=re.compile(rule.names, re.ASCII | re.IGNORECASE) if rule.names else None,
         severity=Severity(rule.score),
         finding_tags=(rule.attack_class, f"paranoia-level/{rule.paranoia}", *rule.tags),
+        confirm_as_sent=rule.confirm in AS_SENT_IF_HTML_ESCAPED,
     )
 
 
@@ -271,6 +283,17 @@ def _encode(text: str) -> bytes:
         return text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:  # a lone surrogate from %uD800 that surrogateescape cannot carry
         return text.encode("utf-8", "replace")
+
+
+def _split_overflow(values: Sequence[Value]) -> list[Value]:
+    """`values` with the overflow value (the values past zones.max_values, joined by newlines: see
+    Collector.finish) back as one value per line. Joined, a value past the 1,024th lost its own start
+    and end: a rule anchored there (`; cat /etc/passwd`, `sleep(5)` as the whole value) did not see
+    it, and 6,000 strings were one text to confirm. A line costs ~1 us here, and a body is at most
+    `limits.inspect_body_bytes` (64 KB by default) of them. (A string of several lines comes back
+    as its lines: the joined text does not say where one value ended.)"""
+    over = values[-1]
+    return [*values[:-1], *(Value(over.zone, over.source, over.name, line) for line in over.raw.split("\n") if line)]
 
 
 class Matcher:
@@ -398,7 +421,9 @@ class Matcher:
                 texts.append(text)
                 owners.append(vi)
         if texts:
-            if not self._scan(texts, owners, found):
+            if not self._scan(texts, owners, found, MAX_EVENTS) and not self._scan(
+                texts, owners, found, EVENT_BUDGET
+            ):
                 return [(i, None) for i in range(len(self.rules))]
             if scanned_recurring:
                 self._remember(values, scanned_recurring, found)
@@ -408,9 +433,10 @@ class Matcher:
                 where.sort()  # a kept result comes first: back to value order
         return out
 
-    def _scan(self, texts: list[str], owners: list[int], found: dict[int, list[int]]) -> bool:
+    def _scan(self, texts: list[str], owners: list[int], found: dict[int, list[int]], limit: int) -> bool:
         """Scan `texts` (joined by newlines) and add to `found` which rules set off patterns in which
-        values (`owners` names the value of each text). False past MAX_EVENTS match events."""
+        values (`owners` names the value of each text). False past `limit` match events (`found`
+        then holds part of the answer: a scan again with a higher limit completes it)."""
         joined = "\n".join(texts)
         ascii_only = joined.isascii()
         data = joined.encode("ascii") if ascii_only else _encode(joined)
@@ -418,14 +444,17 @@ class Matcher:
 
         def on_match(pid: int, _from: int, to: int, _flags: int, _ctx: object) -> bool | None:
             events.append((pid, to))
-            return True if len(events) > MAX_EVENTS else None  # True stops the scan
+            return True if len(events) > limit else None  # True stops the scan
 
         try:
             self._db.scan(data, on_match)  # type: ignore[attr-defined]  # (positional: no keyword parsing)
         except _hs.ScanTerminated:
             pass  # on_match stopped the scan: too many events
-        if len(events) > MAX_EVENTS:
+        if len(events) > limit:
             return False
+        if len(events) > MAX_EVENTS:
+            self._attribute_many(texts, owners, found, events, ascii_only)
+            return True
         if events:
             # End offset (exclusive) of each text in `data`; a match belongs to the text it ends in.
             # (bytes: only the non-ASCII texts of a non-ASCII buffer need encoding to be measured)
@@ -444,6 +473,27 @@ class Matcher:
                 elif vi not in seen_values:
                     seen_values.append(vi)
         return True
+
+    def _attribute_many(self, texts: list[str], owners: list[int], found: dict[int, list[int]],
+                        events: list[tuple[int, int]], ascii_only: bool) -> None:
+        """_scan's attribution for thousands of events: a pattern firing at every `",` of a bulk
+        body names the same (rule, value) pair again and again, which a set settles at once where
+        the per-rule list scan of the ordinary path would grow quadratic."""
+        lengths = map(len, texts) if ascii_only else [len(t) if t.isascii() else len(_encode(t)) for t in texts]
+        ends = list(map(operator.add, itertools.accumulate(lengths), itertools.count()))
+        last = len(owners) - 1
+        pattern_rule = self._pattern_rule
+        seen = {(ri, vi) for ri, where in found.items() for vi in where}
+        for pid, to in events:
+            k = bisect.bisect_left(ends, to)
+            pair = (pattern_rule[pid], owners[k if k <= last else last])
+            if pair not in seen:
+                seen.add(pair)
+                seen_values = found.get(pair[0])
+                if seen_values is None:
+                    found[pair[0]] = [pair[1]]
+                else:
+                    seen_values.append(pair[1])
 
     def _remember(self, values: Sequence[Value], indices: list[int], found: dict[int, list[int]]) -> None:
         """Keep the rules the scan found in the recurring values `indices` (a match that began in the
@@ -466,6 +516,8 @@ class Matcher:
         self.exhausted = False
         if not values or not self.rules:
             return []
+        if values[-1].source == "overflow":
+            values = _split_overflow(values)
         hits: list[Hit] = []
         budget = CONFIRM_BUDGET
         for ri, where in self.candidates(values):
