@@ -163,3 +163,21 @@ async def test_a_signed_in_user_finding_friends_during_an_enumeration_is_served(
                          advance=1.0)
         assert not s.blocked, (k, s.rules())
     await h.stop()
+
+
+async def test_a_bearer_token_spread_over_many_addresses_is_refused_everywhere() -> None:
+    # one user's token (a JWT Bastion cannot verify) walking objects from 30 rotating addresses
+    h = await Harness().start()
+    auth = [*TOOL, ("Authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjgwIn0.c2lnbmF0dXJlLW9mLXRoZS1pc3N1ZXI")]
+    sent = [await h.send(f"127.73.{i % 30}.1", "GET", f"/api/v1/orders/{100000 + i}", status=403, headers=auth,
+                         advance=0.2) for i in range(60)]
+    first = next(i for i, s in enumerate(sent) if s.blocked)
+    assert first <= 12
+    # the token itself is refused, from an address it was never used from
+    s = await h.send("127.74.0.1", "GET", "/api/v1/users/me", headers=auth)
+    assert s.blocked
+    # and a forged token with the same claim is not the user's session: another requester, not refused
+    forged = [*TOOL, ("Authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjgwIn0.Zm9yZ2VkLXNpZ25hdHVyZS1ieS1hdHRhY2tlcg")]
+    s = await h.send("127.75.0.1", "GET", "/api/v1/users/me", headers=forged)
+    assert not s.blocked
+    await h.stop()

@@ -214,6 +214,12 @@ def extract_keys(ex: Exchange, s: KeySettings, query: bool = True) -> dict[str, 
                 if sub:
                     keys["user"] = sub
                     keys[CLAIM] = "unverified"
+                    # A signed token itself is a session: the claim inside is forgeable, the whole
+                    # token is not (no one else can present it), so it can be followed and refused
+                    # anywhere. Not an unsigned one (`alg: none`, no signature): anyone can write the
+                    # same bytes. (A session cookie, below, is the session when there is one.)
+                    if len(cred.rpartition(".")[2]) >= 16:
+                        keys["session"] = hash_key(cred, s.salt)
                 else:
                     keys["api_key"] = hash_key(cred, s.salt)
         elif sch == "basic" and cred:
