@@ -177,7 +177,8 @@ async def test_a_bearer_token_spread_over_many_addresses_is_refused_everywhere()
     s = await h.send("127.74.0.1", "GET", "/api/v1/users/me", headers=auth)
     assert s.blocked
     # and a forged token with the same claim is not the user's session: another requester, not refused
-    forged = [*TOOL, ("Authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjgwIn0.Zm9yZ2VkLXNpZ25hdHVyZS1ieS1hdHRhY2tlcg")]
+    forged = [*TOOL, ("Authorization",
+                      "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjgwIn0.Zm9yZ2VkLXNpZ25hdHVyZS1ieS1hdHRhY2tlcg")]
     s = await h.send("127.75.0.1", "GET", "/api/v1/users/me", headers=forged)
     assert not s.blocked
     await h.stop()

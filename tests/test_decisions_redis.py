@@ -108,7 +108,7 @@ async def test_risk_scored_on_two_instances_adds_up(prefix: str) -> None:
     # An attacker alternating between two instances: each one alone would need about six attacks to
     # ban it (tests/test_risk.py), but they share the risk they score, so the ban comes as early as
     # on one instance.
-    cfg = {"behaviour": {"decisions": {"url": REDIS_URL, "prefix": prefix}}}
+    cfg = {"behaviour": {"decisions": {"url": REDIS_URL, "prefix": prefix}, "risk": {"exploit_cap": 90.0}}}
     a = await Harness(cfg, only=MINE | {"signatures"}).start()
     b = await Harness(cfg, only=MINE | {"signatures"}).start()
     try:

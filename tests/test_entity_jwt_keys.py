@@ -172,7 +172,7 @@ def test_keys_verified_invalid_and_unverified() -> None:
 
 async def test_forged_sub_never_bans_the_victim() -> None:
     """Not configured: an attacker forging the victim's sub is banned on its own keys only."""
-    h = await Harness().start()
+    h = await Harness({"behaviour": {"risk": {"exploit_cap": 90.0}}}).start()
     add_flagger(h, Flagger(score=5))
     victim = [("Authorization", f"Bearer {unsigned('alice')}")]
     for _ in range(3):
@@ -192,7 +192,8 @@ async def test_forged_sub_never_bans_the_victim() -> None:
 
 
 async def test_verified_sub_links_and_forged_token_gets_no_user() -> None:
-    h = await Harness({"behaviour": {"entity": {"jwt": {"secrets": [SECRET]}}}}).start()
+    h = await Harness({"behaviour": {"entity": {"jwt": {"secrets": [SECRET]}},
+                                     "risk": {"exploit_cap": 90.0}}}).start()
     add_flagger(h, Flagger(score=5))
     good = [("Authorization", f"Bearer {token('alice')}")]
     a = await h.send("127.41.0.1", headers=[*TOOL, *good])

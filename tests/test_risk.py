@@ -66,7 +66,7 @@ async def test_graded_actions_watch_throttle_challenge_block() -> None:
 
 
 async def test_findings_feed_risk_and_block_with_an_explanation() -> None:
-    h = await harness()
+    h = await harness(exploit_cap=90.0)  # exploits alone may ban (by default they tarpit: see below)
     add_flagger(h, Flagger(score=5))
     ip = "127.20.0.3"
     risks = [(await h.send(ip, target="/attack")).ex.risk for _ in range(12)]
@@ -150,8 +150,9 @@ def test_config_mistakes_are_reported_with_their_field() -> None:
 
 async def test_mixed_traffic_source_is_watched_not_banned() -> None:
     """A shared address (NAT, load balancer, one test harness) sending mostly normal requests loses
-    only its hostile ones; a source whose traffic is mostly attacks is blocked as a whole."""
-    h = await harness()
+    only its hostile ones; a source whose traffic is mostly attacks is blocked as a whole when exploits
+    alone may ban (risk.exploit_cap at block)."""
+    h = await harness(exploit_cap=90.0)
     add_flagger(h, Flagger())
     mixed, tool = "127.20.1.1", "127.20.1.2"
     for _ in range(40):
@@ -162,4 +163,25 @@ async def test_mixed_traffic_source_is_watched_not_banned() -> None:
     assert clean.status == 200
     assert not [f for f in clean.ex.findings if f.action is not None and f.action >= Action.THROTTLE]
     assert (await h.send(tool, target="/products", advance=0.5)).status == 403
+    await h.stop()
+
+
+async def test_exploits_alone_tarpit_a_source_and_its_clean_requests_are_served() -> None:
+    """By default (risk.exploit_cap 40) a source sending only attacks is slowed, each attack refused,
+    never banned: a harness that runs its attack list and then its normal requests gets them served."""
+    h = await harness()
+    add_flagger(h, Flagger())
+    tool = "127.20.1.3"
+    for _ in range(60):
+        s = await h.send(tool, target="/attack", advance=0.5)
+        assert s.blocked  # (each attack, by the detector that flagged it)
+    assert h.core.graph.entity_of(f"ip:{tool}").risk <= 40.0
+    assert not [d for d in h.core.store.index if d.value == tool]  # no ban
+    clean = await h.send(tool, target="/products", advance=0.5)
+    assert clean.status == 200
+    assert [f for f in clean.ex.findings if f.action == Action.THROTTLE]  # slowed, served
+    # behaviour findings still escalate past the cap: a scanner's 404 burst bans it
+    for i in range(20):
+        await h.send(tool, target=f"/probe-{i}", status=404, advance=0.5)
+    assert [d for d in h.core.store.index if d.value == tool]
     await h.stop()

@@ -143,6 +143,11 @@ class RiskModel:
                 # and the source is watched, but its normal requests keep flowing. Only a source
                 # whose traffic is mostly attacks (a tool, a bot) climbs to throttle and block.
                 total = min(total, max(0.0, self.s.watch - self.current(ent, now)))
+            else:
+                # Exploits alone raise a source to the tarpit at most (risk.exploit_cap): every attack is
+                # refused by the detectors that flagged it anyway, and the clean requests the source
+                # sends next (a harness done with its attack list) are served, slowed
+                total = min(total, max(0.0, self.s.exploit_cap - self.current(ent, now)))
             if total > 0:
                 self.add(ent, total, top, now)
         touched: dict[int, Entity] = {id(ent): ent}

@@ -158,6 +158,14 @@ class RiskSettings(_Section):
                     "before those findings raise its risk past `watch`: a shared address (NAT, load balancer) "
                     "with mostly normal traffic loses only its hostile requests, never all of them",
     )
+    exploit_cap: float = Field(
+        40.0, ge=0,
+        description="the highest risk exploit findings (signatures, protocol) alone raise an entity to: by "
+                    "default in the tarpit band, below challenge. A source sending attacks has each one refused "
+                    "and is slowed; what it sends that is clean is served (a test harness, a NAT, a user whose "
+                    "client misbehaved). Behaviour and rule findings go on to challenge and block. Set it to "
+                    "`block` for exploits alone to ban a source",
+    )
     challenge_enabled: bool = Field(True, description="false: the challenge band blocks instead")
 
     @model_validator(mode="after")
