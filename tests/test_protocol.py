@@ -198,6 +198,7 @@ MUST_MATCH = [
                      body=b"{}")),
     (P.MULTIPART_BOUNDARY, R("POST", headers={"Content-Type": "multipart/form-data"}, body=b"--x\r\n")),
     (P.MULTIPART_BOUNDARY, R("POST", headers={"Content-Type": "multipart/form-data; boundary="}, body=b"x")),
+    (P.BODY_UNINSPECTED, R("POST", headers=JSON, body=b'{"a": "' + b"x" * 3000 + b'"}', inspect_bytes=1024)),
     (P.BODY_JSON, R("POST", headers=JSON, body=b"a=1&b=' or 1=1--")),
     (P.BODY_JSON, R("POST", headers=JSON, body=b"<?xml version='1.0'?><a/>")),
     (P.BODY_JSON, R("POST", headers=JSON, body=b'{"a": 1')),
@@ -554,10 +555,31 @@ async def test_allowed_methods_are_configurable():
 
 
 async def test_truncated_json_body_checks_only_its_start():
-    pipeline = make_pipeline({"limits": {"inspect_body_bytes": 16}}, only={"protocol"})
+    pipeline = make_pipeline({"limits": {"inspect_body_bytes": 16, "uninspected_body": "pass"}}, only={"protocol"})
     body = b'{"items": [' + b"1," * 100 + b"1]}"
     assert not (await run_request(pipeline, "POST", "/bulk", headers=JSON, body=body)).blocks
     assert (await run_request(pipeline, "POST", "/bulk", headers=JSON, body=b"a=" + b"1" * 100)).blocks
+
+
+async def test_a_text_body_longer_than_what_is_inspected_is_refused():
+    # an injection padded past the inspected prefix would reach the API unseen: 413, unless told to pass
+    pipeline = make_pipeline({"limits": {"inspect_body_bytes": 1024}}, only={"protocol", "signatures"})
+    padded = b'{"pad": "' + b"A" * 2000 + b'", "q": "1\' UNION SELECT password FROM users--"}'
+    for ctype, body in ((JSON, padded), ({"Content-Type": "application/x-www-form-urlencoded"},
+                                         b"pad=" + b"A" * 2000 + b"&q=1%27+UNION+SELECT+1--"),
+                        ({"Content-Type": "text/plain"}, b"A" * 3000), ({}, b"A" * 3000)):
+        v = await run_request(pipeline, "POST", "/api/search", headers=ctype, body=body)
+        assert v.blocks and v.status == 413, ctype
+        assert "protocol-body-uninspected" in v.rule_ids
+    # files and binary data pass: their content is not inspected anyway
+    part = b'--xyz\r\nContent-Disposition: form-data; name="f"; filename="a.bin"\r\n\r\n' + b"\x00" * 3000
+    for ctype, body in (("application/octet-stream", b"\x00" * 3000), ("image/png", b"\x89PNG" + b"\x00" * 3000),
+                        ("multipart/form-data; boundary=xyz", part)):
+        v = await run_request(pipeline, "POST", "/upload", headers={"Content-Type": ctype}, body=body)
+        assert not v.blocks, ctype
+    # within the limit: inspected, served
+    small = b'{"a": "' + b"x" * 900 + b'"}'
+    assert not (await run_request(pipeline, "POST", "/api/items", headers=JSON, body=small)).blocks
 
 
 async def test_body_checks_can_be_disabled():

@@ -225,7 +225,8 @@ async def test_a_json_body_cut_at_the_inspection_limit_is_inspected_not_refused(
 
     if _hs is None:
         pytest.skip("hyperscan not installed: the pure-Python matcher has no event attribution")
-    p = make_pipeline(only={"signatures"})
+    # (a cut body is refused by the protocol detector unless limits.uninspected_body is `pass`)
+    p = make_pipeline({"limits": {"inspect_body_bytes": 65536, "uninspected_body": "pass"}}, only={"signatures"})
     orders = [{"id": f"ord_{i:06d}", "name": ["Ann O'Neil", "Bob & Co", "Dan <dan@x.io>"][i % 3],
                "lines": [{"sku": f"SKU-{i}-{j}", "qty": j + 1} for j in range(4)]} for i in range(600)]
     for extra, blocks in (({}, False), ({"note": "1' OR '1'='1' --"}, True)):

@@ -39,7 +39,14 @@ class LimitsConfig(Section):
     max_header_count: int = Field(100, ge=8)
     max_header_value_bytes: int = Field(8192, ge=256)
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=0, description="413 beyond this")
-    inspect_body_bytes: int = Field(64 * 1024, ge=0, description="body prefix buffered for inspection")
+    inspect_body_bytes: int = Field(128 * 1024, ge=0, description="body prefix buffered for inspection")
+    uninspected_body: Literal["refuse", "pass"] = Field(
+        "refuse",
+        description="a JSON, form, XML, GraphQL or text body (or one without a type) longer than "
+                    "inspect_body_bytes: refused with 413 (an attack padded past the inspected prefix is a classic "
+                    "WAF bypass), or passed with its prefix inspected. Multipart and binary bodies always pass "
+                    "(their files are not inspected)",
+    )
     max_query_args: int = Field(256, ge=1)
     inspect_response_bytes: int = Field(64 * 1024, ge=0)
 

@@ -244,6 +244,9 @@ MULTIPART_CTE = Rule(
     "protocol-multipart-transfer-encoding", "multipart part with a base64 or quoted-printable encoding",
     Severity.CRITICAL, tags=_B,
 )
+# A text body (JSON, form, XML, GraphQL, text) longer than what is inspected: its tail reaches the API unseen
+BODY_UNINSPECTED = Rule("protocol-body-uninspected", "text body longer than the inspection limit", Severity.CRITICAL,
+                        "body-too-large", _B)
 BODY_JSON = Rule("protocol-body-json-invalid", "body declared JSON is not JSON", Severity.CRITICAL, tags=_B)
 BODY_XML = Rule("protocol-body-xml-invalid", "body declared XML is not XML", Severity.WARNING, tags=_B)
 BODY_FORM = Rule("protocol-body-form-mismatch", "form body that is JSON or XML", Severity.NOTICE, tags=_B)
@@ -483,7 +486,9 @@ _ALIAS_SEGMENT = re.compile(
 class ProtocolDetector:
     name = "protocol"
 
-    def __init__(self, cfg: ProtocolConfig, trusted_proxies: list[str] | None = None) -> None:
+    def __init__(self, cfg: ProtocolConfig, trusted_proxies: list[str] | None = None,
+                 refuse_uninspected: bool = True) -> None:
+        self.refuse_uninspected = refuse_uninspected  # limits.uninspected_body
         self.allowed_methods = frozenset(cfg.allowed_methods)
         self.allow_header = ", ".join(cfg.allowed_methods)
         self.allowed_charsets = frozenset(c.lower() for c in cfg.allowed_charsets)
@@ -1006,6 +1011,9 @@ class ProtocolDetector:
         body = req.body
         if not body or not self.check_bodies:
             return
+        if req.body_truncated and self.refuse_uninspected and _text_body(req.headers.get("content-type")):
+            self._hit(ex, BODY_UNINSPECTED, f"more than {len(body)} bytes", zone="body")
+            return
         coding = req.headers.get("content-encoding")
         if coding is not None and coding.strip(" \t").lower() not in ("", "identity"):
             return  # a compressed body (gzip JSON from SDKs and exporters): its bytes say nothing
@@ -1146,7 +1154,18 @@ class ProtocolDetector:
 
 
 def make(config: BastionConfig, ctx: BuildContext) -> ProtocolDetector:
-    return ProtocolDetector(config.protocol, config.server.trusted_proxies)
+    return ProtocolDetector(config.protocol, config.server.trusted_proxies,
+                            config.limits.uninspected_body == "refuse")
+
+
+def _text_body(content_type: str | None) -> bool:
+    """Whether a body of this Content-Type is text the detectors read (JSON, form, XML, GraphQL, text/*,
+    or no type at all: read as raw text), rather than files (multipart) or binary data."""
+    if not content_type:
+        return True
+    mtype = content_type.partition(";")[0].strip().lower()
+    return (is_json_type(mtype) or is_xml_type(mtype) or mtype.startswith("text/")
+            or mtype in ("application/x-www-form-urlencoded", "application/graphql", "application/javascript"))
 
 
 def _raw_pairs(text: str) -> list[tuple[str, str]]:
