@@ -282,7 +282,7 @@ def stable_target(target: str, now: float) -> str:
 
 def _now_like(v: str, now: float) -> bool:
     """A Unix time (seconds or milliseconds) or an ISO 8601 date within NOW_LIKE of `now`."""
-    if v.isdigit():
+    if v.isascii() and v.isdigit():  # (ASCII only: '²'.isdigit() is True and int('²') fails)
         if len(v) == 10:
             return abs(int(v) - now) <= NOW_LIKE
         if len(v) == 13:
