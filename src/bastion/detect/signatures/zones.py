@@ -633,6 +633,10 @@ def _json(c: Collector, body: bytes) -> bool:
                     c.add("arg_names", "json", sub, sub)
                 if isinstance(v, _JSON_INSPECTED):
                     stack.append((v, sub, depth + 1, suspicious))
+                    if k == "$or" and isinstance(v, list) and {} in v[:64]:
+                        # `{"$or": [{}]}`: an empty filter matches every document (the always-true
+                        # operand no string carries, so it is given to the rules as the text it is)
+                        c.add("args", "json", sub, '{"$or":[{}]}')
         elif isinstance(node, list):
             if depth >= MAX_DEPTH:
                 c.add("args", "json", path or "$", _deep_text(node))
