@@ -39,7 +39,7 @@ import orjson
 from bastion.detect.behaviour.counters import Decayed, Distinct, Fired, Spread, Sweeper, Track, Tracks, make_room
 from bastion.detect.behaviour.settings import ScenarioSettings, ScenariosSettings, activity_cap, subject_cap
 from bastion.entity import ESTABLISHED, Entity, Node, Resolved, hash_key
-from bastion.exchange import Exchange
+from bastion.exchange import Exchange, Request
 from bastion.verdict import Finding, Severity
 
 if TYPE_CHECKING:
@@ -252,6 +252,34 @@ def target_identifiers(raw: str, ident: bool) -> tuple[str, ...]:
             if v and (k.lower() in IDENT_PARAMS or looks_identifier(v)):
                 out.append(v.strip().lower()[:128])
     return tuple(out)
+
+
+def body_fields(req: Request, most: int) -> list[tuple[Any, Any]]:
+    """The fields of a small body (under 8 KiB): a JSON object's, one level down too (GraphQL's
+    `{"variables": {"email": ...}}`, Rails' `{"user": {...}}`), or a form's; at most `most` per level.
+    Nothing for any other body."""
+    body = req.body
+    if len(body) >= 8192:
+        return []
+    if body[:1] == b"{":
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return []
+        if not isinstance(data, dict) or len(data) > most:
+            return []
+        out: list[tuple[Any, Any]] = []
+        for k, v in data.items():
+            if not isinstance(v, dict):
+                out.append((k, v))
+            elif len(v) <= most:
+                out.extend(v.items())
+        return out
+    if b"=" in body and (req.headers.get("content-type") or "").lower().startswith(
+            "application/x-www-form-urlencoded"):
+        pairs = parse_qsl(body.decode("latin-1"))
+        return list(pairs) if len(pairs) <= most else []
+    return []
 
 
 # Query parameters whose value changes on every request without naming another resource (jQuery's `_=`,
@@ -1194,33 +1222,14 @@ class BehaviourDetector:
 
     def _identifiers(self, ex: Exchange, route: Route) -> Sequence[str]:
         """The identifiers an exchange looks up: those of its target (route.idents), then those of a
-        small JSON or form body. At most four."""
+        small JSON or form body (a "forgot password" or "check availability" form). At most four."""
         req = ex.request
         out = list(route.idents)
-        body = req.body
-        if body and req.method.upper() in ("POST", "PUT") and len(body) < 8192:
-            if body[:1] == b"{":
-                try:
-                    data = orjson.loads(body)
-                except orjson.JSONDecodeError:
-                    data = None
-                if isinstance(data, dict) and len(data) <= 8:
-                    for k, v in data.items():
-                        if isinstance(v, str | int) and (str(k).lower() in IDENT_PARAMS or looks_identifier(str(v))):
-                            out.append(str(v).strip().lower()[:128])
-                        elif isinstance(v, dict) and len(v) <= 8:  # one level down: GraphQL `variables`
-                            for k2, v2 in v.items():
-                                if isinstance(v2, str | int) and (str(k2).lower() in IDENT_PARAMS
-                                                                  or looks_identifier(str(v2))):
-                                    out.append(str(v2).strip().lower()[:128])
-            elif b"=" in body and (req.headers.get("content-type") or "").lower().startswith(
-                    "application/x-www-form-urlencoded"):
-                # a classic HTML form (a "forgot password" or "check availability" page)
-                pairs = parse_qsl(body.decode("latin-1"))
-                if len(pairs) <= 8:
-                    for k, v in pairs:
-                        if v and (k.lower() in IDENT_PARAMS or looks_identifier(v)):
-                            out.append(v.strip().lower()[:128])
+        if req.body and req.method.upper() in ("POST", "PUT"):
+            for k, v in body_fields(req, 8):
+                if v != "" and isinstance(v, str | int) and (str(k).lower() in IDENT_PARAMS
+                                                             or looks_identifier(str(v))):
+                    out.append(str(v).strip().lower()[:128])
         return out[:4]
 
     def _missed(self, ex: Exchange) -> bool:
@@ -1247,23 +1256,9 @@ class BehaviourDetector:
         (_CODE_FIELD) in its query and in a small JSON or form body (one level down too: `{"input":
         {"code": ...}}`), 3 to 64 characters long."""
         req = ex.request
-        pairs: list[tuple[str, Any]] = list(req.query_args()) if req.query else []
-        body = req.body
-        if body and len(body) < 8192:
-            if body[:1] == b"{":
-                try:
-                    data = orjson.loads(body)
-                except orjson.JSONDecodeError:
-                    data = None
-                if isinstance(data, dict) and len(data) <= 16:
-                    for k, v in data.items():
-                        if isinstance(v, dict) and len(v) <= 16:
-                            pairs.extend(v.items())
-                        else:
-                            pairs.append((k, v))
-            elif b"=" in body and (req.headers.get("content-type") or "").lower().startswith(
-                    "application/x-www-form-urlencoded"):
-                pairs.extend(parse_qsl(body.decode("latin-1")))
+        pairs: list[tuple[Any, Any]] = list(req.query_args()) if req.query else []
+        if req.body:
+            pairs += body_fields(req, 16)
         out: list[str] = []
         for k, v in pairs:
             if not isinstance(v, str | int) or isinstance(v, bool):
