@@ -164,12 +164,14 @@ async def test_two_workers_one_admin_and_metrics_of_both(tmp_path):
             assert proc.stdout is not None
             port = int(await asyncio.wait_for(proc.stdout.readline(), 20))
             sent = 0
+            lost = 0  # attempts that failed on our side (a timeout on a busy machine): counted or not
             prefixes = set()
             deadline = time.monotonic() + 20
             while len(prefixes) < 2 and time.monotonic() < deadline:
                 try:
                     resp = await request(port, get("/hello"), wait=2)
-                except (ConnectionError, OSError):
+                except (ConnectionError, OSError):  # (TimeoutError is an OSError)
+                    lost += 1
                     await asyncio.sleep(0.1)
                     continue
                 sent += 1
@@ -185,16 +187,17 @@ async def test_two_workers_one_admin_and_metrics_of_both(tmp_path):
                         await asyncio.sleep(0.2)
                         continue
                     if value(samples, "bastion_workers_reporting") == 2 and \
-                            value(samples, "bastion_exchanges_total") == sent:
+                            sent <= (value(samples, "bastion_exchanges_total") or 0) <= sent + lost:
                         break
                     await asyncio.sleep(0.5)
                 assert value(samples, "bastion_workers_reporting") == 2
-                assert value(samples, "bastion_exchanges_total") == sent
+                total = value(samples, "bastion_exchanges_total")
+                assert sent <= total <= sent + lost
                 assert value(samples, "bastion_endpoint_requests_total", method="GET", route="/hello",
-                             code="2xx") == sent
+                             code="2xx") == total
                 stats = (await c.get("/api/v1/stats")).json()
                 assert stats["workers"] == 2 and stats["workers_reporting"] == 2
-                assert stats["exchanges"] == sent and stats["endpoints"][0]["requests"] == sent
+                assert stats["exchanges"] == total and stats["endpoints"][0]["requests"] == total
         finally:
             proc.terminate()
             await asyncio.wait_for(proc.wait(), 20)
