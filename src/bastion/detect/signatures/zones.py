@@ -101,7 +101,8 @@ def session_param_name(low: str, generic: bool = True) -> bool:
     )
 
 
-_SUSPICIOUS_IN_PATH = re.compile(r"__|prototype|constructor|class|\$|java", re.IGNORECASE)
+# (`xdebug`: a debugger trigger in a parameter name, 913150, is the one thing such a name says)
+_SUSPICIOUS_IN_PATH = re.compile(r"__|prototype|constructor|class|\$|java|xdebug", re.IGNORECASE)
 _B64_ZONES = frozenset({"args", "cookies", "headers"})
 
 _B64 = re.compile(r"[A-Za-z0-9+/_-]{6,}={0,2}")
@@ -285,7 +286,7 @@ def name_flags(name: str) -> int:
             _NAME_FLAGS.clear()
             IGNORED_NAMES.clear()
         _NAME_FLAGS[name] = flags
-        if flags & (NAME_SIMPLE | NAME_SESSION) == NAME_SIMPLE:
+        if flags & (NAME_SIMPLE | NAME_SESSION | NAME_SUSPICIOUS) == NAME_SIMPLE:
             IGNORED_NAMES.add(name)
     return flags
 
@@ -357,7 +358,9 @@ class Collector:
             memo[key] = tuple(values[mark:])
 
     def add_name(self, source: str, name: str, raw: str) -> None:
-        """An argument name, unless it is a plain identifier (see _SIMPLE_NAME); a session cookie's
+        """An argument name, unless it is a plain identifier (see _SIMPLE_NAME) saying nothing suspicious
+    (_SUSPICIOUS_IN_PATH: `XDEBUG_SESSION_START`; a cookie's plain name, even so: a developer's browser
+    extension sets `XDEBUG_SESSION`); a session cookie's
         name only as a parameter of a request from elsewhere (see SESSION_PARAM_NAMES)."""
         flags = _NAME_FLAGS.get(raw)
         if flags is None:
@@ -365,11 +368,11 @@ class Collector:
         if flags & NAME_SESSION:
             if source != "cookie" and self.session_names and (flags & NAME_SESSION_SPECIFIC or self._navigation()):
                 self.add("arg_names", source, name, raw)
-        elif not flags & NAME_SIMPLE:
-            if source == "cookie":  # `_ga`, `connect.sid`: the same names on every request, like the values
+        elif source == "cookie":
+            if not flags & NAME_SIMPLE:  # `_ga`, `connect.sid`: the same names on every request, like the values
                 self.add_shared(_COOKIE_VALUES, "arg_names", source, name, raw)
-            else:
-                self.add("arg_names", source, name, raw)
+        elif flags & NAME_SUSPICIOUS or not flags & NAME_SIMPLE:
+            self.add("arg_names", source, name, raw)
 
     def _navigation(self) -> bool:
         """Whether the request is a browser's: it comes from another site's page (a Referer, which
