@@ -92,6 +92,7 @@ class Verdict:
 
     `reason` is the public, stable problem code (it never describes the payload);
     `rule_ids` explains the decision to operators (events, logs), never to the client.
+    Never changed once made: the evaluator shares one ALLOW verdict per status between exchanges.
     """
 
     action: Action

@@ -101,6 +101,13 @@ _METHODS: dict[bytes, str] = {
 # The end of a request line (after the target) -> its HTTP version.
 _LINE_ENDS: dict[bytes, str] = {b" HTTP/1.1\r\n": "1.1", b" HTTP/1.0\r\n": "1.0"}
 _new = object.__new__
+# Phases run per request, as module constants: on Python 3.11 reading an enum member
+# (`Phase.REQUEST_HEADERS`) goes through EnumType's __getattr__ hook, ~1.5k instructions a read.
+_CONNECTION = Phase.CONNECTION
+_REQUEST_HEADERS = Phase.REQUEST_HEADERS
+_REQUEST_BODY = Phase.REQUEST_BODY
+_RESPONSE_HEADERS = Phase.RESPONSE_HEADERS
+_RESPONSE_BODY = Phase.RESPONSE_BODY
 # (status, reason) -> the status line relayed to the client
 _STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
 
@@ -997,7 +1004,10 @@ class ClientConnection(asyncio.Protocol):
         headers = _new(RawHeaders)  # RawHeaders(hdrs) without the __init__ call
         headers._raw = hdrs
         headers._index = None
-        ex = s.pipeline.new_exchange(client, method, target, headers, version, rid or s.next_request_id())
+        # the Host value decoded above, when there is exactly one (new_exchange's own lookup would
+        # find the same: the first Host field, decoded and stripped)
+        ex = s.pipeline.new_exchange(client, method, target, headers, version, rid or s.next_request_id(),
+                                     host if host_count == 1 else None)
         req = _Req(ex, method)
         req.version = version
         req.keep_alive = parser.should_keep_alive()
@@ -1185,16 +1195,16 @@ class ClientConnection(asyncio.Protocol):
         unless a hook goes async."""
         p = self.s.pipeline
         if conn_phase:
-            first = p.run_now(Phase.CONNECTION, ex)
+            first = p.run_now(_CONNECTION, ex)
             if first is not None and not isinstance(first, Verdict):
                 return self._head_after_connection(first, ex)
             if first is not None and first.blocks:
                 return first
             if self.s.wants_head:
-                v = p.run_now(Phase.REQUEST_HEADERS, ex)
+                v = p.run_now(_REQUEST_HEADERS, ex)
                 return first if v is None else v
             return first
-        return p.run_now(Phase.REQUEST_HEADERS, ex)
+        return p.run_now(_REQUEST_HEADERS, ex)
 
     async def _head_after_connection(self, pending: PhaseTail, ex: Exchange) -> Verdict | None:
         first = await pending
@@ -1306,7 +1316,7 @@ class ClientConnection(asyncio.Protocol):
         limit = self.s.inspect_bytes
         r.body = body[:limit]
         r.body_truncated = not req.ended or len(body) > limit
-        self._spawn(req, self.s.pipeline.run_now(Phase.REQUEST_BODY, req.ex), self._after_body)
+        self._spawn(req, self.s.pipeline.run_now(_REQUEST_BODY, req.ex), self._after_body)
 
     def _after_body(self, req: _Req, v: Verdict | None) -> None:
         if v is not None:
@@ -1454,7 +1464,7 @@ class ClientConnection(asyncio.Protocol):
             return
         req.rs = R_HOLD
         if s.wants_resp_head:
-            self._spawn(req, s.pipeline.run_now(Phase.RESPONSE_HEADERS, ex), self._after_resp_head)
+            self._spawn(req, s.pipeline.run_now(_RESPONSE_HEADERS, ex), self._after_resp_head)
         else:
             self._after_resp_head(req, None)
 
@@ -1486,7 +1496,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if s.wants_resp_body:
             req.rs = R_HOLD
-            self._spawn(req, s.pipeline.run_now(Phase.RESPONSE_BODY, req.ex), self._after_resp_body)
+            self._spawn(req, s.pipeline.run_now(_RESPONSE_BODY, req.ex), self._after_resp_body)
         else:
             self._release_hold(req)
 
