@@ -141,9 +141,10 @@ class Pipeline:
     def _advance(self, phase: Phase, ex: Exchange, i: int, before: int) -> Verdict | PhaseTail | None:
         """Run the steps of `phase` from the i-th on; `before` is where this phase's findings start."""
         steps = self._steps[phase]
+        findings = ex.findings  # (the list object: detectors append to it, never replace it)
         while i < len(steps):
             step = steps[i]
-            mark = len(ex.findings)
+            mark = len(findings)
             try:
                 result = step.hook(ex)
             except Exception as exc:
@@ -151,11 +152,13 @@ class Pipeline:
                 result = None
             if result is not None:
                 return self._after_await(phase, ex, i, result, before, mark)
-            if len(ex.findings) > mark:
-                self._stamp(ex.findings, mark, phase, step.observe)
+            if len(findings) > mark:
+                self._stamp(findings, mark, phase, step.observe)
             if ex.allowlisted:
                 return None
             i += 1
+        if len(findings) == before:  # nothing found: no _conclude call (the usual case)
+            return None
         return self._conclude(ex, before)
 
     async def _after_await(

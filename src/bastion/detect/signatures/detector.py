@@ -111,7 +111,11 @@ class SignaturesDetector:
         if resp is None or not resp.body or resp.from_bastion:
             return
         values = response_values(resp.body, resp.headers.get("content-type") or "")
-        self._report(ex, self.response_matcher.match(values, self._excluder(ex)))
+        if not values:
+            return  # a binary body: nothing to match
+        hits = self.response_matcher.match(values, self._excluder(ex) if self.exclusions else None)
+        if hits:  # (calls only when needed: a Python call costs ~1k instructions per response)
+            self._report(ex, hits)
 
     # --- internals -----------------------------------------------------------------------------
 
@@ -124,7 +128,8 @@ class SignaturesDetector:
         hits = matcher.match(values, self._excluder(ex) if self.exclusions else None)
         if hits:
             self._report(ex, hits)
-        self._budget(ex, matcher)
+        if matcher.exhausted:  # (tested here: _budget is called only when it has a finding to add)
+            self._budget(ex, matcher)
 
     def _excluder(self, ex: Exchange) -> Excluded | None:
         if not self.exclusions:
