@@ -206,3 +206,40 @@ def test_client_request_ids_are_plain_ascii() -> None:
     assert valid_request_id("client-id_1.2:3")
     for bad in ("idµ", "id²", "café", "a b", "a\r\nb", "", "x" * 65):
         assert not valid_request_id(bad), bad
+
+
+def test_new_exchange_fills_every_field_as_the_keyword_form() -> None:
+    """new_exchange builds Request and Exchange positionally (cheaper on Python 3.11): a field added
+    or moved in either dataclass must not shift a value into the wrong field."""
+    from bastion.exchange import Request
+
+    clock = ManualClock(1_700_000_000.0)
+    p = Pipeline(BastionConfig(), [], clock=clock)
+    client = Client("203.0.113.7")
+    headers = Headers([("Host", " Shop.Example:8443 "), ("Accept", "*/*")])
+    for host in (None, "Shop.Example:8443"):
+        ex = p.new_exchange(client, "POST", "/cart?id=1", headers, "1.0", "rid-1", host=host)
+        req = Request(method="POST", target="/cart?id=1", headers=headers, http_version="1.0",
+                      host="Shop.Example:8443")
+        expected = Exchange(id="rid-1", client=client, request=req, started=clock.now(),
+                            started_mono=clock.monotonic(), site="shop.example", keys={"ip": "203.0.113.7"})
+        assert ex == expected
+    ex = p.new_exchange(client, "GET", "/", Headers([("Host", "[::1]")]))
+    assert (ex.request.host, ex.site, len(ex.id)) == ("[::1]", "[::1]", 16)
+
+
+def test_allow_verdicts_are_shared_per_status_and_findings_still_log() -> None:
+    p = Pipeline(BastionConfig(), [], clock=ManualClock())
+    a, b = make(p), make(p)
+    for ex in (a, b):
+        ex.response = Response(200, Headers())
+        p.complete(ex)
+    assert a.verdict is b.verdict and a.verdict is not None
+    assert (a.verdict.action, a.verdict.status) == (Action.ALLOW, 200)
+    c = make(p)
+    c.response = Response(404, Headers())
+    c.add(Finding("t-9", "x", "noted", Severity.NOTICE, score=2, observe=True))
+    p.complete(c)
+    assert c.verdict is not None
+    assert (c.verdict.action, c.verdict.status, c.verdict.rule_ids) == (Action.LOG, 404, ("t-9",))
+    assert p.counters.exchanges == 3 and p.counters.logged == 1 and p.counters.findings_by_rule == {"t-9": 1}

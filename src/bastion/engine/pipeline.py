@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +71,13 @@ class Pipeline:
     ) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
+        # The clock's readers, bound once; SystemClock's are time.time/time.monotonic themselves
+        # (a Python method call fewer per read, three reads per exchange).
+        if type(self.clock) is SystemClock:
+            self._now: Callable[[], float] = time.time
+            self._monotonic: Callable[[], float] = time.monotonic
+        else:
+            self._now, self._monotonic = self.clock.now, self.clock.monotonic
         self.detectors = list(detectors)
         self.evaluator = Evaluator(config)
         self.fail_closed = config.fail_mode == "closed"
@@ -111,9 +119,8 @@ class Pipeline:
         # keyword form): a class called with keywords has them packed into a dict by type_call and
         # unpacked again for __init__, ~40 % more instructions for the two objects on Python 3.11.
         req = Request(method, target, headers, http_version, b"", 0, False, host)
-        clock = self.clock
         return Exchange(
-            request_id or new_request_id(), client, req, clock.now(), clock.monotonic(), None, None, "",
+            request_id or new_request_id(), client, req, self._now(), self._monotonic(), None, None, "",
             host.rsplit(":", 1)[0].lower() if host and not host.endswith("]") else host.lower(),
             {"ip": client.ip},
         )
@@ -216,7 +223,7 @@ class Pipeline:
     def complete(self, ex: Exchange) -> None:
         """After the response: run complete hooks, then hand the exchange to the sinks."""
         if ex.duration is None:
-            ex.duration = max(0.0, self.clock.monotonic() - ex.started_mono)
+            ex.duration = max(0.0, self._monotonic() - ex.started_mono)
         steps = self._steps[_COMPLETE]
         if not steps or ex.allowlisted:  # nothing to run: no list, no loop
             self._finish(ex)

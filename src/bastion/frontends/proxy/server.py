@@ -1476,7 +1476,8 @@ class ClientConnection(asyncio.Protocol):
         status = req.ex.response.status if req.ex.response is not None else 0
         if req.framing != F_NONE and (s.wants_resp_body or (s.scrub and status >= 500)):
             req.rs = R_WAIT_BODY
-            self._maybe_inspect_response(req)
+            if req.resp_ended or req.resp_buffered >= s.resp_hold_limit:  # (_maybe_inspect_response's test)
+                self._maybe_inspect_response(req)
         else:
             self._release_hold(req)
 
@@ -1569,7 +1570,8 @@ class ClientConnection(asyncio.Protocol):
         req.resp_buffered += len(data)
         if req.resp_buffered > self.s.inspect_resp_bytes + HOLD_SLACK:
             self._pause_up(req, 2)
-        if req.rs == R_WAIT_BODY:
+        # (_maybe_inspect_response's own test first: most reads of a held body do not complete it)
+        if req.rs == R_WAIT_BODY and (req.resp_ended or req.resp_buffered >= self.s.resp_hold_limit):
             self._maybe_inspect_response(req)
 
     def up_done(self, conn: UpstreamConnection) -> None:
