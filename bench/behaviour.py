@@ -221,8 +221,7 @@ async def flood(shape: str, max_keys: int) -> None:
     `max_keys` and twice that (the difference, per key, is what max_keys costs: the rest is the other
     detectors' bounded tables). Traced with tracemalloc, the memo tables of behaviour (keys by header
     fields, routes, fingerprints: bounded) emptied before each reading."""
-    import bastion.entity as entity_mod
-    from bastion.testing import make_exchange, run_exchange, run_response
+    from bastion.testing import behaviour_state_bytes, make_exchange, run_exchange, run_response
 
     saturated: list[tuple[int, int, dict[str, int]]] = []
     for cap, n in ((10_000_000, 5_000), (max_keys, 3 * max_keys), (2 * max_keys, 6 * max_keys)):
@@ -233,13 +232,7 @@ async def flood(shape: str, max_keys: int) -> None:
         det: Any = next(d for d in p.detectors if d.name == "behaviour")
 
         def state(det: Any = det) -> int:
-            det.core._memo.clear()
-            det.core._header_memo.clear()
-            det._routes.clear()
-            det.templates.cache.clear()
-            entity_mod._fp_cache.clear()
-            gc.collect()
-            return int(tracemalloc.get_traced_memory()[0])
+            return behaviour_state_bytes(det)
 
         tracemalloc.start()
         first = 0

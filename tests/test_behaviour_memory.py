@@ -9,19 +9,18 @@ making room must push out idle clean keys before the record of an attacker's own
 from __future__ import annotations
 
 import base64
-import gc
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from bastion import entity
 from bastion.decision import Decision, DecisionAction, KeyKind, Origin
 from bastion.detect.behaviour.counters import make_room
 from bastion.detect.behaviour.settings import activity_cap, subject_cap
 from bastion.detect.behaviour.store import MemoryStore
 from bastion.entity import EntityGraph, GraphLimits, hash_key
+from bastion.testing import behaviour_state_bytes
 from behaviour_helpers import Harness
 
 MAX_KEYS = 1000  # the smallest the setting allows: every cap is 1000 entries
@@ -79,14 +78,7 @@ async def check_bounded(shape: Callable[[int], Any]) -> None:
     det = h.detector("behaviour")
 
     def state() -> int:
-        # (the bounded memo tables emptied, so that they do not blur the measure)
-        det.core._memo.clear()
-        det.core._header_memo.clear()
-        det._routes.clear()
-        det.templates.cache.clear()
-        entity._fp_cache.clear()
-        gc.collect()
-        return int(tracemalloc.get_traced_memory()[0])
+        return behaviour_state_bytes(det)
 
     tracemalloc.start()  # (only what is allocated from now on is traced: from the start)
     try:

@@ -199,3 +199,20 @@ async def run_response(
     if blocked is not None:
         return blocked
     return pipeline.evaluator.final(ex)
+
+
+def behaviour_state_bytes(det: Any) -> int:
+    """Bytes traced by tracemalloc (started by the caller), with the behaviour detector's bounded
+    memo tables emptied first so that they do not blur a measure of its per-client state."""
+    import gc
+    import tracemalloc
+
+    from bastion import entity
+
+    det.core._memo.clear()
+    det.core._header_memo.clear()
+    det._routes.clear()
+    det.templates.cache.clear()
+    entity._fp_cache.clear()
+    gc.collect()
+    return int(tracemalloc.get_traced_memory()[0])
